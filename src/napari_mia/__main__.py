@@ -1,0 +1,3 @@
+from napari_mia.core.cli import main
+
+raise SystemExit(main())

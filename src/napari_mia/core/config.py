@@ -1,0 +1,178 @@
+"""The one dataclass that describes a training run.
+
+It is validated on construction, saved inside every model file, and rebuilt on load, so a reloaded
+model preprocesses and predicts exactly as it did when it was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+CONFIG_VERSION = 1
+
+APPLICATIONS = ("semantic",)
+ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "Linknet", "PSPNet", "DeepLabV3Plus", "MAnet")
+BACKBONES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "efficientnet-b0",
+    "efficientnet-b1",
+    "efficientnet-b2",
+    "efficientnet-b3",
+    "mobilenet_v2",
+    "tu-efficientnet_lite0",
+)
+COLOR_MODES = ("mono", "color")
+OPTIMIZERS = ("adam", "adamw", "sgd_nesterov", "adamax", "adagrad", "adadelta")
+LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
+LOSSES = ("ce_dice", "cross_entropy", "dice", "focal")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Distinct, colour-blind friendly class colours (Okabe-Ito), background transparent-ish black.
+DEFAULT_COLORS = (
+    "#000000",
+    "#E69F00",
+    "#56B4E9",
+    "#009E73",
+    "#F0E442",
+    "#0072B2",
+    "#D55E00",
+    "#CC79A7",
+)
+
+
+class ConfigError(ValueError):
+    """A training setting is out of range or unknown; the message names the field and the fix."""
+
+
+def _default_classes() -> list[str]:
+    return ["background", "foreground"]
+
+
+@dataclass
+class TrainingConfig:
+    """MIA's Training window (and Settings) as one validated record.
+
+    Field names follow MIA's labels: Deep Learning Architecture, Model Backbone, Pretrained Net,
+    Classes, Color/Mono, Input Channels, Batch Size, Epochs, Learning Rate, Down Scaling.
+    """
+
+    application: str = "semantic"
+    architecture: str = "Unet"
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    pretrained_path: str | None = None
+    decoder_channels: tuple[int, ...] | None = (128, 64, 32, 16, 16)
+    classes: list[str] = field(default_factory=_default_classes)
+    class_colors: list[str] | None = None
+    color_mode: str = "mono"
+    input_channels: int | None = None
+    batch_size: int = 16
+    epochs: int = 100
+    learning_rate: float = 3e-3
+    downscale: float = 1.0
+    patch_size: int = 128
+    validation_fraction: float = 0.15
+    sparse_labels: bool = False
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    loss: str = "ce_dice"
+    foreground_sampling: float = 0.7
+    normalize_percentiles: tuple[float, float] = (1.0, 99.8)
+    tile_overlap: int = 64
+    max_minutes: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        self.classes = list(self.classes)
+        self.normalize_percentiles = tuple(float(p) for p in self.normalize_percentiles)
+        if self.decoder_channels is not None:
+            self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
+        if self.input_channels is None:
+            self.input_channels = 1 if self.color_mode == "mono" else 3
+        if self.class_colors is None:
+            self.class_colors = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(self.classes))]
+        self.class_colors = list(self.class_colors)
+        self.validate()
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def validate(self) -> None:
+        _choice("application", self.application, APPLICATIONS)
+        _choice("architecture", self.architecture, ARCHITECTURES)
+        _choice("backbone", self.backbone, BACKBONES)
+        _choice("color_mode", self.color_mode, COLOR_MODES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("loss", self.loss, LOSSES)
+        _choice("device", self.device.split(":")[0], DEVICES)
+        if len(self.classes) < 2:
+            raise ConfigError("classes: need at least 2 (background and one class)")
+        if len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"classes: names must be unique, got {self.classes}")
+        if len(self.class_colors) != len(self.classes):
+            raise ConfigError("class_colors: need one colour per class")
+        _in_range("input_channels", self.input_channels, 1, 64)
+        if self.color_mode == "color" and self.input_channels != 3:
+            raise ConfigError("input_channels: Color mode uses 3 channels; choose Mono for other counts")
+        _in_range("batch_size", self.batch_size, 1, 2048)
+        _in_range("epochs", self.epochs, 1, 100_000)
+        if not 0 < self.learning_rate <= 1:
+            raise ConfigError(f"learning_rate: must be in (0, 1], got {self.learning_rate}")
+        if not 0.1 <= self.downscale <= 1.0:
+            raise ConfigError(f"downscale: Down Scaling must be between 0.1 and 1, got {self.downscale}")
+        if self.patch_size < 32 or self.patch_size % 32:
+            raise ConfigError(f"patch_size: must be a multiple of 32 and at least 32, got {self.patch_size}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"validation_fraction: must be in [0, 1), got {self.validation_fraction}")
+        if not 0 <= self.foreground_sampling <= 1:
+            raise ConfigError(f"foreground_sampling: must be in [0, 1], got {self.foreground_sampling}")
+        low, high = self.normalize_percentiles
+        if not 0 <= low < high <= 100:
+            raise ConfigError(f"normalize_percentiles: need 0 <= low < high <= 100, got {self.normalize_percentiles}")
+        if self.tile_overlap < 0 or self.tile_overlap % 32:
+            raise ConfigError(f"tile_overlap: must be a non-negative multiple of 32, got {self.tile_overlap}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"max_minutes: must be positive, got {self.max_minutes}")
+        _in_range("num_workers", self.num_workers, 0, 64)
+
+    def to_dict(self) -> dict:
+        record = dataclasses.asdict(self)
+        record["normalize_percentiles"] = list(self.normalize_percentiles)
+        if self.decoder_channels is not None:
+            record["decoder_channels"] = list(self.decoder_channels)
+        record["config_version"] = CONFIG_VERSION
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict) -> TrainingConfig:
+        record = dict(record)
+        version = record.pop("config_version", CONFIG_VERSION)
+        if version > CONFIG_VERSION:
+            raise ConfigError(
+                f"this model was saved by a newer napari-mia (config version {version}); upgrade napari-mia"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise ConfigError(f"unknown settings {unknown}; the file was not written by this napari-mia")
+        return cls(**record)
+
+    def replace(self, **changes) -> TrainingConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(options)}")
+
+
+def _in_range(name: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{name}: must be an integer from {low} to {high}, got {value!r}")

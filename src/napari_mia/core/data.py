@@ -1,0 +1,232 @@
+"""From user arrays to normalised training samples and random patches.
+
+Images arrive as numpy arrays from napari layers or files: 2D grey (H, W), 2D with channels (a channel
+axis given explicitly, e.g. RGB(A) with ``channel_axis=-1``), or stacks whose leading axes hold 2D frames.
+Every frame becomes a ``(C, H, W)`` float32 array, normalised per channel by percentiles and resized by
+the Down Scaling factor. Labels become ``(H, W)`` int16 class ids with :data:`IGNORE` for pixels the loss
+must skip (unlabelled pixels in sparse mode, padding).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.transform import resize
+
+from .config import TrainingConfig
+
+IGNORE = -1
+_MAX_SEED_PIXELS = 50_000
+
+
+class DataError(ValueError):
+    """The image or labels cannot be used; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class Sample:
+    """One 2D training frame: ``image`` (C, H, W) float32 and ``labels`` (H, W) int16."""
+
+    image: np.ndarray
+    labels: np.ndarray
+
+
+def split_frames(image: np.ndarray, channel_axis: int | None = None) -> list[np.ndarray]:
+    """Split an image into 2D frames of shape (C, H, W); leading axes are frames."""
+    image = np.asarray(image)
+    if channel_axis is not None:
+        image = np.moveaxis(image, channel_axis, -1)
+    else:
+        image = image[..., np.newaxis]
+    if image.ndim < 3 or 0 in image.shape:
+        raise DataError(f"image must be at least 2D and non-empty, got shape {image.shape}")
+    frames = image.reshape((-1, *image.shape[-3:]))
+    return [np.moveaxis(frame, -1, 0) for frame in frames]
+
+
+def split_label_frames(labels: np.ndarray) -> list[np.ndarray]:
+    labels = np.asarray(labels)
+    if labels.ndim < 2 or 0 in labels.shape:
+        raise DataError(f"labels must be at least 2D and non-empty, got shape {labels.shape}")
+    return list(labels.reshape((-1, *labels.shape[-2:])))
+
+
+def to_model_channels(frame: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    """Drop alpha, convert colour to grey (Mono) or grey to colour (Color) to match the model input."""
+    if frame.shape[0] == 4 and config.input_channels != 4:
+        frame = frame[:3]
+    channels = frame.shape[0]
+    if config.color_mode == "mono" and config.input_channels == 1 and channels == 3:
+        return frame.astype(np.float32).mean(axis=0, keepdims=True)
+    if config.color_mode == "color" and channels == 1:
+        return np.repeat(frame, 3, axis=0)
+    if channels != config.input_channels:
+        raise DataError(
+            f"image has {channels} channel(s) but the model expects {config.input_channels}; "
+            "set Input Channels to match or choose Color/Mono"
+        )
+    return frame
+
+
+def normalize(frame: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Per-channel percentile normalisation to roughly [0, 1]; robust to outliers and bit depth."""
+    frame = frame.astype(np.float32, copy=False)
+    if not np.isfinite(frame).all():
+        raise DataError("image contains NaN or infinite values; replace them before training or prediction")
+    # Percentiles of a strided subsample are as good and much faster on big images.
+    step = max(1, int(math.sqrt(frame[0].size / 1_000_000)))
+    sample = frame[:, ::step, ::step].reshape(frame.shape[0], -1)
+    low, high = np.percentile(sample, percentiles, axis=1)
+    scale = np.where(high - low > 1e-8, high - low, 1.0)
+    return ((frame - low[:, None, None]) / scale[:, None, None]).astype(np.float32)
+
+
+def scaled_shape(shape: tuple[int, int], downscale: float) -> tuple[int, int]:
+    return tuple(max(1, round(size * downscale)) for size in shape)
+
+
+def resize_image(frame: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if frame.shape[1:] == tuple(shape):
+        return frame
+    return resize(frame, (frame.shape[0], *shape), order=1, anti_aliasing=True, preserve_range=True).astype(
+        np.float32
+    )
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if labels.shape == tuple(shape):
+        return labels
+    return resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
+
+
+def prepare_image(frame: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    """A raw (C, H, W) frame as the network sees it: channels matched, normalised, down scaled."""
+    frame = to_model_channels(frame, config)
+    frame = normalize(frame, config.normalize_percentiles)
+    return resize_image(frame, scaled_shape(frame.shape[1:], config.downscale))
+
+
+def prepare_labels(labels: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    """Class-id labels as training targets; in sparse mode 0 means unlabelled and classes start at 1."""
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+        raise DataError(f"labels must be integers (class ids), got dtype {labels.dtype}")
+    labels = labels.astype(np.int32)
+    if labels.min() < 0:
+        raise DataError("labels contain negative values; class ids start at 0")
+    if config.sparse_labels:
+        labels = labels - 1  # 0 (unlabelled) becomes IGNORE = -1
+    highest = int(labels.max())
+    if highest >= config.n_classes:
+        raise DataError(
+            f"labels contain class id {highest + int(config.sparse_labels)} but only "
+            f"{config.n_classes} classes are defined ({', '.join(config.classes)}); add classes or fix the labels"
+        )
+    labels = labels.astype(np.int16)
+    return resize_labels(labels, scaled_shape(labels.shape, config.downscale))
+
+
+def make_samples(
+    image: np.ndarray, labels: np.ndarray, config: TrainingConfig, channel_axis: int | None = None
+) -> list[Sample]:
+    """Pair every frame of ``image`` with its labels; frames without any labelled pixel are dropped."""
+    image_frames = split_frames(image, channel_axis)
+    label_frames = split_label_frames(labels)
+    if len(label_frames) == 1 and len(image_frames) > 1:
+        label_frames = label_frames * len(image_frames)
+    if len(image_frames) != len(label_frames) or image_frames[0].shape[1:] != label_frames[0].shape:
+        raise DataError(
+            f"image frames {len(image_frames)} x {image_frames[0].shape[1:]} do not match labels "
+            f"{len(label_frames)} x {label_frames[0].shape}; image and labels must cover the same pixels"
+        )
+    samples = []
+    for frame, frame_labels in zip(image_frames, label_frames):
+        target = prepare_labels(frame_labels, config)
+        if config.sparse_labels and not (target != IGNORE).any():
+            continue
+        samples.append(Sample(prepare_image(frame, config), target))
+    return samples
+
+
+def split_train_validation(
+    samples: list[Sample], fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    """Random split by whole frames (never by pixels, so validation is honest)."""
+    if fraction <= 0 or len(samples) < 2:
+        return list(samples), []
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_validation = min(len(samples) - 1, max(1, round(fraction * len(samples))))
+    return [samples[i] for i in order[n_validation:]], [samples[i] for i in order[:n_validation]]
+
+
+class PatchDataset:
+    """Random square patches for one epoch, drawn preferentially around labelled objects.
+
+    Each epoch holds as many patches as it takes to cover every frame once (MIA's rule); with
+    probability ``foreground_sampling`` a patch is centred near a labelled non-background pixel.
+    Frames smaller than the patch are padded: the image by reflection, the labels with IGNORE, so
+    padding never invents objects (MIA reflects the labels too).
+    """
+
+    def __init__(self, samples: list[Sample], config: TrainingConfig, transform=None):
+        if not samples:
+            raise DataError("no labelled frames to train on; draw some labels first")
+        self.samples = samples
+        self.patch = config.patch_size
+        self.foreground_sampling = config.foreground_sampling
+        self.seed = config.seed
+        self.transform = transform
+        self.epoch = 0
+        areas = np.array([s.labels.size for s in samples], dtype=np.float64)
+        self.frame_weights = areas / areas.sum()
+        self.seed_pixels = [self._seed_pixels(s.labels, i) for i, s in enumerate(samples)]
+        self.length = sum(math.ceil(s.labels.shape[0] / self.patch) * math.ceil(s.labels.shape[1] / self.patch)
+                          for s in samples)
+
+    def _seed_pixels(self, labels: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of object pixels and of labelled pixels, subsampled to keep memory small."""
+        rng = np.random.default_rng(self.seed + index)
+        found = []
+        for mask in (labels > 0, labels != IGNORE):
+            flat = np.flatnonzero(mask)
+            if flat.size > _MAX_SEED_PIXELS:
+                flat = rng.choice(flat, _MAX_SEED_PIXELS, replace=False)
+            found.append(flat)
+        return found[0], found[1]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        frame = rng.choice(len(self.samples), p=self.frame_weights)
+        sample = self.samples[frame]
+        objects, labelled = self.seed_pixels[frame]
+        height, width = sample.labels.shape
+        if objects.size and rng.random() < self.foreground_sampling:
+            centre = np.unravel_index(rng.choice(objects), (height, width))
+        elif labelled.size < height * width and labelled.size:
+            centre = np.unravel_index(rng.choice(labelled), (height, width))
+        else:
+            centre = (rng.integers(height), rng.integers(width))
+        jitter = rng.integers(-self.patch // 4, self.patch // 4 + 1, size=2)
+        image, labels = crop_patch(sample, np.add(centre, jitter), self.patch)
+        if self.transform is not None:
+            image, labels = self.transform(image, labels)
+        return np.ascontiguousarray(image), np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def crop_patch(sample: Sample, centre, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A size x size patch around ``centre``, clamped inside the frame, padded if the frame is small."""
+    height, width = sample.labels.shape
+    top = int(np.clip(centre[0] - size // 2, 0, max(0, height - size)))
+    left = int(np.clip(centre[1] - size // 2, 0, max(0, width - size)))
+    image = sample.image[:, top : top + size, left : left + size]
+    labels = sample.labels[top : top + size, left : left + size]
+    pad_y, pad_x = size - labels.shape[0], size - labels.shape[1]
+    if pad_y or pad_x:
+        mode = "reflect" if min(labels.shape) > max(pad_y, pad_x) else "symmetric"
+        image = np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)), mode=mode)
+        labels = np.pad(labels, ((0, pad_y), (0, pad_x)), constant_values=IGNORE)
+    return image, labels

@@ -1,0 +1,43 @@
+"""Typed progress events: the only contract between the core loops and their consumers (widget, CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BatchEnd:
+    epoch: int
+    batch: int
+    batches_per_epoch: int
+    step: int
+    loss: float
+    learning_rate: float
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    epoch: int
+    epochs: int
+    train_loss: float
+    learning_rate: float
+    seconds: float
+    val_loss: float | None = None
+    val_metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingDone:
+    """Last event of a run. ``reason`` is "finished", "stopped" or "time budget"."""
+
+    reason: str
+    epochs_completed: int
+    steps: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TileDone:
+    done: int
+    total: int

@@ -1,0 +1,84 @@
+"""Model files: one ``.safetensors`` file holding the weights and, in its header, the full config and
+training history as JSON. Loading parses tensors and JSON only, so a file can never run code; a
+write goes to a temporary file that replaces the target only when complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .config import ConfigError, TrainingConfig
+from .models import build_model
+
+FORMAT = "napari-mia-model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """The file is not a napari-mia model this version can read."""
+
+
+def save_model(path: str | os.PathLike, model: torch.nn.Module, config: TrainingConfig, history=()) -> Path:
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(config.to_dict()),
+        "history": json.dumps([asdict(event) for event in history]),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(handle)
+    try:
+        save_file(tensors, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelFileError(
+            f"{path}: not a napari-mia model (expected a .safetensors model file; it is truncated, "
+            f"corrupted or of another kind): {error}"
+        ) from error
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: a safetensors file, but not a napari-mia model")
+    if int(metadata.get("format_version", 0)) > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: written by a newer napari-mia; upgrade to load it")
+    return metadata
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Return ``(model, config, history)``; the model is in eval mode on ``device``."""
+    metadata = read_metadata(path)
+    try:
+        config = TrainingConfig.from_dict(json.loads(metadata["config"]))
+    except (ConfigError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{path}: model settings cannot be read: {error}") from error
+    # The weights come from the file, so ImageNet weights need not be present to load a model.
+    model = build_model(config.replace(pretrained=False))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (SafetensorError, RuntimeError) as error:
+        raise ModelFileError(f"{path}: weights do not fit the saved settings: {error}") from error
+    history = json.loads(metadata.get("history", "[]"))
+    return model.to(device).eval(), config, history

@@ -1,0 +1,150 @@
+"""Model factory (segmentation-models-pytorch) and offline ImageNet weights.
+
+Nothing is downloaded: with "Pretrained Net" on, encoder weights come from a local file
+(``config.pretrained_path``) or from the torch hub cache; a missing file is a clear error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+
+from .config import TrainingConfig
+
+_PREFIXES = ("module.", "model.", "encoder.", "backbone.")
+_TAKES_DECODER_CHANNELS = ("Unet", "UnetPlusPlus", "MAnet")
+
+
+class PretrainedWeightsError(FileNotFoundError):
+    """ImageNet weights for the chosen backbone cannot be found or do not fit."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def build_model(config: TrainingConfig) -> torch.nn.Module:
+    """The network for ``config``; ImageNet encoder weights are loaded from disk when asked for."""
+    options = {}
+    if config.decoder_channels and config.architecture in _TAKES_DECODER_CHANNELS:
+        options["decoder_channels"] = config.decoder_channels
+    model = smp.create_model(
+        config.architecture,
+        encoder_name=config.backbone,
+        encoder_weights=None,
+        in_channels=config.input_channels,
+        classes=config.n_classes,
+        **options,
+    )
+    if config.pretrained:
+        path = find_pretrained_file(config)
+        load_encoder_weights(model.encoder, path)
+    return model
+
+
+def find_pretrained_file(config: TrainingConfig) -> Path:
+    if config.pretrained_path:
+        path = Path(config.pretrained_path).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsError(f"Pretrained Net: weights file {path} does not exist")
+        return path
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    stem = config.backbone.removeprefix("tu-")
+    wanted = {stem, stem.replace("_", "-"), stem.replace("-", "_")}
+    if cache.is_dir():
+        for candidate in sorted(cache.iterdir()):
+            if any(candidate.name.startswith(name) for name in wanted):
+                return candidate
+    raise PretrainedWeightsError(
+        f"Pretrained Net: no ImageNet weights for {config.backbone} in {cache} and nothing is downloaded "
+        "here. Untick Pretrained Net to train from scratch, or point at a weights file "
+        "(--pretrained PATH / pretrained_path)."
+    )
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors or a torch file, never executing code from it."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure means the file is unusable
+        raise PretrainedWeightsError(f"Pretrained Net: cannot read {path}: {error}") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def load_encoder_weights(encoder: torch.nn.Module, path: Path, min_fraction: float = 0.9) -> int:
+    """Copy ImageNet weights into ``encoder``; returns the number of tensors loaded.
+
+    Tensors are matched by name (ignoring wrapper prefixes) or, when a file uses other names for the
+    same network (e.g. efficientnet-lite0's ``_conv_stem`` vs timm's ``conv_stem``), by order and
+    shape. The first convolution is adapted to the model's input channels.
+    """
+    source = read_state_dict(path)
+    target = {k: v for k, v in encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
+    mapped = _match_by_name(source, target)
+    if len(mapped) < min_fraction * len(target):
+        mapped = _match_by_order(source, target)
+    if len(mapped) < min_fraction * len(target):
+        raise PretrainedWeightsError(
+            f"Pretrained Net: {path} fits only {len(mapped)} of {len(target)} encoder tensors; "
+            "is it the right backbone?"
+        )
+    encoder.load_state_dict(mapped, strict=False)
+    return len(mapped)
+
+
+def _strip(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key
+
+
+def _fit(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    if source.shape == target.shape:
+        return source
+    if source.ndim == 4 and source.shape[0] == target.shape[0] and source.shape[2:] == target.shape[2:]:
+        # First convolution with another channel count: fold or cycle the RGB filters.
+        if target.shape[1] == 1:
+            return source.sum(dim=1, keepdim=True)
+        repeats = -(-target.shape[1] // source.shape[1])
+        return source.repeat(1, repeats, 1, 1)[:, : target.shape[1]] * (source.shape[1] / target.shape[1])
+    return None
+
+
+def _match_by_name(source, target):
+    by_name = {_strip(k): v for k, v in source.items()}
+    mapped = {}
+    for key, tensor in target.items():
+        found = by_name.get(_strip(key))
+        fitted = None if found is None else _fit(found, tensor)
+        if fitted is not None:
+            mapped[key] = fitted
+    return mapped
+
+
+def _match_by_order(source, target):
+    source_tensors = [v for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    mapped = {}
+    for (key, tensor), found in zip(target.items(), source_tensors):
+        fitted = _fit(found, tensor)
+        if fitted is None:
+            break
+        mapped[key] = fitted
+    return mapped

@@ -1,0 +1,202 @@
+"""The training loop: one generator of typed events that a widget or a CLI consumes.
+
+Read it top to bottom: build data, model, optimizer and loss; for each batch set the learning rate,
+step, and yield a :class:`BatchEnd`; at the end of each epoch validate on whole frames and yield an
+:class:`EpochEnd`. :meth:`Trainer.request_stop` is honoured at the next batch, and calling
+:meth:`Trainer.run` again resumes the same run (model, optimizer, schedule and position kept).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Generator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .augment import build_train_transform
+from .config import TrainingConfig
+from .data import IGNORE, PatchDataset, Sample
+from .events import BatchEnd, EpochEnd, TrainingDone
+from .infer import iter_probabilities, run
+from .losses import build_loss
+from .metrics import confusion_matrix, segmentation_metrics
+from .models import build_model, resolve_device
+
+_WARMUP = 0.03
+_MIN_LR_FRACTION = 0.01
+
+OPTIMIZERS = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=1e-4),
+    "sgd_nesterov": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
+    "adamax": lambda params, lr: torch.optim.Adamax(params, lr=lr),
+    "adagrad": lambda params, lr: torch.optim.Adagrad(params, lr=lr),
+    "adadelta": lambda params, lr: torch.optim.Adadelta(params, lr=lr),
+}
+
+
+def learning_rate_at(config: TrainingConfig, progress: float, epoch: int) -> float:
+    """Learning rate for a point in the run; ``progress`` runs from 0 to 1 (steps or time budget)."""
+    base = config.learning_rate
+    if config.lr_schedule == "cosine":
+        if progress < _WARMUP:
+            return base * max(progress / _WARMUP, 0.01)
+        phase = min(1.0, (progress - _WARMUP) / (1 - _WARMUP))
+        low = base * _MIN_LR_FRACTION
+        return low + 0.5 * (base - low) * (1 + math.cos(math.pi * phase))
+    if config.lr_schedule == "step":
+        return base * 0.5 ** (epoch // 25)
+    return base
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Holds one training run; ``model`` continues from given weights (retraining = fine-tuning)."""
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        train_samples: Sequence[Sample],
+        validation_samples: Sequence[Sample] = (),
+        model: torch.nn.Module | None = None,
+    ):
+        seed_everything(config.seed)
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = (model if model is not None else build_model(config)).to(self.device)
+        self.dataset = PatchDataset(list(train_samples), config, build_train_transform(config))
+        self.validation_samples = list(validation_samples)
+        self.batch_size = min(config.batch_size, len(self.dataset))
+        self.batches_per_epoch = len(self.dataset) // self.batch_size
+        self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), config.learning_rate)
+        self.loss_function = build_loss(config)
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.step = 0
+        self.seconds = 0.0
+        self.history: list[EpochEnd] = []
+        self.plateau_scale = 1.0
+        self._stop_requested = False
+        self._epoch_losses: list[float] = []
+
+    def request_stop(self) -> None:
+        """Stop at the end of the current batch; :meth:`run` resumes later."""
+        self._stop_requested = True
+
+    @property
+    def progress(self) -> float:
+        by_steps = self.step / (self.config.epochs * self.batches_per_epoch)
+        if self.config.max_minutes:
+            return max(by_steps, self.seconds / (60 * self.config.max_minutes))
+        return by_steps
+
+    def _loader(self) -> DataLoader:
+        first = self.batch_in_epoch * self.batch_size
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=range(first, self.batches_per_epoch * self.batch_size),
+            num_workers=self.config.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            logits = self.model(images)
+        loss = self.loss_function(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def run(self) -> Generator[BatchEnd | EpochEnd | TrainingDone, None, TrainingDone]:
+        """Train until the epochs are done, the time budget is spent, or a stop is requested."""
+        self._stop_requested = False
+        config = self.config
+        reason = "finished"
+        clock = time.perf_counter()
+        while self.epoch < config.epochs and reason == "finished":
+            self.dataset.epoch = self.epoch
+            self.model.train()
+            epoch_start = time.perf_counter()
+            learning_rate = learning_rate_at(config, self.progress, self.epoch) * self.plateau_scale
+            for images, labels in self._loader():
+                learning_rate = learning_rate_at(config, self.progress, self.epoch) * self.plateau_scale
+                for group in self.optimizer.param_groups:
+                    group["lr"] = learning_rate
+                loss = self._train_step(images, labels).item()
+                self._epoch_losses.append(loss)
+                self.batch_in_epoch += 1
+                self.step += 1
+                # Wall-clock time, data loading and validation included, so the budget is honest.
+                batch_seconds, clock = time.perf_counter() - clock, time.perf_counter()
+                self.seconds += batch_seconds
+                yield BatchEnd(self.epoch, self.batch_in_epoch, self.batches_per_epoch, self.step, loss,
+                               learning_rate, len(images) / max(batch_seconds, 1e-9))
+                if self._stop_requested:
+                    reason = "stopped"
+                elif config.max_minutes and self.seconds >= 60 * config.max_minutes:
+                    reason = "time budget"
+                if reason != "finished":
+                    break
+            if self.batch_in_epoch == self.batches_per_epoch:
+                yield self._end_epoch(time.perf_counter() - epoch_start, learning_rate)
+        done = TrainingDone(reason, self.epoch, self.step, self.seconds)
+        yield done
+        return done
+
+    def _end_epoch(self, seconds: float, learning_rate: float) -> EpochEnd:
+        validation = self.validate() if self.validation_samples else {}
+        event = EpochEnd(
+            epoch=self.epoch,
+            epochs=self.config.epochs,
+            train_loss=float(np.mean(self._epoch_losses)),
+            learning_rate=learning_rate,
+            seconds=seconds,
+            val_loss=validation.pop("loss", None),
+            val_metrics=validation,
+        )
+        self.history.append(event)
+        self._update_plateau()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self._epoch_losses = []
+        return event
+
+    def _update_plateau(self, patience: int = 5, factor: float = 0.2) -> None:
+        if self.config.lr_schedule != "plateau" or len(self.history) <= patience:
+            return
+        monitored = [e.val_loss if e.val_loss is not None else e.train_loss for e in self.history]
+        if min(monitored[-patience:]) >= min(monitored[:-patience]):
+            self.plateau_scale = max(self.plateau_scale * factor, 1e-6 / self.config.learning_rate)
+
+    def validate(self) -> dict[str, float]:
+        """Loss and metrics on whole validation frames, predicted exactly as at inference."""
+        return evaluate(self.model, self.validation_samples, self.config, self.device)
+
+
+def evaluate(model, samples: Sequence[Sample], config: TrainingConfig, device) -> dict[str, float]:
+    matrix = np.zeros((config.n_classes, config.n_classes), np.int64)
+    loss_sum, labelled = 0.0, 0
+    for sample in samples:
+        probabilities = run(iter_probabilities(model, sample.image, overlap=config.tile_overlap,
+                                               batch_size=config.batch_size, device=device))
+        matrix += confusion_matrix(probabilities.argmax(0), sample.labels, config.n_classes)
+        keep = sample.labels != IGNORE
+        truth = sample.labels[keep].astype(np.int64)
+        picked = probabilities[:, keep][truth, np.arange(truth.size)]
+        loss_sum += float(-np.log(np.clip(picked, 1e-7, 1.0)).sum())
+        labelled += truth.size
+    return {"loss": loss_sum / max(1, labelled), **segmentation_metrics(matrix)}

@@ -1,0 +1,318 @@
+"""The "MIA Training" dock widget: MIA's Training window as a napari dock, training in a thread worker."""
+
+from __future__ import annotations
+
+import logging
+
+import napari
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+    create_widget,
+)
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+
+from ..core.config import ARCHITECTURES, BACKBONES, TrainingConfig
+from ..core.events import BatchEnd, EpochEnd, TileDone, TrainingDone
+from . import layers
+
+logger = logging.getLogger(__name__)
+
+
+class MiaWidget(Container):
+    """Label, train, predict, correct, retrain: the whole loop in one dock."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer):
+        super().__init__(scrollable=True)
+        self.viewer = napari_viewer
+        self.model = None
+        self.model_config: TrainingConfig | None = None
+        self.trainer = None
+        self.worker = None
+        self.history = []
+        self._stopped = False
+
+        self.image_layer = create_widget(annotation=napari.layers.Image, label="Image")
+        self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
+        self.architecture = ComboBox(label="Deep Learning Architecture", choices=ARCHITECTURES, value="Unet")
+        self.backbone = ComboBox(label="Model Backbone", choices=BACKBONES, value="resnet18")
+        self.pretrained = CheckBox(text="Pretrained Net (ImageNet weights file)", value=False)
+        self.pretrained_path = LineEdit(label="Weights file", value="")
+        self.classes = LineEdit(label="Classes", value="background, foreground")
+        self.color_mode = RadioButtons(label="Color / Mono", choices=["mono", "color"], value="mono",
+                                       orientation="horizontal")
+        self.input_channels = SpinBox(label="Input Channels", value=1, min=1, max=64)
+        self.batch_size = SpinBox(label="Batch Size", value=16, min=1, max=2048)
+        self.epochs = SpinBox(label="Epochs", value=20, min=1, max=100_000)
+        self.learning_rate = FloatSpinBox(label="Learning Rate", value=3e-3, min=1e-6, max=1.0, step=1e-4)
+        self.downscale = FloatSpinBox(label="Down Scaling", value=1.0, min=0.1, max=1.0, step=0.1)
+        self.patch_size = SpinBox(label="Patch size", value=128, min=32, max=2048, step=32)
+        self.validation_fraction = FloatSpinBox(label="Validation split", value=0.15, min=0.0, max=0.9, step=0.05)
+        self.sparse = CheckBox(text="Sparse labels (0 = unlabelled)", value=False)
+        self.predict_after = CheckBox(text="Predict when training ends", value=True)
+        self.current_frame_only = CheckBox(text="Predict current frame only (stacks)", value=True)
+        self.train_button = PushButton(text="Train")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.resume_button = PushButton(text="Resume", enabled=False)
+        self.predict_button = PushButton(text="Predict", enabled=False)
+        self.use_prediction_button = PushButton(text="Use as training labels", enabled=False)
+        self.save_button = PushButton(text="Save model", enabled=False)
+        self.load_button = PushButton(text="Load model")
+        self.reset_button = PushButton(text="Reset model", enabled=False)
+        self.progress = ProgressBar(label="Progress", value=0, max=1)
+        self.status = Label(label="Status", value="Label some pixels, then Train.")
+
+        self.extend([
+            self.image_layer, self.labels_layer,
+            Label(value="<b>Deep Learning Model</b>"),
+            self.architecture, self.backbone, self.pretrained, self.pretrained_path,
+            Label(value="<b>Training Parameter</b>"),
+            self.classes, self.color_mode, self.input_channels, self.batch_size, self.epochs,
+            self.learning_rate, self.downscale, self.patch_size, self.validation_fraction, self.sparse,
+            self.predict_after, self.current_frame_only,
+            Container(widgets=[self.train_button, self.stop_button, self.resume_button], layout="horizontal",
+                      labels=False),
+            Container(widgets=[self.predict_button, self.use_prediction_button], layout="horizontal",
+                      labels=False),
+            Container(widgets=[self.save_button, self.load_button, self.reset_button], layout="horizontal",
+                      labels=False),
+            self.progress, self.status,
+        ])
+        self.train_button.changed.connect(self.start_training)
+        self.stop_button.changed.connect(self.stop_training)
+        self.resume_button.changed.connect(self.resume_training)
+        self.predict_button.changed.connect(self.start_prediction)
+        self.use_prediction_button.changed.connect(self.use_prediction_as_labels)
+        self.save_button.changed.connect(self._ask_save)
+        self.load_button.changed.connect(self._ask_load)
+        self.reset_button.changed.connect(self.reset_model)
+        self.color_mode.changed.connect(self._on_color_mode)
+        self.labels_layer.changed.connect(self._classes_from_labels)
+        self.viewer.layers.events.inserted.connect(self.reset_choices)
+        self.viewer.layers.events.removed.connect(self.reset_choices)
+        self._classes_from_labels()
+
+    # ---- settings ---------------------------------------------------------------------------------
+    def _on_color_mode(self, mode: str) -> None:
+        self.input_channels.value = 3 if mode == "color" else 1
+
+    def _classes_from_labels(self, *_) -> None:
+        """Offer one class per label value the labels layer uses (names stay editable)."""
+        layer = self.labels_layer.value
+        if layer is None or self.model_config is not None:
+            return
+        names = [n.strip() for n in self.classes.value.split(",") if n.strip()]
+        highest = int(np.max(layer.data)) if np.size(layer.data) else 0
+        needed = max(2, highest + (0 if self.sparse.value else 1))
+        names = (names + [f"class {i}" for i in range(len(names), needed)])[: max(needed, 2)]
+        self.classes.value = ", ".join(names)
+
+    def config(self) -> TrainingConfig:
+        """The Training window's fields as a validated config (raises ConfigError with the field name)."""
+        return TrainingConfig(
+            architecture=self.architecture.value,
+            backbone=self.backbone.value,
+            pretrained=self.pretrained.value,
+            pretrained_path=self.pretrained_path.value or None,
+            classes=[n.strip() for n in self.classes.value.split(",") if n.strip()],
+            color_mode=self.color_mode.value,
+            input_channels=self.input_channels.value,
+            batch_size=self.batch_size.value,
+            epochs=self.epochs.value,
+            learning_rate=self.learning_rate.value,
+            downscale=round(self.downscale.value, 3),
+            patch_size=self.patch_size.value,
+            validation_fraction=self.validation_fraction.value,
+            sparse_labels=self.sparse.value,
+        )
+
+    def _show_config(self, config: TrainingConfig) -> None:
+        self.architecture.value, self.backbone.value = config.architecture, config.backbone
+        self.classes.value = ", ".join(config.classes)
+        self.color_mode.value, self.input_channels.value = config.color_mode, config.input_channels
+        self.downscale.value, self.patch_size.value = config.downscale, config.patch_size
+        self.sparse.value = config.sparse_labels
+
+    # ---- training ---------------------------------------------------------------------------------
+    def start_training(self, *_) -> None:
+        """Train on a snapshot of the chosen layers, continuing from the current weights if any."""
+        from ..core.data import make_samples, split_train_validation
+        from ..core.train import Trainer
+
+        image_layer, labels_layer = self.image_layer.value, self.labels_layer.value
+        if image_layer is None or labels_layer is None:
+            show_error("Choose an image layer and a labels layer to train on.")
+            return
+        try:
+            config = self.config()
+            if self.model_config is not None:
+                self._check_compatible(config)
+            image, channel_axis = layers.image_array(image_layer)
+            samples = make_samples(image, np.asarray(labels_layer.data), config, channel_axis)
+            train_samples, validation_samples = split_train_validation(
+                samples, config.validation_fraction, config.seed)
+            self.trainer = Trainer(config, train_samples, validation_samples, model=self.model)
+        except ValueError as error:  # ConfigError, DataError, missing weights
+            show_error(f"Cannot train on '{image_layer.name}' / '{labels_layer.name}': {error}")
+            return
+        self.model, self.model_config = self.trainer.model, config
+        self._run_training()
+
+    def _check_compatible(self, config: TrainingConfig) -> None:
+        fixed = ("architecture", "backbone", "classes", "input_channels", "color_mode", "downscale",
+                 "sparse_labels")
+        changed = [f for f in fixed if getattr(config, f) != getattr(self.model_config, f)]
+        if changed:
+            raise ValueError(f"the current model was built with other {', '.join(changed)}; "
+                             "press Reset model to start a new one, or restore those settings")
+
+    def _run_training(self) -> None:
+        self.progress.max = self.trainer.config.epochs * self.trainer.batches_per_epoch
+        self.worker = create_worker(self.trainer.run)
+        self.worker.yielded.connect(self._on_training_event)
+        self.worker.errored.connect(self._on_worker_error)
+        self.worker.finished.connect(self._on_training_finished)
+        self._set_running(True)
+        self._stopped = False
+        self.worker.start()
+
+    def stop_training(self, *_) -> None:
+        if self.trainer is not None:
+            self.trainer.request_stop()
+            self.status.value = "Stopping after this batch…"
+
+    def resume_training(self, *_) -> None:
+        if self.trainer is not None:
+            self._run_training()
+
+    def _on_training_event(self, event) -> None:
+        if isinstance(event, BatchEnd):
+            self.progress.value = min(self.progress.max, event.step)
+            self.status.value = (f"epoch {event.epoch + 1}, batch {event.batch}/{event.batches_per_epoch}: "
+                                 f"loss {event.loss:.4f}, {event.images_per_second:.1f} patches/s")
+        elif isinstance(event, EpochEnd):
+            self.history.append(event)
+            metrics = ", ".join(f"{k} {v:.3f}" for k, v in event.val_metrics.items() if k != "pixel_accuracy")
+            self.status.value = f"epoch {event.epoch + 1}: train loss {event.train_loss:.4f}" + (
+                f", val loss {event.val_loss:.4f}, {metrics}" if event.val_loss is not None else "")
+        elif isinstance(event, TrainingDone):
+            self._stopped = event.reason == "stopped"
+            show_info(f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s).")
+
+    def _on_training_finished(self) -> None:
+        self._set_running(False)
+        if self.predict_after.value and self.image_layer.value is not None:
+            self.start_prediction()
+
+    def _on_worker_error(self, error: Exception) -> None:
+        logger.error("napari-mia worker failed", exc_info=error)
+        show_error(f"napari-mia: {type(error).__name__}: {error}")
+
+    def _set_running(self, running: bool) -> None:
+        has_model = self.model is not None
+        self.train_button.enabled = self.load_button.enabled = not running
+        for button in (self.predict_button, self.save_button, self.reset_button):
+            button.enabled = not running and has_model
+        self.stop_button.enabled = running
+        self.resume_button.enabled = not running and self._stopped
+        self.use_prediction_button.enabled = not running and self._prediction_layer() is not None
+
+    # ---- prediction -------------------------------------------------------------------------------
+    def start_prediction(self, *_) -> None:
+        """Predict the chosen image (or its current frame) into its own `<image> prediction` layer."""
+        from ..core.infer import iter_predict
+
+        image_layer = self.image_layer.value
+        if self.model is None or image_layer is None:
+            show_error("Train or load a model, and choose an image layer, before predicting.")
+            return
+        image, channel_axis = layers.image_array(image_layer)
+        index = ()
+        if self.current_frame_only.value:
+            index = layers.current_frame_index(image_layer, self.viewer.dims.current_step)
+            image = image[index]
+        config = self.model_config
+        worker = create_worker(iter_predict, self.model, image, config, channel_axis,
+                               next(self.model.parameters()).device)
+        worker.yielded.connect(self._on_tile)
+        worker.returned.connect(lambda labels: self._show_prediction(image_layer, labels, index))
+        worker.errored.connect(self._on_worker_error)
+        worker.finished.connect(lambda: self._set_running(False))
+        self.worker = worker
+        self._set_running(True)
+        self.stop_button.enabled = False
+        worker.start()
+
+    def _on_tile(self, event: TileDone) -> None:
+        self.progress.max, self.progress.value = event.total, event.done
+        self.status.value = f"predicting: tile {event.done} of {event.total}"
+
+    def _show_prediction(self, image_layer, labels: np.ndarray, index: tuple[int, ...]) -> None:
+        try:
+            layers.write_prediction(self.viewer, image_layer, labels, index, self.model_config.class_colors)
+        except (KeyError, ValueError) as error:
+            show_error(f"Cannot show the prediction of '{image_layer.name}': {error}")
+            return
+        self.status.value = f"Prediction written to '{image_layer.name} prediction'. Correct it, then retrain."
+
+    def _prediction_layer(self):
+        image_layer = self.image_layer.value
+        name = f"{image_layer.name} prediction" if image_layer is not None else None
+        if name in self.viewer.layers and layers.is_prediction_layer(self.viewer.layers[name]):
+            return self.viewer.layers[name]
+        return None
+
+    def use_prediction_as_labels(self, *_) -> None:
+        layer = self._prediction_layer()
+        if layer is not None:
+            self.labels_layer.value = layer
+
+    # ---- model files ------------------------------------------------------------------------------
+    def save_model(self, path) -> None:
+        from ..core.io import save_model
+
+        saved = save_model(path, self.model, self.model_config, self.history)
+        show_info(f"Model saved to {saved}")
+
+    def load_model(self, path) -> None:
+        from ..core.io import load_model
+        from ..core.models import resolve_device
+
+        try:
+            model, config, _ = load_model(path, resolve_device())
+        except ValueError as error:
+            show_error(str(error))
+            return
+        self.model, self.model_config, self.trainer, self.history = model, config, None, []
+        self._show_config(config)
+        self._set_running(False)
+        show_info(f"Model loaded from {path}")
+
+    def reset_model(self, *_) -> None:
+        self.model, self.model_config, self.trainer, self.history = None, None, None, []
+        self._set_running(False)
+        self._classes_from_labels()
+
+    def _ask_save(self, *_) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(None, "Save model", "model.safetensors", "Models (*.safetensors)")
+        if path:
+            self.save_model(path)
+
+    def _ask_load(self, *_) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(None, "Load model", "", "Models (*.safetensors)")
+        if path:
+            self.load_model(path)
