@@ -140,7 +140,7 @@ def _match_by_name(source, target):
 
 
 def _match_by_order(source, target):
-    source_tensors = [v for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    source_tensors = [v for v in source.values() if v.ndim > 0]  # skips BatchNorm step counters
     mapped = {}
     for (key, tensor), found in zip(target.items(), source_tensors):
         fitted = _fit(found, tensor)

@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def blobs(shape=(96, 96), n=6, radius=7, seed=0):
+    """A grey image of bright discs on a noisy background, and its foreground labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.uint8)
+    for _ in range(n):
+        cy, cx = rng.integers(radius, shape[0] - radius), rng.integers(radius, shape[1] - radius)
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = 1
+    image = (labels * 150 + rng.normal(40, 12, shape)).clip(0, 255).astype(np.uint8)
+    return image, labels
+
+
+@pytest.fixture
+def blob_pair():
+    return blobs()
+
+
+@pytest.fixture
+def tiny_config():
+    from napari_mia.core import TrainingConfig
+
+    return TrainingConfig(epochs=2, batch_size=4, patch_size=64, validation_fraction=0.0, seed=1)

@@ -1,0 +1,61 @@
+import subprocess
+import sys
+
+import numpy as np
+import tifffile
+
+from napari_mia.core.cli import main
+from napari_mia.core.io import load_model
+
+from ..conftest import blobs
+
+
+def _folders(tmp_path, n=3):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    for i in range(n):
+        image, label = blobs(seed=i)
+        tifffile.imwrite(images / f"im{i}.tif", image)
+        tifffile.imwrite(labels / f"im{i}.tif", label * (i + 1))  # instance-like ids, binarized below
+    return images, labels
+
+
+def test_train_then_predict_writes_uint16_labels_and_history(tmp_path, capsys):
+    images, labels = _folders(tmp_path)
+    model = tmp_path / "m.safetensors"
+    code = main(["train", "--images", str(images), "--labels", str(labels), "--out", str(model),
+                 "--binarize", "--epochs", "2", "--batch-size", "4", "--patch-size", "64",
+                 "--validation-fraction", "0.34", "--downscale", "0.5"])
+    assert code == 0
+    assert "validation: " in capsys.readouterr().out
+    _, config, history = load_model(model)
+    assert config.downscale == 0.5 and config.classes == ["background", "class 1"] and len(history) == 2
+    assert (tmp_path / "m.history.csv").read_text().startswith("epoch,")
+    assert main(["predict", "--model", str(model), "--images", str(images), "--out", str(tmp_path / "out")]) == 0
+    predicted = tifffile.imread(tmp_path / "out" / "im0.tif")
+    assert predicted.dtype == np.uint16 and predicted.shape == (96, 96)
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "m2"),
+                 "--from-model", str(model), "--binarize", "--epochs", "1", "--batch-size", "4"]) == 0
+
+
+def test_max_minutes_stops_and_still_saves(tmp_path):
+    images, labels = _folders(tmp_path, 1)
+    model = tmp_path / "m.safetensors"
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(model), "--binarize",
+                 "--epochs", "10000", "--batch-size", "2", "--patch-size", "64", "--max-minutes", "0.01"]) == 0
+    assert model.is_file()
+
+
+def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(tmp_path):
+    images, labels = _folders(tmp_path, 1)
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_mia", "train", "--images", str(images), "--labels", str(labels),
+         "--out", str(tmp_path / "m"), "--batch-size", "0"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["napari-mia: error: batch_size: must be an integer from 1 to "
+                                                  "2048, got 0"]
+    result = subprocess.run([sys.executable, "-m", "napari_mia", "predict", "--model", str(tmp_path / "none"),
+                             "--images", str(images), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert result.returncode == 2 and "no such model file" in result.stderr

@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_mia.core import BatchEnd, EpochEnd, Trainer, TrainingConfig, TrainingDone, make_samples
+from napari_mia.core.train import OPTIMIZERS, learning_rate_at
+
+from ..conftest import blobs
+
+
+def _samples(config, n=2):
+    return [s for seed in range(n) for s in make_samples(*blobs(seed=seed), config)]
+
+
+def test_events_come_in_order_and_end_with_done(tiny_config):
+    config = tiny_config.replace(validation_fraction=0.5)
+    trainer = Trainer(config, _samples(config), _samples(config, 1))
+    events = list(trainer.run())
+    assert isinstance(events[0], BatchEnd) and isinstance(events[-1], TrainingDone)
+    epoch_ends = [e for e in events if isinstance(e, EpochEnd)]
+    assert [e.epoch for e in epoch_ends] == [0, 1]
+    assert {"mean_iou", "foreground_iou"} <= set(epoch_ends[0].val_metrics)
+    batches = [e for e in events if isinstance(e, BatchEnd)]
+    assert len(batches) == config.epochs * trainer.batches_per_epoch
+    assert events[-1].reason == "finished"
+
+
+def test_stop_is_honoured_at_the_next_batch_and_resume_continues_the_run(tiny_config):
+    config = tiny_config.replace(epochs=3)
+    trainer = Trainer(config, _samples(config))
+    run = trainer.run()
+    first = next(run)
+    trainer.request_stop()
+    rest = list(run)
+    assert isinstance(first, BatchEnd) and rest[-1].reason == "stopped"
+    assert [type(e) for e in rest] in ([TrainingDone], [EpochEnd, TrainingDone])
+    optimizer_state = trainer.optimizer.state_dict()["state"]
+    assert optimizer_state  # Adam moments exist and are kept for the resumed run
+    resumed = list(trainer.run())
+    steps = [e.step for e in resumed if isinstance(e, BatchEnd)]
+    assert steps[0] == first.step + 1
+    assert trainer.step == config.epochs * trainer.batches_per_epoch
+    assert resumed[-1].reason == "finished"
+
+
+def test_time_budget_stops_cleanly(tiny_config):
+    config = tiny_config.replace(epochs=1000, max_minutes=0.002)
+    events = list(Trainer(config, _samples(config)).run())
+    assert events[-1].reason == "time budget"
+
+
+def test_training_learns_blobs_and_retraining_continues_from_weights():
+    config = TrainingConfig(epochs=12, batch_size=8, patch_size=64, validation_fraction=0, seed=0)
+    samples = _samples(config, 3)
+    trainer = Trainer(config, samples)
+    losses = [e.train_loss for e in trainer.run() if isinstance(e, EpochEnd)]
+    assert losses[-1] < 0.6 * losses[0]
+    metrics = Trainer(config, samples, samples, model=trainer.model).validate()
+    assert metrics["foreground_iou"] > 0.7
+    retrainer = Trainer(config.replace(epochs=1), samples, model=trainer.model)
+    assert retrainer.model is trainer.model
+
+
+def test_sparse_labels_train_only_on_labelled_pixels(tiny_config):
+    config = tiny_config.replace(sparse_labels=True)
+    image, labels = blobs()
+    sparse = np.zeros_like(labels)
+    sparse[:8] = 1  # a background stroke
+    sparse[labels == 1] = 2
+    samples = make_samples(image, sparse, config)
+    events = list(Trainer(config, samples).run())
+    assert all(np.isfinite(e.loss) for e in events if isinstance(e, BatchEnd))
+
+
+def test_learning_rate_schedules():
+    cosine = TrainingConfig(learning_rate=1e-2, lr_schedule="cosine")
+    assert learning_rate_at(cosine, 0.0, 0) < 1e-3  # warm-up
+    assert learning_rate_at(cosine, 0.03, 0) == pytest.approx(1e-2)
+    assert learning_rate_at(cosine, 1.0, 0) == pytest.approx(1e-4)
+    assert learning_rate_at(TrainingConfig(lr_schedule="constant"), 0.7, 9) == pytest.approx(3e-3)
+    assert learning_rate_at(TrainingConfig(lr_schedule="step"), 0.7, 50) == pytest.approx(3e-3 / 4)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_is_what_the_config_says(tiny_config, name):
+    config = tiny_config.replace(optimizer=name)
+    trainer = Trainer(config, _samples(config, 1))
+    expected = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd_nesterov": torch.optim.SGD,
+                "adamax": torch.optim.Adamax, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}
+    assert type(trainer.optimizer) is expected[name]
