@@ -73,12 +73,26 @@ def test_sparse_labels_train_only_on_labelled_pixels(tiny_config):
 
 
 def test_learning_rate_schedules():
-    cosine = TrainingConfig(learning_rate=1e-2, lr_schedule="cosine")
-    assert learning_rate_at(cosine, 0.0, 0) < 1e-3  # warm-up
-    assert learning_rate_at(cosine, 0.03, 0) == pytest.approx(1e-2)
-    assert learning_rate_at(cosine, 1.0, 0) == pytest.approx(1e-4)
+    cosine = TrainingConfig(learning_rate=1e-2, lr_schedule="cosine", warmup_fraction=0.1, min_learning_rate=1e-5)
+    assert learning_rate_at(cosine, 0.05, 0) == pytest.approx(5e-3)  # warm-up
+    assert learning_rate_at(cosine, 0.1, 0) == pytest.approx(1e-2)
+    assert learning_rate_at(cosine, 0.55, 0) == pytest.approx((1e-2 + 1e-5) / 2)
+    assert learning_rate_at(cosine, 1.0, 0) == pytest.approx(1e-5)
     assert learning_rate_at(TrainingConfig(lr_schedule="constant"), 0.7, 9) == pytest.approx(3e-3)
-    assert learning_rate_at(TrainingConfig(lr_schedule="step"), 0.7, 50) == pytest.approx(3e-3 / 4)
+    step = TrainingConfig(lr_schedule="step", lr_factor=0.1, lr_step_every=10)
+    assert [learning_rate_at(step, 0, e) for e in (9, 10, 25)] == pytest.approx([3e-3, 3e-4, 3e-5])
+
+
+def test_plateau_reduces_after_patience_epochs_without_improvement(tiny_config):
+    config = tiny_config.replace(lr_schedule="plateau", lr_patience=2, lr_factor=0.5)
+    trainer = Trainer(config, _samples(config, 1))
+    for loss in (1.0, 0.9, 0.95, 0.92):  # best at epoch 2, then two epochs without a better one
+        trainer.history.append(EpochEnd(len(trainer.history), 10, loss, 0.0, 0.0))
+        trainer._update_plateau()
+    assert trainer.plateau_scale == 0.5
+    trainer.history.append(EpochEnd(4, 10, 0.93, 0.0, 0.0))
+    trainer._update_plateau()
+    assert trainer.plateau_scale == 0.5  # patience counts again from the reduction
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

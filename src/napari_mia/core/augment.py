@@ -4,28 +4,73 @@ so it can be replaced without touching the rest."""
 from __future__ import annotations
 
 import albumentations as A
+import cv2
 import numpy as np
 
-from .config import TrainingConfig
+from .config import Augmentations, TrainingConfig
+from .data import IGNORE
 
 
-def build_train_transform(config: TrainingConfig):
-    """Geometric and intensity augmentations applied identically to a patch and its labels.
+def geometric_transforms(aug: Augmentations) -> list:
+    """Transforms that move pixels; labels follow with nearest-neighbour interpolation."""
+    reflect = cv2.BORDER_REFLECT_101
+    transforms = []
+    if aug.flip_horizontal:
+        transforms.append(A.HorizontalFlip(p=0.5))
+    if aug.flip_vertical:
+        transforms.append(A.VerticalFlip(p=0.5))
+    if aug.rotate90:
+        transforms.append(A.RandomRotate90(p=0.5))
+    if aug.affine_probability:
+        transforms.append(A.Affine(scale=aug.scale, translate_percent=aug.translate, shear=aug.shear,
+                                   rotate=aug.rotate, border_mode=reflect, p=aug.affine_probability))
+    if aug.elastic_probability:
+        transforms.append(A.ElasticTransform(alpha=30, sigma=6, border_mode=reflect, p=aug.elastic_probability))
+    return transforms
 
-    Returns a callable ``(image (C, H, W), labels (H, W)) -> (image, labels)``.
-    """
-    compose = A.Compose(
-        [
-            A.HorizontalFlip(p=0.5),
-            A.VerticalFlip(p=0.5),
-            A.RandomRotate90(p=0.5),
-            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, p=0.3),
-        ],
-        seed=config.seed,
-    )
+
+def intensity_transforms(aug: Augmentations) -> list:
+    """Transforms that change pixel values only (labels untouched)."""
+    transforms = []
+    if aug.blur_probability:
+        transforms.append(A.GaussianBlur(sigma_limit=aug.blur_sigma, p=aug.blur_probability))
+    if aug.brightness_contrast_probability:
+        transforms.append(A.RandomBrightnessContrast(brightness_limit=aug.brightness_limit,
+                                                     contrast_limit=aug.contrast_limit,
+                                                     p=aug.brightness_contrast_probability))
+    if aug.noise_probability:
+        transforms.append(A.GaussNoise(std_range=aug.noise_std, p=aug.noise_probability))
+    if aug.dropout_probability:
+        # Dropped image pixels keep their labels' meaning unknown, so the loss ignores them.
+        transforms.append(A.CoarseDropout(num_holes_range=(1, 6), hole_height_range=(0.03, 0.15),
+                                          hole_width_range=(0.03, 0.15), fill=0, fill_mask=IGNORE,
+                                          p=aug.dropout_probability))
+    return transforms
+
+
+def build_train_transform(config: TrainingConfig, augmentations: Augmentations | None = None):
+    """A callable ``(image (C, H, W), labels (H, W)) -> (image, labels)`` applying the same random
+    geometry to both."""
+    aug = augmentations or config.augmentations
+    if not aug.enabled:
+        return None
+    compose = A.Compose(geometric_transforms(aug) + intensity_transforms(aug), seed=config.seed)
+    gamma_rng = np.random.default_rng(config.seed)
 
     def transform(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = compose(image=np.moveaxis(image, 0, -1), mask=labels)
-        return np.moveaxis(out["image"], -1, 0), out["mask"]
+        image = np.moveaxis(out["image"], -1, 0)
+        if aug.gamma_probability and gamma_rng.random() < aug.gamma_probability:
+            # Sign-preserving gamma: normalised images dip below 0, where a plain power is undefined.
+            gamma = gamma_rng.uniform(*aug.gamma_limit) / 100
+            image = np.sign(image) * np.abs(image) ** gamma
+        return image.astype(np.float32, copy=False), out["mask"]
 
     return transform
+
+
+def preview_patches(dataset, count: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` augmented training patches as the network sees them: images (N, C, H, W), labels (N, H, W)."""
+    indices = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
+    pairs = [dataset[int(i)] for i in indices]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +114,8 @@ def train_command(args) -> int:
     from tqdm import tqdm
 
     from .data import make_samples, split_train_validation
-    from .events import BatchEnd, EpochEnd
-    from .io import load_model, save_model
+    from .events import BatchEnd, EpochEnd, TrainingDone
+    from .io import load_model, save_model, write_history_csv
     from .models import resolve_device
     from .train import Trainer, evaluate
 
@@ -144,7 +142,7 @@ def train_command(args) -> int:
         elif isinstance(event, EpochEnd):
             metrics = " ".join(f"{k}={v:.4f}" for k, v in event.val_metrics.items())
             bar.write(f"epoch {event.epoch + 1}: train_loss={event.train_loss:.4f} val_loss={event.val_loss} {metrics}")
-        else:
+        elif isinstance(event, TrainingDone):
             bar.close()
             print(f"napari-mia: training {event.reason} after {event.steps} batches, {event.seconds:.0f} s",
                   file=sys.stderr)
@@ -155,17 +153,6 @@ def train_command(args) -> int:
         print("validation: " + " ".join(f"{k}={v:.4f}" for k, v in final.items()))
     print(f"napari-mia: model saved to {path}", file=sys.stderr)
     return 0
-
-
-def write_history_csv(path: Path, history) -> None:
-    rows = [asdict(event) for event in history]
-    for row in rows:
-        row.update({f"val_{k}": v for k, v in row.pop("val_metrics").items()})
-    columns = list(dict.fromkeys(key for row in rows for key in row)) or ["epoch"]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def predict_command(args) -> int:

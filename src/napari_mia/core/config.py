@@ -27,7 +27,8 @@ BACKBONES = (
 COLOR_MODES = ("mono", "color")
 OPTIMIZERS = ("adam", "adamw", "sgd_nesterov", "adamax", "adagrad", "adadelta")
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
-LOSSES = ("ce_dice", "cross_entropy", "dice", "focal")
+LOSSES = ("ce_dice", "cross_entropy", "dice", "focal", "jaccard", "lovasz")
+CLASS_WEIGHTING = ("off", "auto", "manual")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 # Distinct, colour-blind friendly class colours (Okabe-Ito), background transparent-ish black.
@@ -49,6 +50,48 @@ class ConfigError(ValueError):
 
 def _default_classes() -> list[str]:
     return ["background", "foreground"]
+
+
+@dataclass
+class Augmentations:
+    """MIA's Augmentations dialog plus the intensity changes microscopy needs.
+
+    Probabilities are per patch; geometric ones move image and labels together. The defaults are the
+    ones measured to train fastest here (flips, 90-degree turns, mild brightness/contrast); MIA's blur,
+    piecewise/elastic, dropout and affine are available and off by default.
+    """
+
+    enabled: bool = True
+    flip_horizontal: bool = True
+    flip_vertical: bool = True
+    rotate90: bool = True
+    blur_probability: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 3.0)
+    elastic_probability: float = 0.0
+    dropout_probability: float = 0.0
+    affine_probability: float = 0.0
+    scale: tuple[float, float] = (0.8, 1.2)
+    translate: tuple[float, float] = (-0.2, 0.2)
+    shear: tuple[float, float] = (-16.0, 16.0)
+    rotate: tuple[float, float] = (-45.0, 45.0)
+    brightness_contrast_probability: float = 0.3
+    brightness_limit: float = 0.1
+    contrast_limit: float = 0.1
+    gamma_probability: float = 0.0
+    gamma_limit: tuple[float, float] = (80.0, 120.0)
+    noise_probability: float = 0.0
+    noise_std: tuple[float, float] = (0.01, 0.05)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (list, tuple)):
+                value = tuple(float(v) for v in value)
+                setattr(self, f.name, value)
+                if len(value) != 2 or value[0] > value[1]:
+                    raise ConfigError(f"augmentations.{f.name}: need a (min, max) pair, got {value}")
+            elif f.name.endswith("probability") and not 0 <= value <= 1:
+                raise ConfigError(f"augmentations.{f.name}: must be between 0 and 1, got {value}")
 
 
 @dataclass
@@ -79,6 +122,18 @@ class TrainingConfig:
     optimizer: str = "adam"
     lr_schedule: str = "cosine"
     loss: str = "ce_dice"
+    class_weighting: str = "off"
+    class_weights: list[float] | None = None
+    lr_factor: float = 0.5
+    lr_patience: int = 5
+    lr_step_every: int = 25
+    min_learning_rate: float = 1e-6
+    warmup_fraction: float = 0.03
+    early_stopping_patience: int = 0
+    keep_best: bool = True
+    preview_every: int = 0
+    mixed_precision: bool = True
+    augmentations: Augmentations = field(default_factory=Augmentations)
     foreground_sampling: float = 0.7
     normalize_percentiles: tuple[float, float] = (1.0, 99.8)
     tile_overlap: int = 64
@@ -97,6 +152,10 @@ class TrainingConfig:
         if self.class_colors is None:
             self.class_colors = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(self.classes))]
         self.class_colors = list(self.class_colors)
+        if isinstance(self.augmentations, dict):
+            self.augmentations = _augmentations_from_dict(self.augmentations)
+        if self.class_weights is not None:
+            self.class_weights = [float(w) for w in self.class_weights]
         self.validate()
 
     @property
@@ -141,6 +200,23 @@ class TrainingConfig:
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"max_minutes: must be positive, got {self.max_minutes}")
         _in_range("num_workers", self.num_workers, 0, 64)
+        _choice("class_weighting", self.class_weighting, CLASS_WEIGHTING)
+        if self.class_weighting == "manual" and (
+            self.class_weights is None or len(self.class_weights) != self.n_classes
+            or min(self.class_weights) < 0 or max(self.class_weights) <= 0
+        ):
+            raise ConfigError(f"class_weights: manual weighting needs {self.n_classes} non-negative weights")
+        if not 0 < self.lr_factor < 1:
+            raise ConfigError(f"lr_factor: must be between 0 and 1, got {self.lr_factor}")
+        _in_range("lr_patience", self.lr_patience, 1, 10_000)
+        _in_range("lr_step_every", self.lr_step_every, 1, 100_000)
+        if not 0 < self.min_learning_rate <= self.learning_rate:
+            raise ConfigError(f"min_learning_rate: must be positive and at most the learning rate, "
+                              f"got {self.min_learning_rate}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"warmup_fraction: must be in [0, 1), got {self.warmup_fraction}")
+        _in_range("early_stopping_patience", self.early_stopping_patience, 0, 100_000)
+        _in_range("preview_every", self.preview_every, 0, 100_000)
 
     def to_dict(self) -> dict:
         record = dataclasses.asdict(self)
@@ -158,14 +234,23 @@ class TrainingConfig:
             raise ConfigError(
                 f"this model was saved by a newer napari-mia (config version {version}); upgrade napari-mia"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(record) - known)
-        if unknown:
-            raise ConfigError(f"unknown settings {unknown}; the file was not written by this napari-mia")
+        _refuse_unknown(cls, record, "")
         return cls(**record)
 
     def replace(self, **changes) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _refuse_unknown(cls, record: dict, prefix: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(record) - known)
+    if unknown:
+        raise ConfigError(f"unknown settings {[prefix + u for u in unknown]}; not written by this napari-mia")
+
+
+def _augmentations_from_dict(record: dict) -> Augmentations:
+    _refuse_unknown(Augmentations, record, "augmentations.")
+    return Augmentations(**record)
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:

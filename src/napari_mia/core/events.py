@@ -28,13 +28,23 @@ class EpochEnd:
 
 
 @dataclass(frozen=True)
+class Preview:
+    """Prediction of the preview image after ``epoch`` (every ``preview_every`` epochs)."""
+
+    epoch: int
+    labels: object
+
+
+@dataclass(frozen=True)
 class TrainingDone:
-    """Last event of a run. ``reason`` is "finished", "stopped" or "time budget"."""
+    """Last event of a run. ``reason`` is "finished", "stopped", "time budget" or "early stopping";
+    ``best_epoch`` is the epoch whose weights the model holds when the best were kept."""
 
     reason: str
     epochs_completed: int
     steps: int
     seconds: float
+    best_epoch: int | None = None
 
 
 @dataclass(frozen=True)

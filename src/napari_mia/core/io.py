@@ -4,6 +4,7 @@ write goes to a temporary file that replaces the target only when complete."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -82,3 +83,15 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
         raise ModelFileError(f"{path}: weights do not fit the saved settings: {error}") from error
     history = json.loads(metadata.get("history", "[]"))
     return model.to(device).eval(), config, history
+
+
+def write_history_csv(path: str | os.PathLike, history) -> None:
+    """One row per epoch: epoch, train_loss, learning_rate, seconds, val_loss, val_<metric>..."""
+    rows = [asdict(event) for event in history]
+    for row in rows:
+        row.update({f"val_{k}": v for k, v in row.pop("val_metrics").items()})
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or ["epoch"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -41,3 +41,11 @@ def segmentation_metrics(matrix: np.ndarray) -> dict[str, float]:
     if len(iou) == 2:
         metrics["foreground_iou"] = float(iou[1])
     return metrics
+
+
+def headline_metric(metrics: dict) -> str | None:
+    """The metric that early stopping, keep-best and the plots follow."""
+    for name in ("foreground_iou", "mean_iou"):
+        if name in metrics:
+            return name
+    return next(iter(metrics), None)

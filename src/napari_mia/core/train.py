@@ -20,14 +20,11 @@ from torch.utils.data import DataLoader
 from .augment import build_train_transform
 from .config import TrainingConfig
 from .data import IGNORE, PatchDataset, Sample
-from .events import BatchEnd, EpochEnd, TrainingDone
-from .infer import iter_probabilities, run
-from .losses import build_loss
-from .metrics import confusion_matrix, segmentation_metrics
+from .events import BatchEnd, EpochEnd, Preview, TrainingDone
+from .infer import iter_predict, iter_probabilities, run
+from .losses import build_loss, class_weights
+from .metrics import confusion_matrix, headline_metric, segmentation_metrics
 from .models import build_model, resolve_device
-
-_WARMUP = 0.03
-_MIN_LR_FRACTION = 0.01
 
 OPTIMIZERS = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
@@ -40,16 +37,19 @@ OPTIMIZERS = {
 
 
 def learning_rate_at(config: TrainingConfig, progress: float, epoch: int) -> float:
-    """Learning rate for a point in the run; ``progress`` runs from 0 to 1 (steps or time budget)."""
-    base = config.learning_rate
+    """Scheduled learning rate; ``progress`` runs from 0 to 1 (steps, or the time budget if sooner).
+
+    Plateau reduction is not a function of time: :class:`Trainer` applies it on top of this.
+    """
+    base, low = config.learning_rate, config.min_learning_rate
     if config.lr_schedule == "cosine":
-        if progress < _WARMUP:
-            return base * max(progress / _WARMUP, 0.01)
-        phase = min(1.0, (progress - _WARMUP) / (1 - _WARMUP))
-        low = base * _MIN_LR_FRACTION
+        warmup = config.warmup_fraction
+        if progress < warmup:
+            return max(base * progress / warmup, low)
+        phase = min(1.0, (progress - warmup) / (1 - warmup))
         return low + 0.5 * (base - low) * (1 + math.cos(math.pi * phase))
     if config.lr_schedule == "step":
-        return base * 0.5 ** (epoch // 25)
+        return max(base * config.lr_factor ** (epoch // config.lr_step_every), low)
     return base
 
 
@@ -68,6 +68,7 @@ class Trainer:
         train_samples: Sequence[Sample],
         validation_samples: Sequence[Sample] = (),
         model: torch.nn.Module | None = None,
+        preview_image: tuple[np.ndarray, int | None] | None = None,
     ):
         seed_everything(config.seed)
         self.config = config
@@ -78,13 +79,17 @@ class Trainer:
         self.batch_size = min(config.batch_size, len(self.dataset))
         self.batches_per_epoch = len(self.dataset) // self.batch_size
         self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), config.learning_rate)
-        self.loss_function = build_loss(config)
+        self.class_weights = class_weights(config, self.dataset.samples)
+        self.loss_function = build_loss(config, self.class_weights)
+        self.preview_image = preview_image
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
         self.seconds = 0.0
         self.history: list[EpochEnd] = []
         self.plateau_scale = 1.0
+        self._last_reduction = 0
+        self.best: tuple[float, int, dict] | None = None  # (metric, epoch, weights on CPU)
         self._stop_requested = False
         self._epoch_losses: list[float] = []
 
@@ -113,7 +118,8 @@ class Trainer:
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        mixed = self.config.mixed_precision and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=mixed):
             logits = self.model(images)
         loss = self.loss_function(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -153,9 +159,38 @@ class Trainer:
                     break
             if self.batch_in_epoch == self.batches_per_epoch:
                 yield self._end_epoch(time.perf_counter() - epoch_start, learning_rate)
-        done = TrainingDone(reason, self.epoch, self.step, self.seconds)
+                if self._preview_due():
+                    image, channel_axis = self.preview_image
+                    labels = yield from iter_predict(self.model, image, self.config, channel_axis, self.device)
+                    yield Preview(self.epoch - 1, labels)
+                if reason == "finished" and self._patience_spent():
+                    reason = "early stopping"
+        best_epoch = self._restore_best() if reason != "stopped" else None
+        done = TrainingDone(reason, self.epoch, self.step, self.seconds, best_epoch)
         yield done
         return done
+
+    def _preview_due(self) -> bool:
+        every = self.config.preview_every
+        return bool(every) and self.preview_image is not None and self.epoch % every == 0
+
+    def _patience_spent(self) -> bool:
+        patience = self.config.early_stopping_patience
+        return bool(patience) and self.best is not None and self.epoch - 1 - self.best[1] >= patience
+
+    def _remember_if_best(self, event: EpochEnd) -> None:
+        metric = headline_metric(event.val_metrics)
+        value = event.val_metrics.get(metric, float("nan")) if metric else float("nan")
+        if np.isfinite(value) and (self.best is None or value > self.best[0]):
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best = (value, event.epoch, weights)
+
+    def _restore_best(self) -> int | None:
+        """Load the best validated weights (keep-best); returns their epoch."""
+        if not self.config.keep_best or self.best is None:
+            return None
+        self.model.load_state_dict(self.best[2])
+        return self.best[1]
 
     def _end_epoch(self, seconds: float, learning_rate: float) -> EpochEnd:
         validation = self.validate() if self.validation_samples else {}
@@ -169,18 +204,26 @@ class Trainer:
             val_metrics=validation,
         )
         self.history.append(event)
+        self._remember_if_best(event)
         self._update_plateau()
         self.epoch += 1
         self.batch_in_epoch = 0
         self._epoch_losses = []
         return event
 
-    def _update_plateau(self, patience: int = 5, factor: float = 0.2) -> None:
-        if self.config.lr_schedule != "plateau" or len(self.history) <= patience:
+    def _update_plateau(self) -> None:
+        """Reduce on plateau of the validation loss (training loss without validation; MIA only
+        watches the training loss): after ``lr_patience`` epochs without a new best, scale by ``lr_factor``."""
+        config = self.config
+        if config.lr_schedule != "plateau":
             return
         monitored = [e.val_loss if e.val_loss is not None else e.train_loss for e in self.history]
-        if min(monitored[-patience:]) >= min(monitored[:-patience]):
-            self.plateau_scale = max(self.plateau_scale * factor, 1e-6 / self.config.learning_rate)
+        best_epoch = int(np.argmin(monitored))
+        since_reduction = len(self.history) - max(best_epoch + 1, self._last_reduction)
+        if since_reduction >= config.lr_patience:
+            self.plateau_scale = max(self.plateau_scale * config.lr_factor,
+                                     config.min_learning_rate / config.learning_rate)
+            self._last_reduction = len(self.history)
 
     def validate(self) -> dict[str, float]:
         """Loss and metrics on whole validation frames, predicted exactly as at inference."""

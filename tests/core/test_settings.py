@@ -1,0 +1,126 @@
+"""Each Settings/Augmentations option changes what training does."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_mia.core import EpochEnd, Sample, Trainer, TrainingConfig, make_samples
+from napari_mia.core.augment import build_train_transform, geometric_transforms, preview_patches
+from napari_mia.core.config import Augmentations
+from napari_mia.core.data import IGNORE, PatchDataset
+from napari_mia.core.events import Preview, TrainingDone
+from napari_mia.core.losses import build_loss, class_weights
+
+from ..conftest import blobs
+
+
+def test_auto_class_weights_are_inverse_frequency_with_mean_one():
+    labels = np.array([[0, 0, 0, 1], [0, 0, 0, IGNORE]], np.int16)  # 6 background, 1 foreground
+    sample = Sample(np.zeros((1, 2, 4), np.float32), labels)
+    weights = class_weights(TrainingConfig(class_weighting="auto"), [sample])
+    # inverse frequency 7/6 and 7/1, scaled to mean 1
+    assert weights == pytest.approx([2 * (7 / 6) / (7 / 6 + 7), 2 * 7 / (7 / 6 + 7)])
+    manual = TrainingConfig(class_weighting="manual", class_weights=[1, 3])
+    assert class_weights(manual, [sample]) == pytest.approx([0.5, 1.5])
+    assert class_weights(TrainingConfig(), [sample]) is None
+
+
+def test_cross_entropy_value_and_class_weights_on_a_known_input():
+    logits = torch.tensor([[[[2.0]], [[0.0]]], [[[0.0]], [[1.0]]]])  # two pixels, two classes
+    target = torch.tensor([[[0]], [[1]]])
+    p0 = math.exp(2) / (math.exp(2) + 1)
+    p1 = math.exp(1) / (math.exp(1) + 1)
+    config = TrainingConfig(loss="cross_entropy")
+    assert float(build_loss(config)(logits, target)) == pytest.approx(-(math.log(p0) + math.log(p1)) / 2, rel=1e-5)
+    weighted = float(build_loss(config, [1.0, 3.0])(logits, target))
+    assert weighted == pytest.approx(-(math.log(p0) + 3 * math.log(p1)) / 4, rel=1e-5)
+    ignored = torch.tensor([[[0]], [[IGNORE]]])
+    assert float(build_loss(config)(logits, ignored)) == pytest.approx(-math.log(p0), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["ce_dice", "dice", "focal", "jaccard", "lovasz"])
+def test_every_loss_is_finite_ignores_unlabelled_and_is_lower_for_a_better_prediction(loss):
+    target = torch.tensor([[[0, 1], [1, IGNORE]]])
+    good = torch.tensor([[[[5.0, -5], [-5, 0]], [[-5.0, 5], [5, 0]]]])
+    function = build_loss(TrainingConfig(loss=loss))
+    assert float(function(good, target)) < float(function(-good, target))
+    assert np.isfinite(float(function(good, target)))
+
+
+def _asymmetric_pair():
+    labels = np.zeros((64, 64), np.int16)
+    labels[8:40, 10:18] = 1  # an "L": no flip or turn maps it onto itself
+    labels[32:40, 10:50] = 1
+    return labels.astype(np.float32)[None], labels
+
+
+@pytest.mark.parametrize("name", ["flip_horizontal", "flip_vertical", "rotate90", "affine", "elastic"])
+def test_geometric_augmentations_keep_image_and_labels_aligned(name):
+    only = {f: False for f in ("flip_horizontal", "flip_vertical", "rotate90")}
+    if name in only:
+        only[name] = True
+    aug = Augmentations(**only, brightness_contrast_probability=0.0,
+                        affine_probability=1.0 if name == "affine" else 0.0,
+                        elastic_probability=1.0 if name == "elastic" else 0.0)
+    assert len(geometric_transforms(aug)) == 1
+    transform = build_train_transform(TrainingConfig(augmentations=aug))
+    image, labels = _asymmetric_pair()
+    moved = 0
+    for _ in range(8):
+        out_image, out_labels = transform(image, labels)
+        moved += not np.array_equal(out_labels, labels)
+        agreement = np.mean((out_image[0] > 0.5) == (out_labels == 1))
+        assert agreement > 0.98, agreement
+    assert moved  # the transform really ran
+
+
+def test_intensity_augmentations_leave_labels_alone_and_disabling_turns_all_off():
+    aug = Augmentations(flip_horizontal=False, flip_vertical=False, rotate90=False, blur_probability=1.0,
+                        noise_probability=1.0, gamma_probability=1.0, brightness_contrast_probability=1.0)
+    image, labels = _asymmetric_pair()
+    out_image, out_labels = build_train_transform(TrainingConfig(augmentations=aug))(image, labels)
+    np.testing.assert_array_equal(out_labels, labels)
+    assert not np.allclose(out_image, image) and np.isfinite(out_image).all()
+    assert build_train_transform(TrainingConfig(augmentations=Augmentations(enabled=False))) is None
+
+
+def test_augmentation_preview_gives_aligned_patches():
+    config = TrainingConfig(patch_size=32)
+    dataset = PatchDataset(make_samples(*blobs(), config), config, build_train_transform(config))
+    images, labels = preview_patches(dataset, count=5)
+    assert images.shape == (5, 1, 32, 32) and labels.shape == (5, 32, 32)
+
+
+def _samples(config, n=2):
+    return [s for seed in range(n) for s in make_samples(*blobs(seed=seed), config)]
+
+
+def test_early_stopping_and_keep_best_weights(tiny_config, monkeypatch):
+    config = tiny_config.replace(epochs=20, early_stopping_patience=2, keep_best=True)
+    trainer = Trainer(config, _samples(config), _samples(config, 1))
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.9])
+    snapshots = []
+
+    def fake_validate():
+        snapshots.append(trainer.model.segmentation_head[0].bias.detach().clone())
+        return {"loss": 1.0, "foreground_iou": next(scores)}
+
+    monkeypatch.setattr(trainer, "validate", fake_validate)
+    events = list(trainer.run())
+    done = events[-1]
+    assert isinstance(done, TrainingDone) and done.reason == "early stopping"
+    assert done.epochs_completed == 4 and done.best_epoch == 1
+    torch.testing.assert_close(trainer.model.segmentation_head[0].bias, snapshots[1])
+
+
+def test_preview_every_n_epochs(tiny_config):
+    config = tiny_config.replace(epochs=4, preview_every=2)
+    image, _ = blobs()
+    events = list(Trainer(config, _samples(config), preview_image=(image, None)).run())
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert [p.epoch for p in previews] == [1, 3]
+    assert previews[0].labels.shape == image.shape
+    epoch_ends = [e.epoch for e in events if isinstance(e, EpochEnd)]
+    assert epoch_ends == [0, 1, 2, 3]

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+
+from napari_mia.gui.layers import is_prediction_layer
+from napari_mia.gui.sample_data import nuclei_sample
+from napari_mia.gui.widget import MiaWidget
+
+from ..conftest import blobs
+
+
+def _wait(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget.worker is not None and not widget.worker.is_running, timeout=timeout)
+
+
+def _small_settings(widget):
+    widget.epochs.value = 2
+    widget.batch_size.value = 4
+    widget.patch_size.value = 64
+    widget.validation_fraction.value = 0.0
+
+
+@pytest.fixture
+def widget_with_data(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image, labels = blobs(shape=(128, 128), n=8)
+    viewer.add_image(image, name="cells")
+    user_labels = viewer.add_labels(labels, name="my labels")
+    widget = MiaWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    _small_settings(widget)
+    return viewer, widget, user_labels
+
+
+def test_train_predict_correct_retrain_loop(widget_with_data, qtbot):
+    viewer, widget, user_labels = widget_with_data
+    original = user_labels.data.copy()
+    assert widget.image_layer.value.name == "cells" and widget.labels_layer.value is user_labels
+    assert widget.classes.value == "background, foreground"
+
+    widget.train_button.clicked()
+    assert widget.stop_button.enabled and not widget.train_button.enabled
+    _wait(qtbot, widget)  # training; predicting afterwards starts its own worker
+    qtbot.waitUntil(lambda: "cells prediction" in viewer.layers, timeout=120_000)
+    _wait(qtbot, widget)
+    prediction = viewer.layers["cells prediction"]
+    assert is_prediction_layer(prediction) and prediction.data.shape == (128, 128)
+    assert prediction.data.dtype == np.uint16
+    assert widget.train_button.enabled and widget.predict_button.enabled and not widget.stop_button.enabled
+    assert widget.history and widget.history[-1].epoch == 1
+
+    # The user corrects the prediction in place and trains again from the current weights.
+    prediction.data[:10, :10] = 1
+    model_before = widget.model
+    widget.use_prediction_button.clicked()
+    assert widget.labels_layer.value is prediction
+    widget.train_button.clicked()
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: widget.train_button.enabled, timeout=120_000)
+    assert widget.model is model_before
+    np.testing.assert_array_equal(user_labels.data, original)
+    assert [layer.name for layer in viewer.layers].count("cells prediction") == 1
+
+
+def test_stop_and_resume(widget_with_data, qtbot):
+    viewer, widget, _ = widget_with_data
+    widget.epochs.value = 50
+    widget.predict_after.value = False
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.trainer.step >= 1, timeout=60_000)
+    widget.stop_button.clicked()
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: widget.resume_button.enabled, timeout=10_000)
+    stopped_at = widget.trainer.step
+    assert stopped_at < 50 * widget.trainer.batches_per_epoch
+    widget.resume_button.clicked()
+    qtbot.waitUntil(lambda: widget.trainer.step > stopped_at, timeout=60_000)
+    widget.stop_button.clicked()
+    _wait(qtbot, widget)
+
+
+def test_prediction_never_replaces_a_user_layer_of_the_same_name(widget_with_data, qtbot, tmp_path):
+    viewer, widget, _ = widget_with_data
+    mine = viewer.add_labels(np.full((128, 128), 7, np.uint8), name="cells prediction")
+    widget.predict_after.value = False
+    widget.epochs.value = 1
+    widget.train_button.clicked()
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: widget.predict_button.enabled, timeout=60_000)
+    widget.save_model(tmp_path / "m.safetensors")
+    widget.reset_model()
+    widget.load_model(tmp_path / "m.safetensors")
+    widget.predict_button.clicked()
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=60_000)
+    assert (mine.data == 7).all()
+    assert is_prediction_layer(viewer.layers[-1]) and viewer.layers[-1] is not mine
+
+
+def test_bad_labels_are_reported_and_nothing_is_lost(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="img")
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="wrong size")
+    widget = MiaWidget(viewer)
+    messages = []
+    monkeypatch.setattr("napari_mia.gui.widget.show_error", messages.append)
+    widget.train_button.clicked()
+    assert widget.worker is None and "wrong size" in messages[0] and "do not match" in messages[0]
+    assert viewer.layers["wrong size"].data.shape == (32, 32)
+
+
+def test_current_frame_of_a_stack_is_predicted(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    stack = np.stack([blobs(seed=s)[0] for s in range(3)])
+    labels = np.stack([blobs(seed=s)[1] for s in range(3)])
+    viewer.add_image(stack, name="stack")
+    viewer.add_labels(labels, name="stack labels")
+    widget = MiaWidget(viewer)
+    _small_settings(widget)
+    widget.epochs.value = 1
+    viewer.dims.set_current_step(0, 2)
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: "stack prediction" in viewer.layers, timeout=120_000)
+    prediction = viewer.layers["stack prediction"]
+    assert prediction.data.shape == stack.shape
+    assert not prediction.data[0].any() and not prediction.data[1].any()
+
+
+def test_sample_data_and_manifest(make_napari_viewer):
+    (image, image_meta, image_kind), (labels, _, labels_kind) = nuclei_sample()
+    assert image_kind == "image" and labels_kind == "labels" and image.shape == labels.shape
+    assert set(np.unique(labels)) == {0, 1}
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-mia", "nuclei")
+    assert [layer.name for layer in viewer.layers] == ["nuclei", "nuclei labels"]
+    _, widget = viewer.window.add_plugin_dock_widget("napari-mia", "MIA Training")
+    assert isinstance(widget, MiaWidget)
