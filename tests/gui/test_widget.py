@@ -9,7 +9,8 @@ from ..conftest import blobs
 
 
 def _wait(qtbot, widget, timeout=120_000):
-    qtbot.waitUntil(lambda: widget.worker is not None and not widget.worker.is_running, timeout=timeout)
+    """Wait until training and the prediction that may follow it are done."""
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
 
 
 def _small_settings(widget):

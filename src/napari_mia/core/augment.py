@@ -69,8 +69,7 @@ def build_train_transform(config: TrainingConfig, augmentations: Augmentations |
     return transform
 
 
-def preview_patches(dataset, count: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def preview_patches(dataset, count: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """``count`` augmented training patches as the network sees them: images (N, C, H, W), labels (N, H, W)."""
-    indices = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
-    pairs = [dataset[int(i)] for i in indices]
+    pairs = [dataset[index] for index in range(count)]  # patches are random per index, any count works
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])

@@ -31,6 +31,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def available_devices() -> list[tuple[str, str]]:
+    """(label, device) pairs for a device picker; labels show each GPU's memory."""
+    devices = [("auto (fastest available)", "auto")]
+    for index in range(torch.cuda.device_count()):
+        properties = torch.cuda.get_device_properties(index)
+        devices.append((f"cuda:{index} {properties.name} ({properties.total_memory / 2**30:.0f} GiB)",
+                        f"cuda:{index}"))
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devices.append(("mps (Apple GPU)", "mps"))
+    devices.append(("cpu", "cpu"))
+    return devices
+
+
 def build_model(config: TrainingConfig) -> torch.nn.Module:
     """The network for ``config``; ImageNet encoder weights are loaded from disk when asked for."""
     options = {}

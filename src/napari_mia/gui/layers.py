@@ -37,12 +37,13 @@ def is_prediction_layer(layer) -> bool:
     return isinstance(layer, Labels) and bool(layer.metadata.get(PREDICTION_KEY))
 
 
-def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tuple[int, ...], colors) -> Labels:
-    """Put ``labels`` into ``<image> prediction``; only a layer napari-mia made itself is ever updated.
+def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tuple[int, ...], colors,
+                     suffix: str = "prediction") -> Labels:
+    """Put ``labels`` into ``<image> <suffix>``; only a layer napari-mia made itself is ever updated.
 
     ``index`` selects the frame of a stack that ``labels`` holds (empty for the whole image).
     """
-    name = f"{image_layer.name} prediction"
+    name = f"{image_layer.name} {suffix}"
     shape = spatial_shape(image_layer)
     existing = viewer.layers[name] if name in viewer.layers else None
     if is_prediction_layer(existing) and existing.data.shape == shape:

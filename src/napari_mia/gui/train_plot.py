@@ -32,10 +32,13 @@ class TrainDataWindow(QWidget):
         self._seconds_per_batch: float | None = None
 
         self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setMinimumHeight(280)
         self.loss_plot = self._plot(0, 0, "training loss", "batch")
         self.lr_plot = self._plot(0, 1, "learning rate", "batch")
         self.epoch_loss_plot = self._plot(1, 0, "loss per epoch", "epoch")
         self.metric_plot = self._plot(1, 1, "validation metric", "epoch")
+        for plot in (self.loss_plot, self.epoch_loss_plot):
+            plot.setLogMode(y=True)  # early losses would flatten the rest of the curve
         self.batch_curve = self.loss_plot.plot(pen=_TRAIN_PEN)
         self.lr_curve = self.lr_plot.plot(pen=_TRAIN_PEN)
         self.train_epoch_curve = self.epoch_loss_plot.plot(pen=_TRAIN_DASHED, symbol="o", symbolSize=5,

@@ -23,8 +23,10 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from ..core.config import ARCHITECTURES, BACKBONES, TrainingConfig
-from ..core.events import BatchEnd, EpochEnd, TileDone, TrainingDone
-from . import layers
+from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
+from ..core.models import available_devices
+from . import config_panel, layers
+from .train_plot import TrainDataWindow
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +46,12 @@ class MiaWidget(Container):
 
         self.image_layer = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
+        self.validation_image = create_widget(annotation=napari.layers.Image | None, label="Validation image")
+        self.validation_labels = create_widget(annotation=napari.layers.Labels | None,
+                                               label="Validation labels")
         self.architecture = ComboBox(label="Deep Learning Architecture", choices=ARCHITECTURES, value="Unet")
         self.backbone = ComboBox(label="Model Backbone", choices=BACKBONES, value="resnet18")
-        self.pretrained = CheckBox(text="Pretrained Net (ImageNet weights file)", value=False)
+        self.pretrained = CheckBox(text="Pretrained Net (ImageNet weights)", value=False)
         self.pretrained_path = LineEdit(label="Weights file", value="")
         self.classes = LineEdit(label="Classes", value="background, foreground")
         self.color_mode = RadioButtons(label="Color / Mono", choices=["mono", "color"], value="mono",
@@ -55,9 +60,11 @@ class MiaWidget(Container):
         self.batch_size = SpinBox(label="Batch Size", value=16, min=1, max=2048)
         self.epochs = SpinBox(label="Epochs", value=20, min=1, max=100_000)
         self.learning_rate = FloatSpinBox(label="Learning Rate", value=3e-3, min=1e-6, max=1.0, step=1e-4)
+        self.learning_rate.native.setDecimals(6)
         self.downscale = FloatSpinBox(label="Down Scaling", value=1.0, min=0.1, max=1.0, step=0.1)
         self.patch_size = SpinBox(label="Patch size", value=128, min=32, max=2048, step=32)
         self.validation_fraction = FloatSpinBox(label="Validation split", value=0.15, min=0.0, max=0.9, step=0.05)
+        self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
         self.sparse = CheckBox(text="Sparse labels (0 = unlabelled)", value=False)
         self.predict_after = CheckBox(text="Predict when training ends", value=True)
         self.current_frame_only = CheckBox(text="Predict current frame only (stacks)", value=True)
@@ -69,17 +76,27 @@ class MiaWidget(Container):
         self.save_button = PushButton(text="Save model", enabled=False)
         self.load_button = PushButton(text="Load model")
         self.reset_button = PushButton(text="Reset model", enabled=False)
+        defaults = TrainingConfig()
+        self.settings = config_panel.settings_panel(defaults)
+        self.augmentations = config_panel.augmentations_panel(defaults.augmentations)
+        self.preview_augmentations_button = PushButton(text="Preview augmentations")
+        self.augmentations.append(self.preview_augmentations_button)
+        self.settings_button = PushButton(text="Settings ▸")
+        self.augmentations_button = PushButton(text="Augmentations ▸")
+        self.settings.visible = self.augmentations.visible = False
+        self.train_data: TrainDataWindow | None = None
         self.progress = ProgressBar(label="Progress", value=0, max=1)
         self.status = Label(label="Status", value="Label some pixels, then Train.")
 
         self.extend([
-            self.image_layer, self.labels_layer,
+            self.image_layer, self.labels_layer, self.validation_image, self.validation_labels,
             Label(value="<b>Deep Learning Model</b>"),
             self.architecture, self.backbone, self.pretrained, self.pretrained_path,
             Label(value="<b>Training Parameter</b>"),
             self.classes, self.color_mode, self.input_channels, self.batch_size, self.epochs,
-            self.learning_rate, self.downscale, self.patch_size, self.validation_fraction, self.sparse,
-            self.predict_after, self.current_frame_only,
+            self.learning_rate, self.downscale, self.patch_size, self.validation_fraction, self.device,
+            self.sparse, self.predict_after, self.current_frame_only,
+            self.settings_button, self.settings, self.augmentations_button, self.augmentations,
             Container(widgets=[self.train_button, self.stop_button, self.resume_button], layout="horizontal",
                       labels=False),
             Container(widgets=[self.predict_button, self.use_prediction_button], layout="horizontal",
@@ -96,13 +113,24 @@ class MiaWidget(Container):
         self.save_button.changed.connect(self._ask_save)
         self.load_button.changed.connect(self._ask_load)
         self.reset_button.changed.connect(self.reset_model)
+        self.settings_button.changed.connect(lambda: self._toggle(self.settings, self.settings_button))
+        self.augmentations_button.changed.connect(
+            lambda: self._toggle(self.augmentations, self.augmentations_button))
+        self.preview_augmentations_button.changed.connect(self.preview_augmentations)
         self.color_mode.changed.connect(self._on_color_mode)
         self.labels_layer.changed.connect(self._classes_from_labels)
         self.viewer.layers.events.inserted.connect(self.reset_choices)
         self.viewer.layers.events.removed.connect(self.reset_choices)
         self._classes_from_labels()
+        self.native.setMaximumWidth(560)  # leave the canvas its room
 
     # ---- settings ---------------------------------------------------------------------------------
+    @staticmethod
+    def _toggle(section: Container, button: PushButton) -> None:
+        shown = section.native.isHidden()
+        section.visible = shown
+        button.text = button.text[:-1] + ("▾" if shown else "▸")
+
     def _on_color_mode(self, mode: str) -> None:
         self.input_channels.value = 3 if mode == "color" else 1
 
@@ -134,6 +162,9 @@ class MiaWidget(Container):
             patch_size=self.patch_size.value,
             validation_fraction=self.validation_fraction.value,
             sparse_labels=self.sparse.value,
+            device=self.device.value,
+            augmentations=config_panel.augmentation_values(self.augmentations),
+            **config_panel.settings_values(self.settings),
         )
 
     def _show_config(self, config: TrainingConfig) -> None:
@@ -142,11 +173,12 @@ class MiaWidget(Container):
         self.color_mode.value, self.input_channels.value = config.color_mode, config.input_channels
         self.downscale.value, self.patch_size.value = config.downscale, config.patch_size
         self.sparse.value = config.sparse_labels
+        config_panel.show_values(self.settings, config)
+        config_panel.show_values(self.augmentations, config.augmentations)
 
     # ---- training ---------------------------------------------------------------------------------
     def start_training(self, *_) -> None:
         """Train on a snapshot of the chosen layers, continuing from the current weights if any."""
-        from ..core.data import make_samples, split_train_validation
         from ..core.train import Trainer
 
         image_layer, labels_layer = self.image_layer.value, self.labels_layer.value
@@ -157,16 +189,41 @@ class MiaWidget(Container):
             config = self.config()
             if self.model_config is not None:
                 self._check_compatible(config)
-            image, channel_axis = layers.image_array(image_layer)
-            samples = make_samples(image, np.asarray(labels_layer.data), config, channel_axis)
-            train_samples, validation_samples = split_train_validation(
-                samples, config.validation_fraction, config.seed)
-            self.trainer = Trainer(config, train_samples, validation_samples, model=self.model)
+            train_samples, validation_samples = self._training_samples(config)
+            self.trainer = Trainer(config, train_samples, validation_samples, model=self.model,
+                                   preview_image=self._current_frame(image_layer)[:2])
         except ValueError as error:  # ConfigError, DataError, missing weights
             show_error(f"Cannot train on '{image_layer.name}' / '{labels_layer.name}': {error}")
             return
-        self.model, self.model_config = self.trainer.model, config
+        self.model, self.model_config, self.history = self.trainer.model, config, []
+        self._open_train_data().reset()
         self._run_training()
+
+    def _training_samples(self, config: TrainingConfig):
+        """Snapshot the layers as samples: edits made during training apply to the next run."""
+        from ..core.data import make_samples, split_train_validation
+
+        image, channel_axis = layers.image_array(self.image_layer.value)
+        samples = make_samples(image, np.asarray(self.labels_layer.value.data), config, channel_axis)
+        validation_image, validation_labels = self.validation_image.value, self.validation_labels.value
+        if validation_image is None or validation_labels is None:
+            return split_train_validation(samples, config.validation_fraction, config.seed)
+        image, channel_axis = layers.image_array(validation_image)
+        return samples, make_samples(image, np.asarray(validation_labels.data), config, channel_axis)
+
+    def _current_frame(self, image_layer):
+        """(image, channel_axis, index) of what the viewer shows now, or of the whole image."""
+        image, channel_axis = layers.image_array(image_layer)
+        index = ()
+        if self.current_frame_only.value:
+            index = layers.current_frame_index(image_layer, self.viewer.dims.current_step)
+        return image[index], channel_axis, index
+
+    def _open_train_data(self) -> TrainDataWindow:
+        if self.train_data is None:
+            self.train_data = TrainDataWindow(stop=self.stop_training, resume=self.resume_training)
+            self.viewer.window.add_dock_widget(self.train_data, name="Train Data", area="bottom")
+        return self.train_data
 
     def _check_compatible(self, config: TrainingConfig) -> None:
         fixed = ("architecture", "backbone", "classes", "input_channels", "color_mode", "downscale",
@@ -196,6 +253,8 @@ class MiaWidget(Container):
             self._run_training()
 
     def _on_training_event(self, event) -> None:
+        if self.train_data is not None:
+            self.train_data.on_event(event)
         if isinstance(event, BatchEnd):
             self.progress.value = min(self.progress.max, event.step)
             self.status.value = (f"epoch {event.epoch + 1}, batch {event.batch}/{event.batches_per_epoch}: "
@@ -205,11 +264,18 @@ class MiaWidget(Container):
             metrics = ", ".join(f"{k} {v:.3f}" for k, v in event.val_metrics.items() if k != "pixel_accuracy")
             self.status.value = f"epoch {event.epoch + 1}: train loss {event.train_loss:.4f}" + (
                 f", val loss {event.val_loss:.4f}, {metrics}" if event.val_loss is not None else "")
+        elif isinstance(event, Preview):
+            image_layer = self.image_layer.value
+            if image_layer is not None:
+                index = self._current_frame(image_layer)[2]
+                layers.write_prediction(self.viewer, image_layer, event.labels, index,
+                                        self.model_config.class_colors, suffix="preview")
         elif isinstance(event, TrainingDone):
             self._stopped = event.reason == "stopped"
             show_info(f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s).")
 
     def _on_training_finished(self) -> None:
+        self.worker = None
         self._set_running(False)
         if self.predict_after.value and self.image_layer.value is not None:
             self.start_prediction()
@@ -236,22 +302,22 @@ class MiaWidget(Container):
         if self.model is None or image_layer is None:
             show_error("Train or load a model, and choose an image layer, before predicting.")
             return
-        image, channel_axis = layers.image_array(image_layer)
-        index = ()
-        if self.current_frame_only.value:
-            index = layers.current_frame_index(image_layer, self.viewer.dims.current_step)
-            image = image[index]
+        image, channel_axis, index = self._current_frame(image_layer)
         config = self.model_config
         worker = create_worker(iter_predict, self.model, image, config, channel_axis,
                                next(self.model.parameters()).device)
         worker.yielded.connect(self._on_tile)
         worker.returned.connect(lambda labels: self._show_prediction(image_layer, labels, index))
         worker.errored.connect(self._on_worker_error)
-        worker.finished.connect(lambda: self._set_running(False))
+        worker.finished.connect(self._on_prediction_finished)
         self.worker = worker
         self._set_running(True)
         self.stop_button.enabled = False
         worker.start()
+
+    def _on_prediction_finished(self) -> None:
+        self.worker = None
+        self._set_running(False)
 
     def _on_tile(self, event: TileDone) -> None:
         self.progress.max, self.progress.value = event.total, event.done
@@ -276,6 +342,27 @@ class MiaWidget(Container):
         layer = self._prediction_layer()
         if layer is not None:
             self.labels_layer.value = layer
+
+    def preview_augmentations(self, *_) -> None:
+        """Show a batch of augmented training patches (image + labels) as the network sees them."""
+        from ..core.augment import build_train_transform, preview_patches
+        from ..core.data import IGNORE, PatchDataset
+
+        try:
+            config = self.config()
+            samples, _ = self._training_samples(config.replace(validation_fraction=0.0))
+            dataset = PatchDataset(samples, config, build_train_transform(config))
+        except (ValueError, AttributeError) as error:  # AttributeError: no layer chosen
+            show_error(f"Cannot preview augmentations: {error}")
+            return
+        images, labels = preview_patches(dataset, count=8)
+        shown_labels = np.where(labels == IGNORE, 0, labels + int(config.sparse_labels)).astype(np.uint16)
+        for name in ("augmentation preview", "augmentation preview labels"):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.viewer.add_image(images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1),
+                              name="augmentation preview", rgb=images.shape[1] == 3)
+        self.viewer.add_labels(shown_labels, name="augmentation preview labels")
 
     # ---- model files ------------------------------------------------------------------------------
     def save_model(self, path) -> None:

@@ -1,0 +1,123 @@
+"""Config dataclass fields <-> magicgui widgets, for the Settings and Augmentations sections."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox, TupleEdit
+
+from ..core.config import CLASS_WEIGHTING, LOSSES, LR_SCHEDULES, OPTIMIZERS, Augmentations, TrainingConfig
+
+SETTINGS_LABELS = {
+    "optimizer": "Optimizer",
+    "lr_schedule": "Learning Rate Schedule",
+    "lr_factor": "Reduction Factor",
+    "lr_patience": "Plateau for x epochs",
+    "lr_step_every": "Reduce every x epochs",
+    "min_learning_rate": "Minimum Learning Rate",
+    "warmup_fraction": "Warm-up (fraction of run)",
+    "loss": "Loss",
+    "class_weighting": "Class Weighting",
+    "class_weights": "Class weights (manual)",
+    "early_stopping_patience": "Early stopping patience (0 = off)",
+    "keep_best": "Keep best weights",
+    "preview_every": "Predict an image every x epochs",
+    "mixed_precision": "Mixed precision (CUDA)",
+    "num_workers": "Data-loading workers",
+    "max_minutes": "Time budget, minutes (0 = none)",
+}
+SETTINGS_CHOICES = {
+    "optimizer": OPTIMIZERS,
+    "lr_schedule": LR_SCHEDULES,
+    "loss": LOSSES,
+    "class_weighting": CLASS_WEIGHTING,
+}
+AUGMENTATION_LABELS = {
+    "enabled": "Augmentations",
+    "flip_horizontal": "Flip horizontal",
+    "flip_vertical": "Flip vertical",
+    "rotate90": "Rotate 90°",
+    "blur_probability": "Blur (probability)",
+    "blur_sigma": "Blur sigma (min, max)",
+    "elastic_probability": "Elastic / piecewise (probability)",
+    "dropout_probability": "Dropout (probability)",
+    "affine_probability": "Apply Affine (probability)",
+    "scale": "Scale (min, max)",
+    "translate": "Translate (min, max, fraction)",
+    "shear": "Shear (min, max, degrees)",
+    "rotate": "Rotation (min, max, degrees)",
+    "brightness_contrast_probability": "Brightness/contrast (probability)",
+    "brightness_limit": "Brightness limit",
+    "contrast_limit": "Contrast limit",
+    "gamma_probability": "Gamma (probability)",
+    "gamma_limit": "Gamma (min, max, percent)",
+    "noise_probability": "Gaussian noise (probability)",
+    "noise_std": "Noise std (min, max)",
+}
+_SMALL_FLOATS = {"min_learning_rate": 1e-6}
+
+
+def _widget_for(name: str, value, label: str, choices=None):
+    if choices is not None:
+        return ComboBox(name=name, label=label, choices=choices, value=value)
+    if isinstance(value, bool):
+        return CheckBox(name=name, text=label, value=value)
+    if isinstance(value, int):
+        return SpinBox(name=name, label=label, value=value, min=0, max=100_000)
+    if isinstance(value, float):
+        step = _SMALL_FLOATS.get(name, 0.01)
+        spin = FloatSpinBox(name=name, label=label, min=0.0, max=1000.0, step=step)
+        spin.native.setDecimals(max(2, round(-math.log10(step))))
+        spin.value = value
+        return spin
+    if isinstance(value, tuple):
+        edit = TupleEdit(name=name, label=label, value=value)
+        for part in edit:
+            part.min, part.max, part.step = -1000.0, 1000.0, 0.01
+        edit.value = value
+        return edit
+    return LineEdit(name=name, label=label, value="" if value is None else ", ".join(map(str, value)))
+
+
+def settings_panel(config: TrainingConfig) -> Container:
+    widgets = [
+        _widget_for(name, _shown(name, getattr(config, name)), label, SETTINGS_CHOICES.get(name))
+        for name, label in SETTINGS_LABELS.items()
+    ]
+    return Container(widgets=widgets)
+
+
+def augmentations_panel(augmentations: Augmentations) -> Container:
+    widgets = [_widget_for(f.name, getattr(augmentations, f.name), AUGMENTATION_LABELS[f.name])
+               for f in dataclasses.fields(augmentations)]
+    return Container(widgets=widgets)
+
+
+def _shown(name: str, value):
+    return 0.0 if name == "max_minutes" and value is None else value
+
+
+def settings_values(panel: Container) -> dict:
+    values = {widget.name: widget.value for widget in panel}
+    weights = values["class_weights"].strip()
+    values["class_weights"] = [float(w) for w in weights.split(",")] if weights else None
+    values["max_minutes"] = values["max_minutes"] or None
+    return values
+
+
+def augmentation_values(panel: Container) -> Augmentations:
+    return Augmentations(**{widget.name: widget.value for widget in _field_widgets(panel, Augmentations)})
+
+
+def _field_widgets(panel: Container, source) -> list:
+    names = {f.name for f in dataclasses.fields(source)}
+    return [widget for widget in panel if widget.name in names]
+
+
+def show_values(panel: Container, source) -> None:
+    for widget in _field_widgets(panel, source):
+        value = getattr(source, widget.name)
+        if widget.name == "class_weights":
+            value = "" if value is None else ", ".join(map(str, value))
+        widget.value = _shown(widget.name, value)
