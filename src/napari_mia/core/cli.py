@@ -147,6 +147,9 @@ def train_command(args) -> int:
             print(f"napari-mia: training {event.reason} after {event.steps} batches, {event.seconds:.0f} s",
                   file=sys.stderr)
     path = save_model(args.out, trainer.model, config, trainer.history)
+    if event.message:  # out of memory: the last good weights were saved, the run did not finish
+        print(f"napari-mia: error: {event.message} (saved to {path})", file=sys.stderr)
+        return 3
     write_history_csv(path.with_suffix(".history.csv"), trainer.history)
     if validation_samples:
         final = evaluate(trainer.model, validation_samples, config, trainer.device)

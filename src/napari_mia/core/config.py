@@ -149,9 +149,10 @@ class TrainingConfig:
             self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         if self.input_channels is None:
             self.input_channels = 1 if self.color_mode == "mono" else 3
-        if self.class_colors is None:
-            self.class_colors = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(self.classes))]
-        self.class_colors = list(self.class_colors)
+        # Colours are cosmetic: classes added or removed get default colours rather than an error.
+        colors = list(self.class_colors or [])[: len(self.classes)]
+        defaults = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(self.classes))]
+        self.class_colors = colors + defaults[len(colors) :]
         if isinstance(self.augmentations, dict):
             self.augmentations = _augmentations_from_dict(self.augmentations)
         if self.class_weights is not None:
@@ -175,8 +176,6 @@ class TrainingConfig:
             raise ConfigError("classes: need at least 2 (background and one class)")
         if len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"classes: names must be unique, got {self.classes}")
-        if len(self.class_colors) != len(self.classes):
-            raise ConfigError("class_colors: need one colour per class")
         _in_range("input_channels", self.input_channels, 1, 64)
         if self.color_mode == "color" and self.input_channels != 3:
             raise ConfigError("input_channels: Color mode uses 3 channels; choose Mono for other counts")

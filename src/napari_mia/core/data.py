@@ -149,6 +149,21 @@ def make_samples(
     return samples
 
 
+def check_classes(samples: list[Sample], config: TrainingConfig) -> None:
+    """Training needs labelled pixels of at least two classes to learn a difference."""
+    present = set()
+    for sample in samples:
+        present.update(np.unique(sample.labels[sample.labels != IGNORE]).tolist())
+    if not present:
+        raise DataError("no labelled pixels to train on; paint some labels first")
+    if len(present) == 1:
+        (only,) = present
+        raise DataError(
+            f"labels contain only class {only + int(config.sparse_labels)} ({config.classes[only]}); paint "
+            "some pixels of another class (e.g. background) so the network can learn a difference"
+        )
+
+
 def split_train_validation(
     samples: list[Sample], fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
@@ -181,8 +196,9 @@ class PatchDataset:
         areas = np.array([s.labels.size for s in samples], dtype=np.float64)
         self.frame_weights = areas / areas.sum()
         self.seed_pixels = [self._seed_pixels(s.labels, i) for i, s in enumerate(samples)]
-        self.length = sum(math.ceil(s.labels.shape[0] / self.patch) * math.ceil(s.labels.shape[1] / self.patch)
-                          for s in samples)
+        covering = sum(math.ceil(s.labels.shape[0] / self.patch) * math.ceil(s.labels.shape[1] / self.patch)
+                       for s in samples)
+        self.length = max(covering, config.batch_size)  # at least one full batch (BatchNorm needs 2+)
 
     def _seed_pixels(self, labels: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Flat indices of object pixels and of labelled pixels, subsampled to keep memory small."""

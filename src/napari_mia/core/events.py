@@ -37,14 +37,16 @@ class Preview:
 
 @dataclass(frozen=True)
 class TrainingDone:
-    """Last event of a run. ``reason`` is "finished", "stopped", "time budget" or "early stopping";
-    ``best_epoch`` is the epoch whose weights the model holds when the best were kept."""
+    """Last event of a run. ``reason`` is "finished", "stopped", "time budget", "early stopping" or
+    "out of memory" (then ``message`` says what to lower); ``best_epoch`` is the epoch whose weights
+    the model holds when the best were kept."""
 
     reason: str
     epochs_completed: int
     steps: int
     seconds: float
     best_epoch: int | None = None
+    message: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from .augment import build_train_transform
 from .config import TrainingConfig
-from .data import IGNORE, PatchDataset, Sample
+from .data import IGNORE, PatchDataset, Sample, check_classes
+from .errors import OUT_OF_MEMORY_ADVICE, is_out_of_memory, release_memory
 from .events import BatchEnd, EpochEnd, Preview, TrainingDone
 from .infer import iter_predict, iter_probabilities, run
 from .losses import build_loss, class_weights
@@ -70,13 +71,14 @@ class Trainer:
         model: torch.nn.Module | None = None,
         preview_image: tuple[np.ndarray, int | None] | None = None,
     ):
+        check_classes(list(train_samples), config)
         seed_everything(config.seed)
         self.config = config
         self.device = resolve_device(config.device)
         self.model = (model if model is not None else build_model(config)).to(self.device)
         self.dataset = PatchDataset(list(train_samples), config, build_train_transform(config))
         self.validation_samples = list(validation_samples)
-        self.batch_size = min(config.batch_size, len(self.dataset))
+        self.batch_size = config.batch_size
         self.batches_per_epoch = len(self.dataset) // self.batch_size
         self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), config.learning_rate)
         self.class_weights = class_weights(config, self.dataset.samples)
@@ -142,7 +144,15 @@ class Trainer:
                 learning_rate = learning_rate_at(config, self.progress, self.epoch) * self.plateau_scale
                 for group in self.optimizer.param_groups:
                     group["lr"] = learning_rate
-                loss = self._train_step(images, labels).item()
+                try:
+                    loss = self._train_step(images, labels).item()
+                except Exception as error:
+                    if not is_out_of_memory(error):
+                        raise
+                    self.optimizer.zero_grad(set_to_none=True)  # the failed step changed no weight
+                    release_memory()
+                    reason = "out of memory"
+                    break
                 self._epoch_losses.append(loss)
                 self.batch_in_epoch += 1
                 self.step += 1
@@ -165,8 +175,9 @@ class Trainer:
                     yield Preview(self.epoch - 1, labels)
                 if reason == "finished" and self._patience_spent():
                     reason = "early stopping"
-        best_epoch = self._restore_best() if reason != "stopped" else None
-        done = TrainingDone(reason, self.epoch, self.step, self.seconds, best_epoch)
+        best_epoch = self._restore_best() if reason in ("finished", "time budget", "early stopping") else None
+        message = OUT_OF_MEMORY_ADVICE if reason == "out of memory" else ""
+        done = TrainingDone(reason, self.epoch, self.step, self.seconds, best_epoch, message)
         yield done
         return done
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import napari
@@ -21,6 +22,7 @@ from magicgui.widgets import (
 )
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QObject
 
 from ..core.config import ARCHITECTURES, BACKBONES, TrainingConfig
 from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
@@ -29,6 +31,22 @@ from . import config_panel, layers
 from .train_plot import TrainDataWindow
 
 logger = logging.getLogger(__name__)
+
+
+class _CloseWatcher(QObject):
+    """Calls ``on_close`` when the window holding ``dock`` closes or the dock is taken out of it."""
+
+    def __init__(self, dock, on_close):
+        super().__init__(dock)
+        self._dock, self._on_close = dock, on_close
+        dock.installEventFilter(self)
+        dock.window().installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        undocked = event.type() == QEvent.Type.ParentChange and watched is self._dock and watched.parent() is None
+        if event.type() == QEvent.Type.Close or undocked:
+            self._on_close()
+        return False
 
 
 class MiaWidget(Container):
@@ -43,6 +61,8 @@ class MiaWidget(Container):
         self.worker = None
         self.history = []
         self._stopped = False
+        self._closing = False
+        self._close_watcher = None
 
         self.image_layer = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
@@ -233,12 +253,32 @@ class MiaWidget(Container):
             raise ValueError(f"the current model was built with other {', '.join(changed)}; "
                              "press Reset model to start a new one, or restore those settings")
 
+    def shutdown(self, timeout_ms: int = 30_000) -> None:
+        """Stop training at the next batch and wait for the worker: called when napari or the dock closes."""
+        self._closing = True
+        if self.trainer is not None:
+            self.trainer.request_stop()
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
+                with contextlib.suppress(TypeError):  # TypeError: nothing was connected to it
+                    signal.disconnect()  # the widgets these update are being deleted
+            worker.quit()
+            worker.await_workers(msecs=timeout_ms)
+
+    def _watch_for_close(self) -> None:
+        if self._close_watcher is None:
+            self._close_watcher = _CloseWatcher(self.native, self.shutdown)
+
     def _run_training(self) -> None:
+        self._watch_for_close()
         self.progress.max = self.trainer.config.epochs * self.trainer.batches_per_epoch
-        self.worker = create_worker(self.trainer.run)
-        self.worker.yielded.connect(self._on_training_event)
-        self.worker.errored.connect(self._on_worker_error)
-        self.worker.finished.connect(self._on_training_finished)
+        # Connecting "errored" here also stops the worker from re-raising errors in the event loop.
+        self.worker = create_worker(self.trainer.run, _connect={
+            "yielded": self._on_training_event,
+            "errored": self._on_worker_error,
+            "finished": self._on_training_finished,
+        }, _start_thread=False)
         self._set_running(True)
         self._stopped = False
         self.worker.start()
@@ -272,12 +312,15 @@ class MiaWidget(Container):
                                         self.model_config.class_colors, suffix="preview")
         elif isinstance(event, TrainingDone):
             self._stopped = event.reason == "stopped"
-            show_info(f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s).")
+            if event.message:
+                show_error(f"Training on '{self.image_layer.value}' stopped: {event.message}")
+            else:
+                show_info(f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s).")
 
     def _on_training_finished(self) -> None:
         self.worker = None
         self._set_running(False)
-        if self.predict_after.value and self.image_layer.value is not None:
+        if self.predict_after.value and self.image_layer.value is not None and not self._closing:
             self.start_prediction()
 
     def _on_worker_error(self, error: Exception) -> None:
@@ -303,13 +346,16 @@ class MiaWidget(Container):
             show_error("Train or load a model, and choose an image layer, before predicting.")
             return
         image, channel_axis, index = self._current_frame(image_layer)
-        config = self.model_config
-        worker = create_worker(iter_predict, self.model, image, config, channel_axis,
-                               next(self.model.parameters()).device)
-        worker.yielded.connect(self._on_tile)
-        worker.returned.connect(lambda labels: self._show_prediction(image_layer, labels, index))
-        worker.errored.connect(self._on_worker_error)
-        worker.finished.connect(self._on_prediction_finished)
+        worker = create_worker(
+            iter_predict, self.model, image, self.model_config, channel_axis, next(self.model.parameters()).device,
+            _connect={
+                "yielded": self._on_tile,
+                "returned": lambda labels: self._show_prediction(image_layer, labels, index),
+                "errored": self._on_worker_error,
+                "finished": self._on_prediction_finished,
+            },
+            _start_thread=False,
+        )
         self.worker = worker
         self._set_running(True)
         self.stop_button.enabled = False

@@ -1,0 +1,86 @@
+"""Widget cases of docs/robustness.md: a notification naming the layer and the fix; layers survive."""
+
+import numpy as np
+import pytest
+import torch
+from napari.qt.threading import WorkerBase
+
+from napari_mia.core.train import Trainer
+from napari_mia.gui.widget import MiaWidget
+
+from ..conftest import blobs
+
+
+@pytest.fixture
+def setup(make_napari_viewer, monkeypatch):
+    viewer = make_napari_viewer()
+    image, labels = blobs(shape=(128, 128), n=8)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="labels")
+    widget = MiaWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.batch_size.value, widget.patch_size.value, widget.epochs.value = 4, 64, 2
+    widget.validation_fraction.value = 0.0
+    errors = []
+    monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
+    return viewer, widget, errors
+
+
+def _wait(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def test_out_of_range_settings_are_reported(setup):
+    _, widget, errors = setup
+    widget.patch_size.value = 100
+    widget.train_button.clicked()
+    assert widget.worker is None and "patch_size" in errors[0] and "'cells'" in errors[0]
+
+
+def test_single_class_labels_are_reported(setup):
+    viewer, widget, errors = setup
+    viewer.layers["labels"].data = np.zeros((128, 128), np.uint8)
+    widget.train_button.clicked()
+    assert "'labels'" in errors[0] and "only class 0" in errors[0]
+
+
+def test_exception_in_the_worker_becomes_a_notification_and_the_buttons_recover(setup, qtbot, monkeypatch):
+    _, widget, errors = setup
+    monkeypatch.setattr(Trainer, "_train_step", lambda *a: (_ for _ in ()).throw(ValueError("broken batch")))
+    widget.train_button.clicked()
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: bool(errors), timeout=10_000)
+    assert "broken batch" in errors[0]
+    assert widget.train_button.enabled and not widget.stop_button.enabled
+
+
+def test_out_of_memory_is_reported_with_advice(setup, qtbot, monkeypatch):
+    _, widget, errors = setup
+    monkeypatch.setattr(Trainer, "_train_step", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
+    widget.train_button.clicked()
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: bool(errors), timeout=10_000)
+    assert "lower Batch Size or Patch size" in errors[0]
+    assert widget.model is not None and widget.save_button.enabled  # last good weights kept
+
+
+def test_deleting_or_editing_input_layers_during_training_changes_nothing(setup, qtbot):
+    viewer, widget, errors = setup
+    widget.epochs.value = 6
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: widget.trainer.step >= 1, timeout=60_000)
+    viewer.layers["labels"].data[:] = 0  # edits apply to the next run only
+    viewer.layers.remove("cells")
+    _wait(qtbot, widget)
+    assert widget.trainer.epoch == 6 and not errors
+    assert "cells prediction" not in viewer.layers  # nothing to predict: the image is gone
+
+
+def test_closing_napari_during_training_stops_the_worker(setup, qtbot):
+    viewer, widget, _ = setup
+    widget.epochs.value = 10_000
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: widget.trainer.step >= 1, timeout=60_000)
+    viewer.close()
+    qtbot.waitUntil(lambda: not WorkerBase._worker_set, timeout=30_000)
+    assert widget.trainer.step < 10_000 * widget.trainer.batches_per_epoch
