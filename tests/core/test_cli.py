@@ -59,3 +59,22 @@ def test_bad_input_is_one_line_on_stderr_and_a_nonzero_exit(tmp_path):
     result = subprocess.run([sys.executable, "-m", "napari_mia", "predict", "--model", str(tmp_path / "none"),
                              "--images", str(images), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2 and "no such model file" in result.stderr
+
+
+def test_settings_reach_the_cli_through_flags_and_a_json_config(tmp_path):
+    images, labels = _folders(tmp_path)
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"lr_schedule": "step", "lr_step_every": 3, "augmentations": {"affine_probability": 0.4}}')
+    model = tmp_path / "m.safetensors"
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(model), "--binarize",
+                 "--epochs", "1", "--batch-size", "4", "--patch-size", "64", "--config", str(settings),
+                 "--optimizer", "adamw", "--loss", "focal", "--class-weighting", "auto",
+                 "--val-images", str(images), "--val-labels", str(labels)]) == 0
+    _, config, history = load_model(model)
+    assert (config.optimizer, config.loss, config.class_weighting, config.lr_schedule) == (
+        "adamw", "focal", "auto", "step")
+    assert config.lr_step_every == 3 and config.augmentations.affine_probability == 0.4
+    assert history[0]["val_loss"] is not None  # the validation folder was used
+    settings.write_text('{"optimiser": "adam"}')
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(model),
+                 "--config", str(settings)]) == 2

@@ -82,7 +82,7 @@ def test_validation_split_is_by_frame_and_seeded():
 
 
 def test_patches_pad_small_frames_with_ignore_and_prefer_objects():
-    config = TrainingConfig(patch_size=64, foreground_sampling=1.0)
+    config = TrainingConfig(patch_size=64, foreground_sampling=1.0, batch_size=2)
     labels = np.zeros((40, 200), np.int16)
     labels[10:14, 150:154] = 1
     dataset = PatchDataset([Sample(np.zeros((1, 40, 200), np.float32), labels)], config)

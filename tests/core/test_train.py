@@ -102,3 +102,10 @@ def test_optimizer_is_what_the_config_says(tiny_config, name):
     expected = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd_nesterov": torch.optim.SGD,
                 "adamax": torch.optim.Adamax, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}
     assert type(trainer.optimizer) is expected[name]
+
+
+def test_data_loading_workers_are_used(tiny_config):
+    config = tiny_config.replace(num_workers=1, epochs=1)
+    trainer = Trainer(config, _samples(config))
+    assert trainer._loader().num_workers == 1
+    assert list(trainer.run())[-1].reason == "finished"

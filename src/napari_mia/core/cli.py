@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .config import ARCHITECTURES, BACKBONES, ConfigError, TrainingConfig
+from .config import (
+    ARCHITECTURES,
+    BACKBONES,
+    CLASS_WEIGHTING,
+    LOSSES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    TrainingConfig,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-pretrained", action="store_true", help="train from scratch (default)")
     train.add_argument("--pretrained", metavar="PATH", help="ImageNet encoder weights file")
     train.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
+    train.add_argument("--val-images", help="validation images (instead of a random split)")
+    train.add_argument("--val-labels", help="validation label images, same names as --val-images")
+    train.add_argument("--optimizer", choices=OPTIMIZERS)
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES)
+    train.add_argument("--loss", choices=LOSSES)
+    train.add_argument("--class-weighting", choices=CLASS_WEIGHTING)
+    train.add_argument("--early-stopping", type=int, metavar="EPOCHS", help="patience on the validation metric")
+    train.add_argument("--config", metavar="JSON",
+                       help="any TrainingConfig settings (Settings, Augmentations…) as a JSON object; "
+                            "command-line options take precedence")
     train.add_argument("--device", default="auto")
     train.add_argument("--seed", type=int, default=0)
 
@@ -63,17 +82,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _load_training_pairs(args):
+def _load_pairs(image_folder, label_folder, binarize: bool):
     from .files import list_images, pair_by_stem, read_image, read_labels
 
     pairs = []
-    for image_path, label_path in pair_by_stem(list_images(args.images), args.labels):
+    for image_path, label_path in pair_by_stem(list_images(image_folder), label_folder):
         image, channel_axis = read_image(image_path)
         labels = read_labels(label_path)
-        if args.binarize:
+        if binarize:
             labels = (labels > 0).astype(np.uint8)
         pairs.append((image_path.stem, image, labels, channel_axis))
     return pairs
+
+
+def _samples(pairs, config):
+    from .data import make_samples
+
+    samples = []
+    for name, image, labels, channel_axis in pairs:
+        try:
+            samples += make_samples(image, labels, config, channel_axis)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from error
+    return samples
 
 
 def _class_names(args, pairs) -> list[str]:
@@ -85,7 +116,16 @@ def _class_names(args, pairs) -> list[str]:
 
 
 def _training_config(args, pairs, previous: TrainingConfig | None) -> TrainingConfig:
-    run_settings = dict(
+    settings = json.loads(Path(args.config).read_text()) if args.config else {}
+    given = {
+        "optimizer": args.optimizer,
+        "lr_schedule": args.lr_schedule,
+        "loss": args.loss,
+        "class_weighting": args.class_weighting,
+        "early_stopping_patience": args.early_stopping,
+    }
+    settings.update({key: value for key, value in given.items() if value is not None})
+    settings.update(
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -95,42 +135,41 @@ def _training_config(args, pairs, previous: TrainingConfig | None) -> TrainingCo
         seed=args.seed,
     )
     if previous is not None:  # the model fixes architecture, classes, channels and scaling
-        return previous.replace(pretrained=False, **run_settings)
-    return TrainingConfig(
-        architecture=args.architecture,
-        backbone=args.backbone,
-        pretrained=bool(args.pretrained) and not args.no_pretrained,
-        pretrained_path=args.pretrained,
-        classes=_class_names(args, pairs),
-        color_mode=args.color_mode,
-        downscale=args.downscale,
-        patch_size=args.patch_size,
-        sparse_labels=args.sparse,
-        **run_settings,
-    )
+        return previous.replace(pretrained=False, **settings)
+    settings.setdefault("classes", _class_names(args, pairs))
+    return TrainingConfig.from_dict({
+        **settings,
+        "architecture": args.architecture,
+        "backbone": args.backbone,
+        "pretrained": bool(args.pretrained) and not args.no_pretrained,
+        "pretrained_path": args.pretrained,
+        "color_mode": args.color_mode,
+        "downscale": args.downscale,
+        "patch_size": args.patch_size,
+        "sparse_labels": args.sparse,
+    })
 
 
 def train_command(args) -> int:
     from tqdm import tqdm
 
-    from .data import make_samples, split_train_validation
+    from .data import split_train_validation
     from .events import BatchEnd, EpochEnd, TrainingDone
     from .io import load_model, save_model, write_history_csv
     from .models import resolve_device
     from .train import Trainer, evaluate
 
-    pairs = _load_training_pairs(args)
+    pairs = _load_pairs(args.images, args.labels, args.binarize)
     model, previous = None, None
     if args.from_model:
         model, previous, _ = load_model(args.from_model)
     config = _training_config(args, pairs, previous)
-    samples = []
-    for name, image, labels, channel_axis in pairs:
-        try:
-            samples += make_samples(image, labels, config, channel_axis)
-        except ValueError as error:
-            raise ValueError(f"{name}: {error}") from error
-    train_samples, validation_samples = split_train_validation(samples, config.validation_fraction, config.seed)
+    if args.val_images and args.val_labels:
+        train_samples = _samples(pairs, config)
+        validation_samples = _samples(_load_pairs(args.val_images, args.val_labels, args.binarize), config)
+    else:
+        train_samples, validation_samples = split_train_validation(
+            _samples(pairs, config), config.validation_fraction, config.seed)
     print(f"napari-mia: {len(train_samples)} training and {len(validation_samples)} validation frames, "
           f"device {resolve_device(config.device)}", file=sys.stderr)
     trainer = Trainer(config, train_samples, validation_samples, model=model)
