@@ -76,3 +76,30 @@ print(json.dumps({"shape": labels.shape, "before_mb": before / 1024, "after_mb":
     assert result["shape"] == [4096, 4096]
     # Image, probabilities and weights are ~0.3 GB; a whole-image forward would need tens of GB.
     assert result["after_mb"] < 3000, result
+
+
+def test_chunked_upscaling_equals_torch_bilinear():
+    from napari_mia.core.infer import upscale_rows
+
+    probabilities = np.random.default_rng(2).random((3, 37, 53)).astype(np.float32)
+    expected = torch.nn.functional.interpolate(torch.from_numpy(probabilities)[None], size=(101, 150),
+                                               mode="bilinear", align_corners=False)[0].numpy()
+    chunks = np.concatenate([upscale_rows(probabilities, (101, 150), a, min(a + 16, 101))
+                             for a in range(0, 101, 16)], axis=1)
+    np.testing.assert_allclose(chunks, expected, atol=1e-5)
+
+
+def test_labels_stream_into_a_given_output_array():
+    torch.manual_seed(0)
+    config = TrainingConfig(tile_overlap=64)
+    model = build_model(config).eval()
+    image = np.random.default_rng(3).integers(0, 255, (700, 300), dtype=np.uint8)
+    expected = predict(model, image, config, tile=256)
+    out = np.full((700, 300), 99, np.uint16)
+    assert predict(model, image, config, tile=256, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    from napari_mia.core.data import prepare_image
+
+    whole = run(iter_probabilities(model, prepare_image(image[None], config), tile=256, overlap=64))
+    assert whole.shape == (2, 700, 300)
+    np.testing.assert_array_equal(whole.argmax(0), expected)
