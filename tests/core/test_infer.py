@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from napari_mia.core import TrainingConfig, predict
-from napari_mia.core.infer import iter_probabilities, run, tile_starts
+from napari_mia.core.infer import fit_tile, iter_probabilities, run, tile_starts
 from napari_mia.core.models import build_model
 
 
@@ -16,10 +16,15 @@ def _whole_forward(model, image):
 
 
 def test_tile_starts_cover_the_image_on_the_32_pixel_grid():
-    starts = tile_starts(640, 256, 64)
-    assert starts == [0, 192, 384]
-    assert all(s % 32 == 0 for s in tile_starts(1056, 256, 64))
+    assert tile_starts(640, 256, 64) == [0, 192, 384]
+    assert tile_starts(4096, 1024, 64) == [0, 768, 1536, 2304, 3072]  # spread evenly, no sliver
+    for length in range(288, 3000, 32):
+        starts = tile_starts(length, 256, 64)
+        assert all(s % 32 == 0 for s in starts) and starts[-1] == length - 256
+        assert all(0 < b - a <= 256 - 64 for a, b in zip(starts, starts[1:]))
     assert tile_starts(200, 256, 64) == [0]
+    assert fit_tile(4096, 1536, 64) == 1408 and tile_starts(4096, 1408, 64) == [0, 1344, 2688]
+    assert fit_tile(1000, 1536, 64) == 1000
 
 
 def test_image_that_fits_one_tile_matches_a_whole_image_forward():

@@ -136,6 +136,7 @@ class TrainingConfig:
     augmentations: Augmentations = field(default_factory=Augmentations)
     foreground_sampling: float = 0.7
     normalize_percentiles: tuple[float, float] = (1.0, 99.8)
+    tile_size: int = 1536
     tile_overlap: int = 64
     max_minutes: float | None = None
     seed: int = 0
@@ -194,8 +195,10 @@ class TrainingConfig:
         low, high = self.normalize_percentiles
         if not 0 <= low < high <= 100:
             raise ConfigError(f"normalize_percentiles: need 0 <= low < high <= 100, got {self.normalize_percentiles}")
-        if self.tile_overlap < 0 or self.tile_overlap % 32:
-            raise ConfigError(f"tile_overlap: must be a non-negative multiple of 32, got {self.tile_overlap}")
+        if self.tile_size < 32 or self.tile_size % 32:
+            raise ConfigError(f"tile_size: must be a multiple of 32 and at least 32, got {self.tile_size}")
+        if self.tile_overlap < 0 or self.tile_overlap % 32 or self.tile_overlap >= self.tile_size:
+            raise ConfigError(f"tile_overlap: must be a multiple of 32 below tile_size, got {self.tile_overlap}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ConfigError(f"max_minutes: must be positive, got {self.max_minutes}")
         _in_range("num_workers", self.num_workers, 0, 64)

@@ -9,25 +9,40 @@ Memory is bounded by the tile batch plus the output array, not by a whole-image 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 
 import numpy as np
 import torch
 
 from .config import TrainingConfig
-from .data import prepare_image, split_frames
+from .data import prepare_image, split_frames, tile_preparation
 from .events import TileDone
 
 _STRIDE = 32
+_BATCH_PIXELS = 2**21  # tiles per forward are capped so their activations stay within a few hundred MB
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets (multiples of 32) covering ``length`` with tiles of ``tile``, last one flush."""
+    """Fewest tile starts (multiples of 32) covering ``length`` with overlaps of at least ``overlap``,
+    spread evenly so no tile is wasted on a sliver at the end."""
     if length <= tile:
         return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step))
-    return starts + [length - tile]
+    count = math.ceil((length - tile) / (tile - overlap)) + 1
+    while True:
+        starts = [int((i * (length - tile)) // (count - 1)) // _STRIDE * _STRIDE for i in range(count)]
+        if all(b - a <= tile - overlap for a, b in zip(starts, starts[1:])):
+            return starts
+        count += 1
+
+
+def fit_tile(length: int, tile: int, overlap: int) -> int:
+    """The smallest tile (multiple of 32, at most ``tile``) that covers ``length`` with as few tiles as
+    ``tile`` needs: 4096 px with 1536-px tiles becomes 3 tiles of 1408, not 3 of 1536 overlapping by 768."""
+    if length <= tile:
+        return length
+    count = math.ceil((length - overlap) / (tile - overlap))
+    return min(tile, -(-(length + (count - 1) * overlap) // (count * _STRIDE)) * _STRIDE)
 
 
 def _edge_ramp(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
@@ -43,13 +58,34 @@ def _edge_ramp(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndar
     return ramp
 
 
-def _pad_to_multiple(image: np.ndarray, multiple: int = _STRIDE) -> np.ndarray:
-    height, width = image.shape[1:]
-    pad_y, pad_x = -height % multiple, -width % multiple
-    if not (pad_y or pad_x):
-        return image
-    mode = "reflect" if min(height, width) > max(pad_y, pad_x) else "symmetric"
-    return np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)), mode=mode)
+class _TileReader:
+    """Tiles of a ``(C, H, W)`` array-like (numpy, zarr, dask) as if it were reflect-padded to a multiple
+    of 32, read and converted (``transform``, e.g. normalisation) one tile at a time, so neither a
+    padded nor a normalised copy of the whole image is ever made."""
+
+    def __init__(self, image, transform=None):
+        self.image, self.transform = image, transform
+        self.height, self.width = image.shape[-2:]
+        self.pad_y, self.pad_x = -self.height % _STRIDE, -self.width % _STRIDE
+        self.padded_shape = (self.height + self.pad_y, self.width + self.pad_x)
+        small = min(self.height, self.width) <= max(self.pad_y, self.pad_x)
+        self.mode = "symmetric" if small else "reflect"
+
+    def read(self, y: int, x: int, tile_y: int, tile_x: int) -> np.ndarray:
+        below, right = max(0, y + tile_y - self.height), max(0, x + tile_x - self.width)
+        inside_y, inside_x = tile_y - below, tile_x - right
+        if (below and inside_y <= below) or (right and inside_x <= right):
+            region = self._padded_region(y, x, tile_y, tile_x)  # too few pixels to mirror: a tiny image
+        else:
+            region = np.asarray(self.image[:, y : y + inside_y, x : x + inside_x])
+            if below or right:
+                region = np.pad(region, ((0, 0), (0, below), (0, right)), mode=self.mode)
+        region = region if self.transform is None else self.transform(region)
+        return np.asarray(region, dtype=np.float32)
+
+    def _padded_region(self, y, x, tile_y, tile_x):
+        whole = np.pad(np.asarray(self.image), ((0, 0), (0, self.pad_y), (0, self.pad_x)), mode=self.mode)
+        return whole[:, y : y + tile_y, x : x + tile_x]
 
 
 @torch.inference_mode()
@@ -60,18 +96,21 @@ def iter_bands(
     overlap: int = 64,
     batch_size: int = 4,
     device: torch.device | str = "cpu",
+    transform=None,
 ) -> Generator[TileDone | tuple[int, np.ndarray], None, None]:
-    """Blended class probabilities of a prepared ``(C, H, W)`` image, one finished band of rows at a time.
+    """Blended class probabilities of a ``(C, H, W)`` image, one finished band of rows at a time.
 
-    Yields :class:`TileDone` progress and ``(first_row, probabilities (K, rows, W))`` bands in order.
-    Only one band of tiles is held at once, so memory grows with the image width, not its area.
+    ``image`` is prepared already, or ``transform`` prepares each tile as it is read (then ``image`` may
+    be any array-like, e.g. zarr). Yields :class:`TileDone` progress and ``(first_row, probabilities
+    (K, rows, W))`` bands in order. Only one band of tiles is held at once, so memory grows with the
+    image width, not its area.
     """
     if tile % _STRIDE or overlap % _STRIDE or overlap >= tile:
         raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be multiples of 32 with overlap < tile")
-    height, width = image.shape[1:]
-    padded = _pad_to_multiple(image)
-    padded_height, padded_width = padded.shape[1:]
-    tile_y, tile_x = min(tile, padded_height), min(tile, padded_width)
+    reader = _TileReader(image, transform)
+    height, width = reader.height, reader.width
+    padded_height, padded_width = reader.padded_shape
+    tile_y, tile_x = fit_tile(padded_height, tile, overlap), fit_tile(padded_width, tile, overlap)
     rows, columns = tile_starts(padded_height, tile_y, overlap), tile_starts(padded_width, tile_x, overlap)
     total, done = len(rows) * len(columns), 0
     model.eval()
@@ -86,7 +125,7 @@ def iter_bands(
         y_ramp = _edge_ramp(tile_y, overlap, y == 0, y + tile_y == padded_height)
         for first in range(0, len(columns), batch_size):
             batch_columns = columns[first : first + batch_size]
-            tiles = np.stack([padded[:, y : y + tile_y, x : x + tile_x] for x in batch_columns])
+            tiles = np.stack([reader.read(y, x, tile_y, tile_x) for x in batch_columns])
             logits = model(torch.from_numpy(tiles).to(device))
             probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
             if band is None:
@@ -157,13 +196,19 @@ def probabilities_to_labels(probabilities: np.ndarray, config: TrainingConfig) -
     return labels + 1 if config.sparse_labels else labels
 
 
+def prediction_options(config: TrainingConfig, device, tile: int | None = None) -> dict:
+    tile = tile or config.tile_size
+    return dict(tile=tile, overlap=min(config.tile_overlap, tile - _STRIDE), device=device,
+                batch_size=max(1, min(config.batch_size, _BATCH_PIXELS // tile**2)))
+
+
 def iter_predict(
     model: torch.nn.Module,
     image: np.ndarray,
     config: TrainingConfig,
     channel_axis: int | None = None,
     device: torch.device | str = "cpu",
-    tile: int = 512,
+    tile: int | None = None,
     out=None,
     chunk_rows: int = 256,
 ) -> Generator[TileDone, None, np.ndarray]:
@@ -175,19 +220,17 @@ def iter_predict(
     frames = split_frames(image, channel_axis)
     shape = tuple(np.delete(np.shape(image), channel_axis)) if channel_axis is not None else np.shape(image)
     out = np.zeros(shape, np.uint16) if out is None else out
-    options = dict(tile=max(tile, config.patch_size), overlap=config.tile_overlap,
-                   batch_size=config.batch_size, device=device)
+    options = prediction_options(config, device, tile)
     for index, frame in zip(np.ndindex(*shape[:-2]), frames):
-        prepared = prepare_image(frame, config)
-        if prepared.shape[1:] == frame.shape[1:]:
-            for item in iter_bands(model, prepared, **options):
+        if config.downscale == 1:  # normalise tile by tile: no full-size float copy of the image
+            for item in iter_bands(model, frame, transform=tile_preparation(frame, config), **options):
                 if isinstance(item, TileDone):
                     yield item
                     continue
                 top, band = item
                 out[(*index, slice(top, top + band.shape[1]))] = probabilities_to_labels(band, config)
             continue
-        probabilities = yield from iter_probabilities(model, prepared, **options)
+        probabilities = yield from iter_probabilities(model, prepare_image(frame, config), **options)
         for top in range(0, shape[-2], chunk_rows):
             bottom = min(top + chunk_rows, shape[-2])
             rows = upscale_rows(probabilities, shape[-2:], top, bottom)
@@ -195,5 +238,5 @@ def iter_predict(
     return out
 
 
-def predict(model, image, config, channel_axis=None, device="cpu", tile=512, out=None) -> np.ndarray:
+def predict(model, image, config, channel_axis=None, device="cpu", tile=None, out=None) -> np.ndarray:
     return run(iter_predict(model, image, config, channel_axis, device, tile, out))

@@ -22,7 +22,7 @@ from .config import TrainingConfig
 from .data import IGNORE, PatchDataset, Sample, check_classes
 from .errors import OUT_OF_MEMORY_ADVICE, is_out_of_memory, release_memory
 from .events import BatchEnd, EpochEnd, Preview, TrainingDone
-from .infer import iter_predict, iter_probabilities, run
+from .infer import iter_predict, iter_probabilities, prediction_options, run
 from .losses import build_loss, class_weights
 from .metrics import confusion_matrix, headline_metric, segmentation_metrics
 from .models import build_model, resolve_device
@@ -245,8 +245,7 @@ def evaluate(model, samples: Sequence[Sample], config: TrainingConfig, device) -
     matrix = np.zeros((config.n_classes, config.n_classes), np.int64)
     loss_sum, labelled = 0.0, 0
     for sample in samples:
-        probabilities = run(iter_probabilities(model, sample.image, overlap=config.tile_overlap,
-                                               batch_size=config.batch_size, device=device))
+        probabilities = run(iter_probabilities(model, sample.image, **prediction_options(config, device)))
         matrix += confusion_matrix(probabilities.argmax(0), sample.labels, config.n_classes)
         keep = sample.labels != IGNORE
         truth = sample.labels[keep].astype(np.int64)
