@@ -1,0 +1,77 @@
+"""Foreground IoU on the DSB2018 hold-out after the same training time: napari-mia's defaults versus a
+random-forest pixel classifier on scikit-image features (the ilastik / APOC approach)."""
+
+from __future__ import annotations
+
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import tifffile
+
+from dsb_semantic import DATA, N_VALIDATION
+from napari_mia.core import Trainer, TrainingConfig, make_samples, predict
+
+
+def split(n_validation: int):
+    ids = sorted(p.stem for p in (DATA / "images").glob("*.png"))
+    held_out = list(np.random.default_rng(2018).permutation(ids)[:N_VALIDATION])
+    train = [i for i in ids if i not in set(held_out)]
+    return train, held_out[:n_validation]
+
+
+def load(image_id: str):
+    image = iio.imread(DATA / "images" / f"{image_id}.png")[..., :3]
+    return image, tifffile.imread(DATA / "labels" / f"{image_id}.tif") > 0
+
+
+def pooled_iou(predictions, truths) -> float:
+    intersection = sum(np.logical_and(p, t).sum() for p, t in zip(predictions, truths))
+    union = sum(np.logical_or(p, t).sum() for p, t in zip(predictions, truths))
+    return intersection / union
+
+
+def napari_mia_iou(train_ids, validation, minutes: float) -> float:
+    config = TrainingConfig(max_minutes=minutes, validation_fraction=0.0)
+    samples = []
+    for image_id in train_ids:
+        image, truth = load(image_id)
+        samples += make_samples(image, truth.astype(np.uint8), config, channel_axis=-1)
+    trainer = Trainer(config, samples)
+    for _ in trainer.run():
+        pass
+    predictions = [predict(trainer.model, image, config, channel_axis=-1) > 0 for image, _ in validation]
+    return pooled_iou(predictions, [truth for _, truth in validation])
+
+
+def _features(image: np.ndarray) -> np.ndarray:
+    from skimage.feature import multiscale_basic_features
+
+    grey = image.mean(-1)
+    grey = (grey - np.percentile(grey, 1)) / max(np.percentile(grey, 99.8) - np.percentile(grey, 1), 1e-6)
+    return multiscale_basic_features(grey, sigma_min=1, sigma_max=16, num_sigma=5)
+
+
+def random_forest_iou(train_ids, validation, minutes: float) -> float:
+    from sklearn.ensemble import RandomForestClassifier
+
+    start, rng = time.perf_counter(), np.random.default_rng(0)
+    features, targets = [], []
+    for image_id in rng.permutation(train_ids):  # gather pixels for half the budget, then fit
+        if time.perf_counter() - start > 30 * minutes:
+            break
+        image, truth = load(image_id)
+        pixels = rng.choice(truth.size, min(3000, truth.size), replace=False)
+        features.append(_features(image).reshape(truth.size, -1)[pixels])
+        targets.append(truth.reshape(-1)[pixels])
+    forest = RandomForestClassifier(n_estimators=100, max_depth=16, n_jobs=2, random_state=0)
+    forest.fit(np.concatenate(features), np.concatenate(targets))
+    predictions = [forest.predict(_features(image).reshape(truth.size, -1)).reshape(truth.shape)
+                   for image, truth in validation]
+    return pooled_iou(predictions, [truth for _, truth in validation])
+
+
+def compare(minutes: float, n_validation: int = N_VALIDATION) -> tuple[float, float]:
+    train_ids, validation_ids = split(n_validation)
+    validation = [load(i) for i in validation_ids]
+    return napari_mia_iou(train_ids, validation, minutes), random_forest_iou(train_ids, validation, minutes)

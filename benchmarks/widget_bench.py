@@ -1,0 +1,103 @@
+"""Event-loop stalls while the widget trains and predicts, and training throughput in its worker
+versus the same run headless. Prints one JSON line. Run under a display (xvfb-run -a)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QEventLoop, QTimer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import blobs  # noqa: E402
+from run import mia_images_per_second  # noqa: E402
+
+
+class StallMeter:
+    def __init__(self):
+        self.gaps, self.last = [], None
+        self.timer = QTimer()
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self):
+        now = time.perf_counter()
+        if self.last is not None:
+            self.gaps.append(now - self.last)
+        self.last = now
+
+    def start(self):
+        self.gaps, self.last = [], None
+        self.timer.start(10)
+
+    def worst_ms(self) -> float:
+        self.timer.stop()
+        return max(0.0, (max(self.gaps) - 0.010) * 1000)
+
+
+def wait(predicate, timeout=900):
+    """Run the real Qt event loop (idle like napari's) until ``predicate`` holds."""
+    loop, deadline = QEventLoop(), time.time() + timeout
+    poll = QTimer()
+    poll.timeout.connect(lambda: loop.quit() if predicate() or time.time() > deadline else None)
+    poll.start(20)
+    loop.exec_()
+    poll.stop()
+
+
+def main() -> None:
+    import napari
+
+    from napari_mia.core import TrainingConfig, make_samples
+    from napari_mia.core.events import BatchEnd
+    from napari_mia.gui.widget import MiaWidget
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", type=int, default=20)
+    args = parser.parse_args()
+    image = np.concatenate([blobs((256, 256), 12, seed=s)[0] for s in range(8)])
+    labels = np.concatenate([blobs((256, 256), 12, seed=s)[1] for s in range(8)])
+    config = TrainingConfig(epochs=1000, validation_fraction=0.0)
+    headless = mia_images_per_second(config, make_samples(image, labels, config), args.batches)
+
+    viewer = napari.Viewer(show=True)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="labels")
+    widget = MiaWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.epochs.value, widget.validation_fraction.value = 1000, 0.0
+    widget.predict_after.value = False
+    times, tiles = [], []
+    meter = StallMeter()
+    clicked = time.perf_counter()
+    widget.train_button.clicked()  # builds the run and opens the Train Data window, then returns
+    start_ms = (time.perf_counter() - clicked) * 1000
+    meter.start()  # from here on training runs in the worker
+    widget.worker.yielded.connect(lambda e: times.append(time.perf_counter()) if isinstance(e, BatchEnd) else None)
+    wait(lambda: len(times) >= args.batches + 3)
+    widget.stop_training()
+    wait(lambda: widget.worker is None)
+    stall_training = meter.worst_ms()
+    in_widget = (len(times) - 3) * config.batch_size / (times[-1] - times[2])
+
+    viewer.add_image(np.random.default_rng(0).integers(0, 255, (2048, 2048), dtype=np.uint8), name="big")
+    widget.image_layer.value = viewer.layers["big"]
+    widget.predict_button.clicked()
+    meter.start()
+    widget.worker.yielded.connect(lambda e: tiles.append(e))
+    wait(lambda: tiles and tiles[-1].done == tiles[-1].total)
+    stall_predicting = meter.worst_ms()
+    written = time.perf_counter()
+    wait(lambda: widget.worker is None)
+    write_ms = (time.perf_counter() - written) * 1000
+    viewer.close()
+    print(json.dumps({"stall_training_ms": stall_training, "stall_predicting_ms": stall_predicting,
+                      "start_training_ms": start_ms, "write_prediction_ms": write_ms,
+                      "widget_images_per_second": in_widget, "headless_images_per_second": headless}))
+
+
+if __name__ == "__main__":
+    main()
