@@ -57,13 +57,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--hidden", action="store_true", help="no window: isolates rendering costs")
     args = parser.parse_args()
     image = np.concatenate([blobs((256, 256), 12, seed=s)[0] for s in range(8)])
     labels = np.concatenate([blobs((256, 256), 12, seed=s)[1] for s in range(8)])
     config = TrainingConfig(epochs=1000, validation_fraction=0.0)
     headless = mia_images_per_second(config, make_samples(image, labels, config), args.batches)
 
-    viewer = napari.Viewer(show=True)
+    viewer = napari.Viewer(show=not args.hidden)
     viewer.add_image(image, name="cells")
     viewer.add_labels(labels, name="labels")
     widget = MiaWidget(viewer)

@@ -43,6 +43,8 @@ def test_blending_has_no_seams_when_the_overlap_covers_the_receptive_field():
     image = np.random.default_rng(1).random((1, 320, 416)).astype(np.float32)
     tiled = run(iter_probabilities(model, image, tile=128, overlap=64, batch_size=3))
     np.testing.assert_allclose(tiled, _whole_forward(model, image), atol=1e-5)
+    abutting = run(iter_probabilities(model, image[:, :256, :256], tile=128, overlap=0))
+    assert abutting.shape == (3, 256, 256) and np.isfinite(abutting).all()
 
 
 def test_prediction_shapes_for_downscaled_stacks_and_rgb():

@@ -28,7 +28,8 @@ import numpy as np
 from napari_mia.core import load_model, predict
 model, config, _ = load_model({str(path)!r})
 assert config.classes == ["bg", "nucleus", "border"] and config.downscale == 0.5
-np.save({str(tmp_path / "out.npy")!r}, predict(model, np.load({str(tmp_path / "image.npy")!r}), config, channel_axis=-1))
+image = np.load({str(tmp_path / "image.npy")!r})
+np.save({str(tmp_path / "out.npy")!r}, predict(model, image, config, channel_axis=-1))
 """
     subprocess.run([sys.executable, "-c", script], check=True)
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)

@@ -6,7 +6,6 @@ import pytest
 import torch
 from qtpy.QtCore import QTimer
 
-from napari_mia.core.events import BatchEnd, EpochEnd
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import blobs

@@ -118,9 +118,9 @@ def iter_bands(
     band_top = 0
     for row_index, y in enumerate(rows):
         if band is not None:  # keep the rows the next tile row still overlaps
-            keep = band_top + band.shape[1] - y
-            band = np.concatenate([band[:, -keep:], np.zeros_like(band[:, : tile_y - keep])], axis=1)
-            weights = np.concatenate([weights[-keep:], np.zeros_like(weights[: tile_y - keep])])
+            kept_from = y - band_top
+            band = np.concatenate([band[:, kept_from:], np.zeros_like(band[:, :kept_from])], axis=1)
+            weights = np.concatenate([weights[kept_from:], np.zeros_like(weights[:kept_from])])
         band_top = y
         y_ramp = _edge_ramp(tile_y, overlap, y == 0, y + tile_y == padded_height)
         for first in range(0, len(columns), batch_size):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 import napari
 import numpy as np
@@ -23,6 +24,7 @@ from magicgui.widgets import (
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QSizePolicy
 
 from ..core.config import ARCHITECTURES, BACKBONES, TrainingConfig
 from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
@@ -31,6 +33,7 @@ from . import config_panel, layers
 from .train_plot import TrainDataWindow
 
 logger = logging.getLogger(__name__)
+_STATUS_INTERVAL = 0.5  # seconds between status/progress repaints while training
 
 
 class _CloseWatcher(QObject):
@@ -63,6 +66,9 @@ class MiaWidget(Container):
         self._stopped = False
         self._closing = False
         self._close_watcher = None
+        self._training_layer = None
+        self._preview_index: tuple[int, ...] = ()
+        self._last_status_update = 0.0
 
         self.image_layer = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
@@ -143,6 +149,10 @@ class MiaWidget(Container):
         self.viewer.layers.events.removed.connect(self.reset_choices)
         self._classes_from_labels()
         self.native.setMaximumWidth(560)  # leave the canvas its room
+        # Status text changes often during training; it must never resize the dock (and so the canvas).
+        self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.status.native.setMinimumHeight(2 * self.status.native.fontMetrics().height())
 
     # ---- settings ---------------------------------------------------------------------------------
     @staticmethod
@@ -210,12 +220,14 @@ class MiaWidget(Container):
             if self.model_config is not None:
                 self._check_compatible(config)
             train_samples, validation_samples = self._training_samples(config)
+            frame, channel_axis, self._preview_index = self._current_frame(image_layer)
             self.trainer = Trainer(config, train_samples, validation_samples, model=self.model,
-                                   preview_image=self._current_frame(image_layer)[:2])
+                                   preview_image=(frame, channel_axis))
         except ValueError as error:  # ConfigError, DataError, missing weights
             show_error(f"Cannot train on '{image_layer.name}' / '{labels_layer.name}': {error}")
             return
         self.model, self.model_config, self.history = self.trainer.model, config, []
+        self._training_layer = image_layer
         self._open_train_data().reset()
         self._run_training()
 
@@ -296,6 +308,10 @@ class MiaWidget(Container):
         if self.train_data is not None:
             self.train_data.on_event(event)
         if isinstance(event, BatchEnd):
+            now = time.perf_counter()
+            if now - self._last_status_update < _STATUS_INTERVAL:  # each repaint can cost a frame
+                return
+            self._last_status_update = now
             self.progress.value = min(self.progress.max, event.step)
             self.status.value = (f"epoch {event.epoch + 1}, batch {event.batch}/{event.batches_per_epoch}: "
                                  f"loss {event.loss:.4f}, {event.images_per_second:.1f} patches/s")
@@ -305,15 +321,14 @@ class MiaWidget(Container):
             self.status.value = f"epoch {event.epoch + 1}: train loss {event.train_loss:.4f}" + (
                 f", val loss {event.val_loss:.4f}, {metrics}" if event.val_loss is not None else "")
         elif isinstance(event, Preview):
-            image_layer = self.image_layer.value
-            if image_layer is not None:
-                index = self._current_frame(image_layer)[2]
-                layers.write_prediction(self.viewer, image_layer, event.labels, index,
+            image_layer = self._training_layer
+            if image_layer in self.viewer.layers:
+                layers.write_prediction(self.viewer, image_layer, event.labels, self._preview_index,
                                         self.model_config.class_colors, suffix="preview")
         elif isinstance(event, TrainingDone):
             self._stopped = event.reason == "stopped"
             if event.message:
-                show_error(f"Training on '{self.image_layer.value}' stopped: {event.message}")
+                show_error(f"Training on '{self._training_layer.name}' stopped: {event.message}")
             else:
                 show_info(f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s).")
 
