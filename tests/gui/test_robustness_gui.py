@@ -84,3 +84,27 @@ def test_closing_napari_during_training_stops_the_worker(setup, qtbot):
     viewer.close()
     qtbot.waitUntil(lambda: not WorkerBase._worker_set, timeout=30_000)
     assert widget.trainer.step < 10_000 * widget.trainer.batches_per_epoch
+
+
+def test_rgb_layers_follow_their_rgb_flag(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    grey, labels = blobs(shape=(96, 96))
+    rgb = np.stack([grey, grey // 2, grey // 3], axis=-1)
+    viewer.add_image(rgb, name="colour", rgb=True)
+    viewer.add_labels(labels, name="labels")
+    widget = MiaWidget(viewer)
+    widget.batch_size.value, widget.patch_size.value, widget.epochs.value = 4, 64, 1
+    widget.validation_fraction.value = 0.0
+    widget.color_mode.value = "color"
+    assert widget.input_channels.value == 3
+    widget.train_button.clicked()
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: "colour prediction" in viewer.layers, timeout=60_000)
+    assert viewer.layers["colour prediction"].data.shape == (96, 96)  # the channel axis is not a frame axis
+    errors = []
+    monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
+    widget.reset_model()
+    widget.color_mode.value = "mono"
+    widget.input_channels.value = 2
+    widget.train_button.clicked()
+    assert "3 channel(s) but the model expects 2" in errors[0]
