@@ -172,7 +172,7 @@ class MiaWidget(Container):
         names = [n.strip() for n in self.classes.value.split(",") if n.strip()]
         highest = int(np.max(layer.data)) if np.size(layer.data) else 0
         needed = max(2, highest + (0 if self.sparse.value else 1))
-        names = (names + [f"class {i}" for i in range(len(names), needed)])[: max(needed, 2)]
+        names = (names + [f"class {i}" for i in range(len(names), needed)])[:needed]
         self.classes.value = ", ".join(names)
 
     def config(self) -> TrainingConfig:
