@@ -1,10 +1,11 @@
 """Tiled, blended, batched prediction for images of any size.
 
-The image is reflect-padded to a multiple of 32 once; tiles start on multiples of 32 so every tile
-sees the same pixel grid as a whole-image forward. Neighbouring tiles overlap by ``overlap`` pixels and
-are blended with weights that ignore the outer quarter of the overlap (the pixels with the least
-context) and ramp linearly across the middle half, so the weights of two tiles always sum to one.
-Memory is bounded by the tile batch plus the output array, not by a whole-image forward.
+Tiles are fitted to the image, start on the 32-pixel grid of the image reflect-padded to a multiple
+of 32 (so every tile sees the pixel grid of a whole-image forward), and are read and prepared one at a
+time. Neighbouring tiles overlap by at least ``overlap`` pixels and are blended with weights that ignore
+the outer quarter of the overlap (the pixels with the least context) and ramp across its middle half.
+Finished bands of rows leave as soon as no later tile touches them, so memory is bounded by a band of
+tiles, not by the image.
 """
 
 from __future__ import annotations
@@ -143,17 +144,11 @@ def iter_bands(
             yield band_top, band[:, :finished_rows, :width] / weights[:finished_rows, :width]
 
 
-def iter_probabilities(
-    model: torch.nn.Module,
-    image: np.ndarray,
-    tile: int = 512,
-    overlap: int = 64,
-    batch_size: int = 4,
-    device: torch.device | str = "cpu",
-) -> Generator[TileDone, None, np.ndarray]:
-    """Class probabilities ``(K, H, W)`` of a prepared ``(C, H, W)`` image; yields progress."""
+def iter_probabilities(model: torch.nn.Module, image: np.ndarray, **options) -> Generator[TileDone, None, np.ndarray]:
+    """Class probabilities ``(K, H, W)`` of a prepared ``(C, H, W)`` image; yields progress.
+    ``options`` are those of :func:`iter_bands` (tile, overlap, batch_size, device)."""
     output = None
-    for item in iter_bands(model, image, tile, overlap, batch_size, device):
+    for item in iter_bands(model, image, **options):
         if isinstance(item, TileDone):
             yield item
             continue
