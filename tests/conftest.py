@@ -18,6 +18,21 @@ def blobs(shape=(96, 96), n=6, radius=7, seed=0):
     return image, labels
 
 
+def instance_blobs(shape=(96, 96), n=6, radius=7, seed=0):
+    """Bright discs, some touching: the image, object ids 1..n and the centres (n, 2)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    instances = np.zeros(shape, np.int32)
+    centres = []
+    while len(centres) < n:
+        centre = rng.integers(radius, np.array(shape) - radius)
+        if all(np.hypot(*(centre - c)) > 1.6 * radius for c in centres):
+            centres.append(centre)
+            instances[((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2) & (instances == 0)] = len(centres)
+    image = ((instances > 0) * 150 + rng.normal(40, 12, shape)).clip(0, 255).astype(np.uint8)
+    return image, instances, np.array(centres, np.float64)
+
+
 @pytest.fixture
 def blob_pair():
     return blobs()

@@ -78,3 +78,79 @@ def test_settings_reach_the_cli_through_flags_and_a_json_config(tmp_path):
     settings.write_text('{"optimiser": "adam"}')
     assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(model),
                  "--config", str(settings)]) == 2
+
+
+def test_instance_detection_and_classification_from_the_command_line(tmp_path):
+    import csv
+
+    from ..conftest import instance_blobs
+
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    rows, classes = [], []
+    for i in range(3):
+        image, instances, centres = instance_blobs(seed=i)
+        tifffile.imwrite(images / f"im{i}.tif", image)
+        tifffile.imwrite(labels / f"im{i}.tif", instances.astype(np.uint16))
+        rows += [(f"im{i}.tif", y, x, "cell" if k % 2 else "blob") for k, (y, x) in enumerate(centres)]
+        classes.append((f"im{i}", "a" if i % 2 else "b"))
+    small = ["--epochs", "1", "--batch-size", "4", "--patch-size", "64", "--validation-fraction", "0"]
+
+    model = tmp_path / "instance.safetensors"
+    assert main(["train", "--application", "instance", "--images", str(images), "--labels", str(labels),
+                 "--out", str(model), *small]) == 0
+    assert main(["predict", "--model", str(model), "--images", str(images), "--out", str(tmp_path / "ids"),
+                 "--measure"]) == 0
+    ids = tifffile.imread(tmp_path / "ids" / "im0.tif")
+    assert ids.shape == (96, 96) and load_model(model)[1].application == "instance"
+    with open(tmp_path / "ids" / "measurements.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert {r["image"] for r in table} <= {"im0", "im1", "im2"}
+    assert list(table[0]) == ["image", "label", "class", "area", "centroid_y", "centroid_x", "mean_intensity",
+                              "perimeter"] if table else True
+
+    points = tmp_path / "points.csv"
+    with open(points, "w", newline="") as handle:
+        csv.writer(handle).writerows([("image", "y", "x", "class"), *rows])
+    model = tmp_path / "detection.safetensors"
+    assert main(["train", "--application", "detection", "--images", str(images), "--points", str(points),
+                 "--out", str(model), *small]) == 0
+    assert load_model(model)[1].classes == ["blob", "cell"]
+    assert main(["predict", "--model", str(model), "--images", str(images), "--out", str(tmp_path / "pts")]) == 0
+    header = (tmp_path / "pts" / "points.csv").read_text().splitlines()[0]
+    assert header == "image,y,x,class,score"
+
+    table = tmp_path / "classes.csv"
+    with open(table, "w", newline="") as handle:
+        csv.writer(handle).writerows([("image", "class"), *classes])
+    model = tmp_path / "classes.safetensors"
+    assert main(["train", "--application", "classification", "--images", str(images), "--classes", str(table),
+                 "--out", str(model), "--epochs", "1", "--batch-size", "2", "--patch-size", "64",
+                 "--validation-fraction", "0"]) == 0
+    assert main(["predict", "--model", str(model), "--images", str(images), "--out", str(tmp_path / "cls")]) == 0
+    with open(tmp_path / "cls" / "classes.csv") as handle:
+        predicted = list(csv.DictReader(handle))
+    assert [r["image"] for r in predicted] == ["im0", "im1", "im2"]
+    assert {r["class"] for r in predicted} <= {"a", "b"} and all(0 <= float(r["score"]) <= 1 for r in predicted)
+
+
+def test_detection_without_points_is_a_one_line_error(tmp_path, capsys):
+    images, _ = _folders(tmp_path, 1)
+    assert main(["train", "--application", "detection", "--images", str(images), "--out", str(tmp_path / "m")]) == 2
+    assert "--points CSV" in capsys.readouterr().err
+
+
+def test_torchrun_trains_with_two_gloo_processes_into_one_model_file(tmp_path):
+    images, labels = _folders(tmp_path, 2)
+    model = tmp_path / "ddp.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "napari_mia",
+         "train", "--images", str(images), "--labels", str(labels), "--out", str(model), "--binarize",
+         "--epochs", "2", "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0",
+         "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 processes (DDP)" in result.stderr
+    loaded, config, history = load_model(model)
+    assert len(history) == 2 and not any(k.startswith("module.") for k in loaded.state_dict())

@@ -57,14 +57,18 @@ def build_train_transform(config: TrainingConfig, augmentations: Augmentations |
     compose = A.Compose(geometric_transforms(aug) + intensity_transforms(aug), seed=config.seed)
     gamma_rng = np.random.default_rng(config.seed)
 
-    def transform(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = compose(image=np.moveaxis(image, 0, -1), mask=labels)
+    def transform(image: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``labels``: (H, W) ids, (K, H, W) heatmaps, or None (classification: image only)."""
+        targets = {} if labels is None else {"mask": labels if labels.ndim == 2 else np.moveaxis(labels, 0, -1)}
+        out = compose(image=np.moveaxis(image, 0, -1), **targets)
         image = np.moveaxis(out["image"], -1, 0)
+        if labels is not None:
+            labels = out["mask"] if labels.ndim == 2 else np.moveaxis(out["mask"], -1, 0)
         if aug.gamma_probability and gamma_rng.random() < aug.gamma_probability:
             # Sign-preserving gamma: normalised images dip below 0, where a plain power is undefined.
             gamma = gamma_rng.uniform(*aug.gamma_limit) / 100
             image = np.sign(image) * np.abs(image) ** gamma
-        return image.astype(np.float32, copy=False), out["mask"]
+        return image.astype(np.float32, copy=False), labels
 
     return transform
 

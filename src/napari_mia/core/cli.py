@@ -10,11 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from .config import (
+    APPLICATIONS,
     ARCHITECTURES,
+    CLASSIFICATION_ARCHITECTURES,
     BACKBONES,
     CLASS_WEIGHTING,
     LOSSES,
     LR_SCHEDULES,
+    default_classes,
+    losses_for,
     OPTIMIZERS,
     TrainingConfig,
 )
@@ -24,14 +28,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-mia", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a model on a folder of images and label images")
+    train = commands.add_parser("train", help="train a model on a folder of images and their annotations")
+    train.add_argument("--application", default="semantic", choices=APPLICATIONS,
+                       help="semantic: --labels of class ids; instance: --labels of object ids; "
+                            "detection: --points CSV; classification: --classes CSV")
     train.add_argument("--images", required=True, help="folder of images (tif, png, jpg)")
-    train.add_argument("--labels", required=True, help="folder of label images of class ids, same names")
+    train.add_argument("--labels", help="folder of label images (class or object ids), same names as the images")
+    train.add_argument("--points", metavar="CSV", help="detection: columns image,y,x[,class] (image = name or stem)")
     train.add_argument("--out", required=True, help="model file to write (.safetensors)")
     train.add_argument("--from-model", help="continue training from this model's weights")
-    train.add_argument("--architecture", default="Unet", choices=ARCHITECTURES)
+    train.add_argument("--architecture", choices=ARCHITECTURES + CLASSIFICATION_ARCHITECTURES)
     train.add_argument("--backbone", default="resnet18", choices=BACKBONES)
-    train.add_argument("--classes", help="comma-separated class names, background first")
+    train.add_argument("--classes", help="comma-separated class names (background first for segmentation); "
+                       "classification: a CSV with columns image,class")
     train.add_argument("--epochs", type=int, default=100)
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--learning-rate", type=float, default=3e-3)
@@ -48,10 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pretrained", metavar="PATH", help="ImageNet encoder weights file")
     train.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
     train.add_argument("--val-images", help="validation images (instead of a random split)")
-    train.add_argument("--val-labels", help="validation label images, same names as --val-images")
+    train.add_argument("--val-labels", help="validation label images, same names as --val-images "
+                       "(points and classes of validation images come from the same CSV)")
     train.add_argument("--optimizer", choices=OPTIMIZERS)
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES)
-    train.add_argument("--loss", choices=LOSSES)
+    train.add_argument("--loss", choices=sorted({*LOSSES, *losses_for("detection"), *losses_for("classification")}))
     train.add_argument("--class-weighting", choices=CLASS_WEIGHTING)
     train.add_argument("--early-stopping", type=int, metavar="EPOCHS", help="patience on the validation metric")
     train.add_argument("--config", metavar="JSON",
@@ -60,11 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto")
     train.add_argument("--seed", type=int, default=0)
 
-    predict = commands.add_parser("predict", help="predict label images for a folder of images")
+    predict = commands.add_parser("predict", help="predict a folder of images (or one image)")
     predict.add_argument("--model", required=True)
     predict.add_argument("--images", required=True, help="folder of images, or one image")
-    predict.add_argument("--out", required=True, help="folder for <name>.tif label images")
+    predict.add_argument("--out", required=True,
+                         help="folder for <name>.tif label images, points.csv (detection) or classes.csv")
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--tta", action="store_true", help="test-time augmentation: average the four flips")
+    predict.add_argument("--tile-size", type=int, help="tile size in pixels (multiple of 32)")
+    predict.add_argument("--out-format", choices=("tif", "zarr"),
+                         help="label images as TIFF or zarr (default: zarr for zarr inputs and TIFFs over 1 GB, "
+                              "written tile by tile)")
+    predict.add_argument("--measure", action="store_true",
+                         help="also write measurements.csv: label, class, area, centroid, mean intensity, perimeter")
+
+    export = commands.add_parser("export", help="export a model as ONNX, TorchScript or a bioimage.io package")
+    export.add_argument("--model", required=True)
+    export.add_argument("--format", required=True, choices=("onnx", "torchscript", "bioimageio"))
+    export.add_argument("--out", required=True, help="file (.onnx, .pt) or bioimage.io package (.zip)")
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest difference from PyTorch accepted when checking the export")
     return parser
 
 
@@ -73,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return train_command(args)
+        if args.command == "export":
+            return export_command(args)
         return predict_command(args)
     except KeyboardInterrupt:
         print("napari-mia: interrupted", file=sys.stderr)
@@ -82,40 +109,108 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _load_pairs(image_folder, label_folder, binarize: bool):
+def _read_table(path, columns: tuple[str, ...]) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [c for c in columns if not rows or c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path}: needs columns {', '.join(columns)}; missing {', '.join(missing)}")
+    return rows
+
+
+def _stem(name: str) -> str:
+    return Path(name.strip()).stem
+
+
+def _load_examples(args, image_folder, label_folder=None) -> list[tuple]:
+    """(name, image, annotation, channel_axis) for every annotated image: the annotation is a label
+    image (semantic, instance), a (points (N, 2), class names) pair (detection) or a class name."""
     from .files import list_images, pair_by_stem, read_image, read_labels
 
-    pairs = []
-    for image_path, label_path in pair_by_stem(list_images(image_folder), label_folder):
-        image, channel_axis = read_image(image_path)
-        labels = read_labels(label_path)
-        if binarize:
-            labels = (labels > 0).astype(np.uint8)
-        pairs.append((image_path.stem, image, labels, channel_axis))
-    return pairs
+    if args.application in ("semantic", "instance"):
+        if not label_folder:
+            raise ValueError(f"--labels is needed for {args.application} segmentation")
+        examples = []
+        for image_path, label_path in pair_by_stem(list_images(image_folder), label_folder):
+            image, channel_axis = read_image(image_path)
+            labels = read_labels(label_path)
+            if args.binarize:
+                labels = (labels > 0).astype(np.uint8)
+            examples.append((image_path.stem, image, labels, channel_axis))
+        return examples
+    if args.application == "detection":
+        if not args.points:
+            raise ValueError("--points CSV (columns image,y,x[,class]) is needed for detection")
+        rows = _read_table(args.points, ("image", "y", "x"))
+        by_image = {}
+        for row in rows:
+            by_image.setdefault(_stem(row["image"]), []).append(row)
+
+        def annotation(stem):
+            mine = by_image.get(stem, [])
+            return (np.array([[float(r["y"]), float(r["x"])] for r in mine]).reshape(-1, 2),
+                    [(r.get("class") or "object").strip() for r in mine])
+
+        names = None  # every image is used: one without points teaches that it holds no object
+    else:
+        if not args.classes or not Path(args.classes).is_file():
+            raise ValueError("--classes CSV (columns image,class) is needed for classification")
+        classes = {_stem(row["image"]): row["class"].strip() for row in _read_table(args.classes, ("image", "class"))}
+        annotation, names = classes.get, classes
+    examples = []
+    for path in list_images(image_folder):
+        if names is not None and path.stem not in names:
+            continue
+        image, channel_axis = read_image(path)
+        examples.append((path.stem, image, annotation(path.stem), channel_axis))
+    if not examples:
+        raise ValueError(f"no image in {image_folder} is named in {args.classes}")
+    return examples
 
 
-def _samples(pairs, config):
-    from .data import make_samples
+def _samples(examples, config):
+    from .data import make_class_samples, make_point_samples, make_samples
 
     samples = []
-    for name, image, labels, channel_axis in pairs:
+    for name, image, annotation, channel_axis in examples:
         try:
-            samples += make_samples(image, labels, config, channel_axis)
+            if config.application == "detection":
+                points, class_names = annotation
+                samples += make_point_samples(image, points, _class_ids(class_names, config), config, channel_axis)
+            elif config.application == "classification":
+                samples += make_class_samples(image[np.newaxis], _class_ids([annotation], config), config,
+                                              None if channel_axis is None else channel_axis % image.ndim + 1)
+            else:
+                samples += make_samples(image, annotation, config, channel_axis)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from error
     return samples
 
 
-def _class_names(args, pairs) -> list[str]:
-    if args.classes:
+def _class_ids(names, config) -> np.ndarray:
+    unknown = sorted(set(names) - set(config.classes))
+    if unknown:
+        raise ValueError(f"classes {unknown} are not among the model's classes {config.classes}")
+    return np.array([config.classes.index(n) for n in names], np.int64)
+
+
+def _class_names(args, examples) -> list[str]:
+    if args.classes and not Path(args.classes).is_file():
         return [name.strip() for name in args.classes.split(",")]
-    highest = max(int(labels.max()) for _, _, labels, _ in pairs)
+    if args.application == "detection":
+        return sorted({name for _, _, (_, names), _ in examples for name in names}) or ["object"]
+    if args.application == "classification":
+        return sorted({annotation for _, _, annotation, _ in examples})
+    if args.application == "instance":
+        return default_classes("instance")
+    highest = max(int(labels.max()) for _, _, labels, _ in examples)
     count = max(2, highest if args.sparse else highest + 1)
     return ["background", *(f"class {i}" for i in range(1, count))]
 
 
-def _training_config(args, pairs, previous: TrainingConfig | None) -> TrainingConfig:
+def _training_config(args, examples, previous: TrainingConfig | None) -> TrainingConfig:
     settings = json.loads(Path(args.config).read_text()) if args.config else {}
     given = {
         "optimizer": args.optimizer,
@@ -136,9 +231,10 @@ def _training_config(args, pairs, previous: TrainingConfig | None) -> TrainingCo
     )
     if previous is not None:  # the model fixes architecture, classes, channels and scaling
         return previous.replace(pretrained=False, **settings)
-    settings.setdefault("classes", _class_names(args, pairs))
+    settings.setdefault("classes", _class_names(args, examples))
     return TrainingConfig.from_dict({
         **settings,
+        "application": args.application,
         "architecture": args.architecture,
         "backbone": args.backbone,
         "pretrained": bool(args.pretrained) and not args.no_pretrained,
@@ -150,7 +246,41 @@ def _training_config(args, pairs, previous: TrainingConfig | None) -> TrainingCo
     })
 
 
+def _start_distributed(args) -> int:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPU), give
+    each process its own GPU, and return this process's rank."""
+    import os
+
+    import torch
+    from torch import distributed
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    use_cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        args.device = f"cuda:{local_rank}"
+    elif args.device == "auto":
+        args.device = "cpu"
+    distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return distributed.get_rank()
+
+
 def train_command(args) -> int:
+    from torch import distributed
+
+    rank = _start_distributed(args)
+    try:
+        return _train(args, rank)
+    finally:
+        if distributed.is_initialized():
+            distributed.destroy_process_group()
+
+
+def _train(args, rank: int) -> int:
+    import os
+
     from tqdm import tqdm
 
     from .data import split_train_validation
@@ -159,20 +289,27 @@ def train_command(args) -> int:
     from .models import resolve_device
     from .train import Trainer, evaluate
 
-    pairs = _load_pairs(args.images, args.labels, args.binarize)
     model, previous = None, None
     if args.from_model:
         model, previous, _ = load_model(args.from_model)
-    config = _training_config(args, pairs, previous)
-    if args.val_images and args.val_labels:
-        train_samples = _samples(pairs, config)
-        validation_samples = _samples(_load_pairs(args.val_images, args.val_labels, args.binarize), config)
+        args.application = previous.application
+    examples = _load_examples(args, args.images, args.labels)
+    config = _training_config(args, examples, previous)
+    if args.val_images:
+        train_samples = _samples(examples, config)
+        validation_samples = _samples(_load_examples(args, args.val_images, args.val_labels), config)
     else:
         train_samples, validation_samples = split_train_validation(
-            _samples(pairs, config), config.validation_fraction, config.seed)
-    print(f"napari-mia: {len(train_samples)} training and {len(validation_samples)} validation frames, "
-          f"device {resolve_device(config.device)}", file=sys.stderr)
+            _samples(examples, config), config.validation_fraction, config.seed)
     trainer = Trainer(config, train_samples, validation_samples, model=model)
+    if rank:  # under torchrun only the first process reports and saves
+        for _ in trainer.run():
+            pass
+        return 0
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    print(f"napari-mia: {len(train_samples)} training and {len(validation_samples)} validation frames, "
+          f"device {resolve_device(config.device)}" + (f", {processes} processes (DDP)" if processes > 1 else ""),
+          file=sys.stderr)
     bar = tqdm(total=config.epochs * trainer.batches_per_epoch, unit="batch", file=sys.stderr)
     for event in trainer.run():
         if isinstance(event, BatchEnd):
@@ -198,24 +335,96 @@ def train_command(args) -> int:
 
 
 def predict_command(args) -> int:
+    import csv
+
     from tqdm import tqdm
 
-    from .files import list_images, read_image, write_labels
-    from .infer import iter_predict, run
+    from .files import list_images, open_image, write_labels
+    from .infer import iter_predict, iter_predict_points, predict_classes, run
     from .io import load_model
     from .models import resolve_device
 
     device = resolve_device(args.device)
     model, config, _ = load_model(args.model, device)
+    if args.tta:
+        config = config.replace(test_time_augmentation=True)
+    if args.tile_size:
+        config = config.replace(tile_size=args.tile_size, tile_overlap=min(config.tile_overlap, args.tile_size // 2
+                                                                           // 32 * 32))
     source = Path(args.images)
     paths = [source] if source.is_file() else list_images(source)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    table = {"detection": ("points.csv", ("image", "y", "x", "class", "score")),
+             "classification": ("classes.csv", ("image", "class", "score"))}.get(config.application)
+    rows, measurements = [], out / "measurements.csv"
+    if args.measure and config.application in ("detection", "classification"):
+        raise ValueError("--measure measures objects of label images (semantic or instance models)")
     for path in tqdm(paths, unit="image", file=sys.stderr):
-        image, channel_axis = read_image(path)
-        labels = run(iter_predict(model, image, config, channel_axis, device))
-        write_labels(out / f"{path.stem}.tif", labels)
-    print(f"napari-mia: {len(paths)} label image(s) written to {out}", file=sys.stderr)
+        image, channel_axis = open_image(path)
+        in_memory = isinstance(image, np.ndarray)
+        if config.application == "detection":
+            points, classes, scores = run(iter_predict_points(model, image, config, channel_axis, device))
+            rows += [(path.stem, f"{p[-2]:.1f}", f"{p[-1]:.1f}", config.classes[c], f"{s:.4f}")
+                     for p, c, s in zip(points, classes, scores)]
+        elif config.application == "classification":
+            (class_id,), (score,) = predict_classes(model, image[np.newaxis], config,
+                                                    None if channel_axis is None else channel_axis % image.ndim + 1,
+                                                    device)
+            rows.append((path.stem, config.classes[class_id], f"{score:.4f}"))
+        else:
+            as_zarr = args.out_format == "zarr" or (args.out_format is None and not in_memory)
+            target = _zarr_labels(out / f"{path.stem}.zarr", image, channel_axis, config) if as_zarr else None
+            labels = run(iter_predict(model, image, config, channel_axis, device, out=target))
+            if not as_zarr:
+                write_labels(out / f"{path.stem}.tif", labels)
+            if args.measure:
+                _measure(measurements, path.stem, labels, image, channel_axis, config, append=path != paths[0])
+    if table:
+        with open(out / table[0], "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(table[1])
+            writer.writerows(rows)
+        print(f"napari-mia: {len(rows)} row(s) for {len(paths)} image(s) written to {out / table[0]}",
+              file=sys.stderr)
+    else:
+        print(f"napari-mia: {len(paths)} label image(s) written to {out}", file=sys.stderr)
+    return 0
+
+
+def _zarr_labels(path: Path, image, channel_axis, config):
+    """An on-disk uint16/uint32 label array of the image's spatial shape, written as prediction goes."""
+    import zarr
+
+    shape = list(image.shape)
+    if channel_axis is not None:
+        del shape[channel_axis % len(shape)]
+    dtype = "uint32" if config.application == "instance" else "uint16"
+    chunks = (*([1] * (len(shape) - 2)), *(min(1024, s) for s in shape[-2:]))
+    return zarr.open_array(str(path), mode="w", shape=tuple(shape), chunks=chunks, dtype=dtype)
+
+
+def _measure(path: Path, name: str, labels, image, channel_axis, config, append: bool) -> None:
+    from .measure import measure_objects, objects_of_classes, write_measurements_csv
+
+    labels, image = np.asarray(labels), np.asarray(image)
+    if labels.ndim != 2:
+        raise ValueError(f"{name}: --measure needs 2D images, got labels of shape {labels.shape}")
+    if config.application == "semantic":
+        objects, class_of = objects_of_classes(labels.astype(np.int64) - int(config.sparse_labels))
+    else:
+        objects, class_of = labels, None
+    rows = measure_objects(objects, image, config.classes, class_of, channel_axis)
+    write_measurements_csv(path, rows, image_name=name, append=append)
+
+
+def export_command(args) -> int:
+    from .export import export
+    from .io import load_model
+
+    model, config, _ = load_model(args.model, "cpu")
+    path, difference = export(model, config, args.format, args.out, args.tolerance)
+    print(f"napari-mia: exported to {path}; largest difference from PyTorch {difference:.2e}", file=sys.stderr)
     return 0
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 CONFIG_VERSION = 1
 
-APPLICATIONS = ("semantic",)
+APPLICATIONS = ("semantic", "instance", "detection", "classification")
 ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "Linknet", "PSPNet", "DeepLabV3Plus", "MAnet")
+# MIA's classifier: backbone + global average pooling + one dense layer.
+CLASSIFICATION_ARCHITECTURES = ("Standard",)
 BACKBONES = (
     "resnet18",
     "resnet34",
@@ -28,6 +30,10 @@ COLOR_MODES = ("mono", "color")
 OPTIMIZERS = ("adam", "adamw", "sgd_nesterov", "adamax", "adagrad", "adadelta")
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
 LOSSES = ("ce_dice", "cross_entropy", "dice", "focal", "jaccard", "lovasz")
+HEATMAP_LOSSES = ("heatmap_focal", "mse")
+CLASSIFICATION_LOSSES = ("cross_entropy", "focal")
+# Instance models learn three maps: what separates touching objects is the boundary class.
+INSTANCE_TARGETS = ("background", "interior", "boundary")
 CLASS_WEIGHTING = ("off", "auto", "manual")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -48,8 +54,22 @@ class ConfigError(ValueError):
     """A training setting is out of range or unknown; the message names the field and the fix."""
 
 
-def _default_classes() -> list[str]:
-    return ["background", "foreground"]
+def architectures_for(application: str) -> tuple[str, ...]:
+    return CLASSIFICATION_ARCHITECTURES if application == "classification" else ARCHITECTURES
+
+
+def losses_for(application: str) -> tuple[str, ...]:
+    return {"detection": HEATMAP_LOSSES, "classification": CLASSIFICATION_LOSSES}.get(application, LOSSES)
+
+
+def default_classes(application: str) -> list[str]:
+    """Semantic and instance classes start with background; points and image classes do not."""
+    return {
+        "semantic": ["background", "foreground"],
+        "instance": ["background", "object"],
+        "detection": ["object"],
+        "classification": ["class 1", "class 2"],
+    }[application]
 
 
 @dataclass
@@ -103,12 +123,12 @@ class TrainingConfig:
     """
 
     application: str = "semantic"
-    architecture: str = "Unet"
+    architecture: str | None = None  # None: the application's default (Unet; Standard for classification)
     backbone: str = "resnet18"
     pretrained: bool = False
     pretrained_path: str | None = None
     decoder_channels: tuple[int, ...] | None = (128, 64, 32, 16, 16)
-    classes: list[str] = field(default_factory=_default_classes)
+    classes: list[str] | None = None  # None: the application's default
     class_colors: list[str] | None = None
     color_mode: str = "mono"
     input_channels: int | None = None
@@ -121,7 +141,7 @@ class TrainingConfig:
     sparse_labels: bool = False
     optimizer: str = "adam"
     lr_schedule: str = "cosine"
-    loss: str = "ce_dice"
+    loss: str | None = None  # None: the application's default
     class_weighting: str = "off"
     class_weights: list[float] | None = None
     lr_factor: float = 0.5
@@ -136,7 +156,17 @@ class TrainingConfig:
     augmentations: Augmentations = field(default_factory=Augmentations)
     foreground_sampling: float = 0.7
     normalize_percentiles: tuple[float, float] = (1.0, 99.8)
+    # Instance segmentation: watershed from interior seeds inside the foreground, small objects dropped.
+    foreground_threshold: float = 0.5
+    seed_threshold: float = 0.5
+    min_object_size: int = 20
+    # Object detection (MIA's "Object Size"): typical object diameter in image pixels; it sets the
+    # Gaussian heatmap width and, unless given, the minimum distance between detected peaks.
+    object_size: float = 12.0
+    peak_threshold: float = 0.3
+    min_peak_distance: float | None = None
     tile_size: int = 1536
+    test_time_augmentation: bool = False  # prediction averages the four flips of every tile
     tile_overlap: int = 64
     max_minutes: float | None = None
     seed: int = 0
@@ -144,7 +174,10 @@ class TrainingConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        self.classes = list(self.classes)
+        _choice("application", self.application, APPLICATIONS)
+        self.architecture = self.architecture or architectures_for(self.application)[0]
+        self.loss = self.loss or losses_for(self.application)[0]
+        self.classes = list(self.classes or default_classes(self.application))
         self.normalize_percentiles = tuple(float(p) for p in self.normalize_percentiles)
         if self.decoder_channels is not None:
             self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
@@ -164,17 +197,32 @@ class TrainingConfig:
     def n_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def n_outputs(self) -> int:
+        """Channels of the network's output."""
+        return len(INSTANCE_TARGETS) if self.application == "instance" else self.n_classes
+
+    @property
+    def has_background(self) -> bool:
+        return self.application in ("semantic", "instance")
+
     def validate(self) -> None:
         _choice("application", self.application, APPLICATIONS)
-        _choice("architecture", self.architecture, ARCHITECTURES)
+        _choice("architecture", self.architecture, architectures_for(self.application))
         _choice("backbone", self.backbone, BACKBONES)
         _choice("color_mode", self.color_mode, COLOR_MODES)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("loss", self.loss, LOSSES)
+        _choice("loss", self.loss, losses_for(self.application))
         _choice("device", self.device.split(":")[0], DEVICES)
-        if len(self.classes) < 2:
-            raise ConfigError("classes: need at least 2 (background and one class)")
+        if len(self.classes) < (1 if self.application == "detection" else 2):
+            need = "one class" if self.application == "detection" else (
+                "2 (background and one class)" if self.has_background else "2")
+            raise ConfigError(f"classes: need at least {need}")
+        if self.application == "instance" and self.n_classes != 2:
+            raise ConfigError("classes: instance segmentation takes background and one object class")
+        if self.sparse_labels and self.application != "semantic":
+            raise ConfigError("sparse_labels: only semantic segmentation trains from sparse labels")
         if len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"classes: names must be unique, got {self.classes}")
         _in_range("input_channels", self.input_channels, 1, 64)
@@ -219,6 +267,14 @@ class TrainingConfig:
             raise ConfigError(f"warmup_fraction: must be in [0, 1), got {self.warmup_fraction}")
         _in_range("early_stopping_patience", self.early_stopping_patience, 0, 100_000)
         _in_range("preview_every", self.preview_every, 0, 100_000)
+        for name in ("foreground_threshold", "seed_threshold", "peak_threshold"):
+            if not 0 < getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
+        _in_range("min_object_size", self.min_object_size, 0, 10**9)
+        if not self.object_size >= 1:
+            raise ConfigError(f"object_size: must be at least 1 pixel, got {self.object_size}")
+        if self.min_peak_distance is not None and self.min_peak_distance < 1:
+            raise ConfigError(f"min_peak_distance: must be at least 1 pixel, got {self.min_peak_distance}")
 
     def to_dict(self) -> dict:
         record = dataclasses.asdict(self)

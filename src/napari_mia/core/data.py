@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
 from .config import TrainingConfig
@@ -27,14 +28,61 @@ class DataError(ValueError):
 
 @dataclass
 class Sample:
-    """One 2D training frame: ``image`` (C, H, W) float32 and ``labels`` (H, W) int16."""
+    """One training frame, as the network sees it (normalised, down scaled).
+
+    ``image`` is (C, H, W) float32. ``labels`` is what the loss compares with: (H, W) int16 class ids
+    (semantic; instance: background/interior/boundary), (K, H, W) float32 heatmaps (detection), or a
+    0-d int class id (classification). ``truth`` keeps what the validation metric needs: instance ids
+    (H, W) or points (N, 3: y, x, class).
+    """
 
     image: np.ndarray
     labels: np.ndarray
+    truth: np.ndarray | None = None
+
+
+class LazyFrame:
+    """One (C, H, W) frame of an array that is not in memory (zarr, dask, a TIFF opened as zarr): only
+    the regions sliced are read, so a 20000² image is predicted tile by tile."""
+
+    def __init__(self, array, index: tuple[int, ...], channel_axis: int | None):
+        self.array, self.index = array, index
+        self.channel_axis = None if channel_axis is None else channel_axis % array.ndim
+        spatial = [axis for axis in range(array.ndim) if axis != self.channel_axis]
+        self.y_axis, self.x_axis = spatial[-2:]
+        channels = 1 if self.channel_axis is None else array.shape[self.channel_axis]
+        self.shape = (channels, array.shape[self.y_axis], array.shape[self.x_axis])
+        self.ndim, self.dtype = 3, array.dtype
+
+    def __getitem__(self, key) -> np.ndarray:
+        channel, rows, columns = key
+        leading = iter(self.index)
+        selection = []
+        for axis in range(self.array.ndim):
+            if axis == self.channel_axis:
+                selection.append(channel)
+            elif axis in (self.y_axis, self.x_axis):
+                selection.append(rows if axis == self.y_axis else columns)
+            else:
+                selection.append(next(leading))
+        region = np.asarray(self.array[tuple(selection)])
+        if self.channel_axis is None:
+            return region[np.newaxis][channel]
+        return np.moveaxis(region, 0 if self.channel_axis < self.y_axis else -1, 0)
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[slice(None), slice(None), slice(None)]
+        return whole if dtype is None else whole.astype(dtype)
 
 
 def split_frames(image: np.ndarray, channel_axis: int | None = None) -> list[np.ndarray]:
-    """Split an image into 2D frames of shape (C, H, W); leading axes are frames."""
+    """Split an image into 2D frames of shape (C, H, W); leading axes are frames. Arrays that are not
+    in memory (zarr, dask) give :class:`LazyFrame` views that read only what is sliced."""
+    if not isinstance(image, np.ndarray) and hasattr(image, "shape") and len(image.shape) >= 2:
+        shape = list(image.shape)
+        if channel_axis is not None:
+            del shape[channel_axis % len(shape)]
+        return [LazyFrame(image, index, channel_axis) for index in np.ndindex(*shape[:-2])]
     image = np.asarray(image)
     if channel_axis is not None:
         image = np.moveaxis(image, channel_axis, -1)
@@ -160,10 +208,27 @@ def prepare_labels(labels: np.ndarray, config: TrainingConfig) -> np.ndarray:
     return resize_labels(labels, scaled_shape(labels.shape, config.downscale))
 
 
+def instance_targets(instances: np.ndarray) -> np.ndarray:
+    """Object ids as background (0), interior (1) and boundary (2): the inner rim of every object,
+    so seeds of touching objects are separated by a boundary the network learns to see."""
+    targets = (instances > 0).astype(np.int16)
+    targets[find_boundaries(instances, mode="inner") & (instances > 0)] = 2
+    return targets
+
+
+def prepare_instances(labels: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+        raise DataError(f"labels must be integers (object ids), got dtype {labels.dtype}")
+    if labels.min() < 0:
+        raise DataError("labels contain negative values; object ids start at 1, background is 0")
+    return resize_labels(labels.astype(np.int32), scaled_shape(labels.shape, config.downscale))
+
+
 def make_samples(
     image: np.ndarray, labels: np.ndarray, config: TrainingConfig, channel_axis: int | None = None
 ) -> list[Sample]:
-    """Pair every frame of ``image`` with its labels; frames without any labelled pixel are dropped."""
+    """Pair every frame of ``image`` with its labels (class ids; object ids for instance segmentation);
+    frames without any labelled pixel are dropped."""
     image_frames = split_frames(image, channel_axis)
     label_frames = split_label_frames(labels)
     if len(label_frames) == 1 and len(image_frames) > 1:
@@ -175,6 +240,10 @@ def make_samples(
         )
     samples = []
     for frame, frame_labels in zip(image_frames, label_frames):
+        if config.application == "instance":
+            instances = prepare_instances(frame_labels, config)
+            samples.append(Sample(prepare_image(frame, config), instance_targets(instances), instances))
+            continue
         target = prepare_labels(frame_labels, config)
         if config.sparse_labels and not (target != IGNORE).any():
             continue
@@ -182,8 +251,109 @@ def make_samples(
     return samples
 
 
+def heatmap_sigma(config: TrainingConfig) -> float:
+    """Gaussian width at model scale for MIA's Object Size (a diameter in image pixels)."""
+    return max(1.0, config.object_size * config.downscale / 6)
+
+
+def points_heatmaps(points: np.ndarray, shape: tuple[int, int], n_classes: int, sigma: float) -> np.ndarray:
+    """(K, H, W) targets: a Gaussian of peak 1 at every point (y, x, class), the maximum where they meet."""
+    heatmaps = np.zeros((n_classes, *shape), np.float32)
+    radius = int(np.ceil(3 * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * sigma**2)).astype(np.float32)
+    for y, x, class_id in np.round(points).astype(int):
+        if not (0 <= y < shape[0] and 0 <= x < shape[1]):
+            continue
+        top, left = max(0, y - radius), max(0, x - radius)
+        bottom, right = min(shape[0], y + radius + 1), min(shape[1], x + radius + 1)
+        patch = kernel[top - y + radius : bottom - y + radius, left - x + radius : right - x + radius]
+        view = heatmaps[class_id, top:bottom, left:right]
+        np.maximum(view, patch, out=view)
+    return heatmaps
+
+
+def make_point_samples(
+    image: np.ndarray,
+    points: np.ndarray,
+    point_classes: np.ndarray | None,
+    config: TrainingConfig,
+    channel_axis: int | None = None,
+) -> list[Sample]:
+    """Pair every frame of ``image`` with its points; ``points`` (N, D) in layer coordinates, the last
+    two being y, x and any leading ones the frame (as in a napari Points layer on a stack). Every frame
+    of the image is used: a frame without points teaches that it holds no object."""
+    frames = split_frames(image, channel_axis)
+    spatial = tuple(np.delete(np.shape(image), channel_axis)) if channel_axis is not None else np.shape(image)
+    points = np.asarray(points, np.float64).reshape(-1, len(spatial)) if np.size(points) else np.zeros(
+        (0, len(spatial)))
+    classes = np.zeros(len(points), np.int64) if point_classes is None else np.asarray(point_classes, np.int64)
+    if len(classes) != len(points):
+        raise DataError(f"{len(points)} points but {len(classes)} point classes")
+    if len(classes) and (classes.min() < 0 or classes.max() >= config.n_classes):
+        raise DataError(f"point classes must be 0 to {config.n_classes - 1} ({', '.join(config.classes)})")
+    leading = np.round(points[:, :-2]).astype(np.int64)
+    inside = np.all((leading >= 0) & (leading < np.array(spatial[:-2], np.int64)), axis=1)
+    frame_of_point = np.ravel_multi_index(tuple(leading[inside].T), spatial[:-2]) if len(spatial) > 2 else (
+        np.zeros(int(inside.sum()), np.int64))
+    points, classes = points[inside], classes[inside]
+    sigma = heatmap_sigma(config)
+    samples = []
+    for index, frame in enumerate(frames):
+        prepared = prepare_image(frame, config)
+        scale = np.divide(prepared.shape[1:], frame.shape[1:])
+        mine = frame_of_point == index
+        truth = np.column_stack([points[mine, -2:] * scale, classes[mine]])
+        samples.append(Sample(prepared, points_heatmaps(truth, prepared.shape[1:], config.n_classes, sigma), truth))
+    return samples
+
+
+def make_class_samples(
+    image: np.ndarray, frame_classes, config: TrainingConfig, channel_axis: int | None = None
+) -> list[Sample]:
+    """Every frame resized to the input size (Patch Size) with its class id; frames whose class is
+    None (not yet assigned) are left out."""
+    frames = split_frames(image, channel_axis)
+    frame_classes = list(frame_classes)
+    if len(frame_classes) != len(frames):
+        raise DataError(f"{len(frames)} frames but {len(frame_classes)} frame classes")
+    samples = []
+    for frame, class_id in zip(frames, frame_classes):
+        if class_id is None:
+            continue
+        if not 0 <= int(class_id) < config.n_classes:
+            raise DataError(f"class id {class_id} is not one of 0 to {config.n_classes - 1}")
+        samples.append(Sample(classification_input(frame, config), np.array(int(class_id), np.int64)))
+    return samples
+
+
+def classification_input(frame: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    """A (C, H, W) frame normalised and resized to the square input of the classifier."""
+    frame = normalize(to_model_channels(frame, config), config.normalize_percentiles)
+    return resize_image(frame, (config.patch_size, config.patch_size))
+
+
 def check_classes(samples: list[Sample], config: TrainingConfig) -> None:
-    """Training needs labelled pixels of at least two classes to learn a difference."""
+    """Training needs labelled pixels of at least two classes (or images of two classes, or points)."""
+    if not samples:
+        raise DataError({"detection": "no frames to train on; add an image and points",
+                         "classification": "no images with a class to train on; assign classes first"}.get(
+            config.application, "no labelled pixels to train on; paint some labels first"))
+    if config.application == "detection":
+        if not any(len(s.truth) for s in samples):
+            raise DataError("no points to train on; add points on the objects to detect")
+        return
+    if config.application == "classification":
+        present = {int(s.labels) for s in samples}
+        if len(present) < 2:
+            raise DataError("every image has the same class; assign at least two classes to learn a difference")
+        return
+    if config.application == "instance":
+        if not any((s.labels > 0).any() for s in samples):
+            raise DataError("labels contain no objects; paint some objects (each with its own id)")
+        if not any((s.labels == 0).any() for s in samples):
+            raise DataError("labels contain no background; leave some pixels 0 so the network learns a difference")
+        return
     present = set()
     for sample in samples:
         present.update(np.unique(sample.labels[sample.labels != IGNORE]).tolist())
@@ -226,10 +396,10 @@ class PatchDataset:
         self.seed = config.seed
         self.transform = transform
         self.epoch = 0
-        areas = np.array([s.labels.size for s in samples], dtype=np.float64)
+        areas = np.array([s.image[0].size for s in samples], dtype=np.float64)
         self.frame_weights = areas / areas.sum()
         self.seed_pixels = [self._seed_pixels(s.labels, i) for i, s in enumerate(samples)]
-        covering = sum(math.ceil(s.labels.shape[0] / self.patch) * math.ceil(s.labels.shape[1] / self.patch)
+        covering = sum(math.ceil(s.image.shape[1] / self.patch) * math.ceil(s.image.shape[2] / self.patch)
                        for s in samples)
         self.length = max(covering, config.batch_size)  # at least one full batch (BatchNorm needs 2+)
 
@@ -237,7 +407,11 @@ class PatchDataset:
         """Flat indices of object pixels and of labelled pixels, subsampled to keep memory small."""
         rng = np.random.default_rng(self.seed + index)
         found = []
-        for mask in (labels > 0, labels != IGNORE):
+        if labels.ndim == 3:  # heatmaps: objects are near their peaks, every pixel is labelled
+            masks = (labels.max(axis=0) >= 0.5, np.ones(labels.shape[1:], bool))
+        else:
+            masks = (labels > 0, labels != IGNORE)
+        for mask in masks:
             flat = np.flatnonzero(mask)
             if flat.size > _MAX_SEED_PIXELS:
                 flat = rng.choice(flat, _MAX_SEED_PIXELS, replace=False)
@@ -252,7 +426,7 @@ class PatchDataset:
         frame = rng.choice(len(self.samples), p=self.frame_weights)
         sample = self.samples[frame]
         objects, labelled = self.seed_pixels[frame]
-        height, width = sample.labels.shape
+        height, width = sample.image.shape[1:]
         if objects.size and rng.random() < self.foreground_sampling:
             centre = np.unravel_index(rng.choice(objects), (height, width))
         elif labelled.size < height * width and labelled.size:
@@ -263,19 +437,45 @@ class PatchDataset:
         image, labels = crop_patch(sample, np.add(centre, jitter), self.patch)
         if self.transform is not None:
             image, labels = self.transform(image, labels)
-        return np.ascontiguousarray(image), np.ascontiguousarray(labels, dtype=np.int64)
+        dtype = np.float32 if labels.ndim == 3 else np.int64
+        return np.ascontiguousarray(image), np.ascontiguousarray(labels, dtype=dtype)
 
 
 def crop_patch(sample: Sample, centre, size: int) -> tuple[np.ndarray, np.ndarray]:
     """A size x size patch around ``centre``, clamped inside the frame, padded if the frame is small."""
-    height, width = sample.labels.shape
+    height, width = sample.image.shape[1:]
     top = int(np.clip(centre[0] - size // 2, 0, max(0, height - size)))
     left = int(np.clip(centre[1] - size // 2, 0, max(0, width - size)))
     image = sample.image[:, top : top + size, left : left + size]
-    labels = sample.labels[top : top + size, left : left + size]
-    pad_y, pad_x = size - labels.shape[0], size - labels.shape[1]
+    labels = sample.labels[..., top : top + size, left : left + size]
+    pad_y, pad_x = size - image.shape[1], size - image.shape[2]
     if pad_y or pad_x:
-        mode = "reflect" if min(labels.shape) > max(pad_y, pad_x) else "symmetric"
+        mode = "reflect" if min(image.shape[1:]) > max(pad_y, pad_x) else "symmetric"
         image = np.pad(image, ((0, 0), (0, pad_y), (0, pad_x)), mode=mode)
-        labels = np.pad(labels, ((0, pad_y), (0, pad_x)), constant_values=IGNORE)
+        labels = np.pad(labels, ((0, 0),) * (labels.ndim - 2) + ((0, pad_y), (0, pad_x)), constant_values=IGNORE)
     return image, labels
+
+
+class ClassificationDataset:
+    """One augmented sample per image per epoch (MIA's rule), the whole image at the input size."""
+
+    def __init__(self, samples: list[Sample], config: TrainingConfig, transform=None):
+        if not samples:
+            raise DataError("no labelled images to train on; assign classes first")
+        self.samples, self.transform, self.epoch = samples, transform, 0
+        self.length = max(len(samples), config.batch_size)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        sample = self.samples[index % len(self.samples)]
+        image = sample.image
+        if self.transform is not None:
+            image, _ = self.transform(image, None)
+        return np.ascontiguousarray(image, dtype=np.float32), sample.labels
+
+
+def make_dataset(samples: list[Sample], config: TrainingConfig, transform=None):
+    dataset_class = ClassificationDataset if config.application == "classification" else PatchDataset
+    return dataset_class(samples, config, transform)

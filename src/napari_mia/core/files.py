@@ -9,13 +9,19 @@ import numpy as np
 import tifffile
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+LAZY_BYTES = 2**30  # TIFFs larger than this are read tile by tile instead of loaded whole
+
+
+def is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or (path / "zarr.json").is_file() or (path / ".zarray").is_file() or (
+        path / ".zgroup").is_file()
 
 
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or is_zarr(p))
     if not files:
         raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -35,6 +41,30 @@ def read_image(path: str | Path) -> tuple[np.ndarray, int | None]:
     return array, None
 
 
+def open_image(path: str | Path, lazy_bytes: int = LAZY_BYTES):
+    """Like :func:`read_image`, but zarr/OME-Zarr stores and TIFFs larger than ``lazy_bytes`` come back
+    as zarr arrays that read only the regions asked for (memory bounded by a tile, not the image)."""
+    path = Path(path)
+    if is_zarr(path):
+        import zarr
+
+        store = zarr.open(str(path), mode="r")
+        if isinstance(store, zarr.Group):  # OME-Zarr: the full-resolution level of the first image
+            datasets = store.attrs.get("multiscales", [{}])[0].get("datasets", [{"path": "0"}])
+            store = store[datasets[0]["path"]]
+        return store, _rgb_axis(store.shape)
+    if path.suffix.lower() in (".tif", ".tiff") and path.stat().st_size > lazy_bytes:
+        import zarr
+
+        array = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+        return array, _rgb_axis(array.shape)
+    return read_image(path)
+
+
+def _rgb_axis(shape) -> int | None:
+    return -1 if len(shape) >= 3 and shape[-1] in (3, 4) and shape[0] > 4 else None
+
+
 def read_labels(path: str | Path) -> np.ndarray:
     array, channel_axis = read_image(path)
     if channel_axis is not None:
@@ -51,4 +81,5 @@ def pair_by_stem(images: list[Path], label_folder: str | Path) -> list[tuple[Pat
 
 
 def write_labels(path: str | Path, labels: np.ndarray) -> None:
-    tifffile.imwrite(path, labels.astype(np.uint16), compression="zlib")
+    dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
+    tifffile.imwrite(path, labels.astype(dtype), compression="zlib")

@@ -15,10 +15,12 @@ from collections.abc import Generator
 
 import numpy as np
 import torch
+from skimage.measure import regionprops
 
 from .config import TrainingConfig
-from .data import prepare_image, split_frames, tile_preparation
+from .data import classification_input, prepare_image, resize_labels, split_frames, tile_preparation
 from .events import TileDone
+from .postprocess import config_instances, config_points
 
 _STRIDE = 32
 _BATCH_PIXELS = 2**21  # tiles per forward are capped so their activations stay within a few hundred MB
@@ -98,13 +100,16 @@ def iter_bands(
     batch_size: int = 4,
     device: torch.device | str = "cpu",
     transform=None,
+    activation: str = "softmax",
+    flips: bool = False,
 ) -> Generator[TileDone | tuple[int, np.ndarray], None, None]:
     """Blended class probabilities of a ``(C, H, W)`` image, one finished band of rows at a time.
 
     ``image`` is prepared already, or ``transform`` prepares each tile as it is read (then ``image`` may
-    be any array-like, e.g. zarr). Yields :class:`TileDone` progress and ``(first_row, probabilities
-    (K, rows, W))`` bands in order. Only one band of tiles is held at once, so memory grows with the
-    image width, not its area.
+    be any array-like, e.g. zarr). ``activation`` is "softmax" (classes) or "sigmoid" (heatmaps);
+    ``flips`` averages over the four flips of every tile (test-time augmentation, 4x the compute).
+    Yields :class:`TileDone` progress and ``(first_row, probabilities (K, rows, W))`` bands in order.
+    Only one band of tiles is held at once, so memory grows with the image width, not its area.
     """
     if tile % _STRIDE or overlap % _STRIDE or overlap >= tile:
         raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be multiples of 32 with overlap < tile")
@@ -127,8 +132,7 @@ def iter_bands(
         for first in range(0, len(columns), batch_size):
             batch_columns = columns[first : first + batch_size]
             tiles = np.stack([reader.read(y, x, tile_y, tile_x) for x in batch_columns])
-            logits = model(torch.from_numpy(tiles).to(device))
-            probabilities = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            probabilities = _forward(model, torch.from_numpy(tiles).to(device), activation, flips).cpu().numpy()
             if band is None:
                 band = np.zeros((probabilities.shape[1], tile_y, padded_width), np.float32)
                 weights = np.zeros((tile_y, padded_width), np.float32)
@@ -142,6 +146,19 @@ def iter_bands(
         finished_rows = min(finished_to, height) - band_top
         if finished_rows > 0:
             yield band_top, band[:, :finished_rows, :width] / weights[:finished_rows, :width]
+
+
+def _forward(model, tiles: torch.Tensor, activation: str, flips: bool) -> torch.Tensor:
+    def probabilities(batch):
+        logits = model(batch).float()
+        return torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
+
+    if not flips:
+        return probabilities(tiles)
+    total = probabilities(tiles)
+    for dims in ((2,), (3,), (2, 3)):
+        total += torch.flip(probabilities(torch.flip(tiles, dims)), dims)
+    return total / 4
 
 
 def iter_probabilities(model: torch.nn.Module, image: np.ndarray, **options) -> Generator[TileDone, None, np.ndarray]:
@@ -194,7 +211,89 @@ def probabilities_to_labels(probabilities: np.ndarray, config: TrainingConfig) -
 def prediction_options(config: TrainingConfig, device, tile: int | None = None) -> dict:
     tile = tile or config.tile_size
     return dict(tile=tile, overlap=min(config.tile_overlap, tile - _STRIDE), device=device,
-                batch_size=max(1, min(config.batch_size, _BATCH_PIXELS // tile**2)))
+                batch_size=max(1, min(config.batch_size, _BATCH_PIXELS // tile**2)),
+                activation="sigmoid" if config.application == "detection" else "softmax",
+                flips=config.test_time_augmentation)
+
+
+def frame_probabilities(model, frame: np.ndarray, config: TrainingConfig, device, tile=None):
+    """Probabilities (or heatmaps) of one raw (C, H, W) frame at the model's scale; yields progress."""
+    return (yield from iter_probabilities(model, prepare_image(frame, config),
+                                          **prediction_options(config, device, tile)))
+
+
+def _spatial_shape(image, channel_axis) -> tuple[int, ...]:
+    return tuple(np.delete(np.shape(image), channel_axis)) if channel_axis is not None else np.shape(image)
+
+
+def iter_predict_instances(model, image, config: TrainingConfig, channel_axis=None, device="cpu", tile=None,
+                           out=None) -> Generator[TileDone, None, np.ndarray]:
+    """Object ids for every frame of ``image``; ids are unique across the frames of a stack."""
+    frames, shape = split_frames(image, channel_axis), _spatial_shape(image, channel_axis)
+    out = np.zeros(shape, np.uint32) if out is None else out
+    next_id = 0
+    for index, frame in zip(np.ndindex(*shape[:-2]), frames):
+        probabilities = yield from frame_probabilities(model, frame, config, device, tile)
+        instances = config_instances(probabilities, config)
+        instances = resize_labels(instances, shape[-2:])
+        out[index] = np.where(instances > 0, instances + next_id, 0)
+        next_id += int(instances.max())
+    return out
+
+
+def iter_predict_points(model, image, config: TrainingConfig, channel_axis=None, device="cpu", tile=None):
+    """Detected points of every frame: ``(points (N, D) in image coordinates, the leading ones the frame,
+    class ids (N,), scores (N,))``; yields progress."""
+    frames, shape = split_frames(image, channel_axis), _spatial_shape(image, channel_axis)
+    found = []
+    for index, frame in zip(np.ndindex(*shape[:-2]), frames):
+        heatmaps = yield from frame_probabilities(model, frame, config, device, tile)
+        positions, classes, scores = config_points(heatmaps, config)
+        positions = (positions + 0.5) * np.divide(frame.shape[1:], heatmaps.shape[1:]) - 0.5
+        leading = np.tile(np.asarray(index, np.float64), (len(positions), 1))
+        found.append((np.hstack([leading, positions]), classes, scores))
+    points = np.vstack([f[0] for f in found]) if found else np.zeros((0, len(shape)))
+    return points, np.concatenate([f[1] for f in found]), np.concatenate([f[2] for f in found])
+
+
+@torch.inference_mode()
+def classify(model, inputs: list[np.ndarray], device="cpu", batch_size: int = 32) -> np.ndarray:
+    """Class probabilities (N, K) of prepared (C, S, S) classifier inputs."""
+    model.eval()
+    probabilities = []
+    for first in range(0, len(inputs), batch_size):
+        batch = torch.from_numpy(np.stack(inputs[first : first + batch_size])).to(device)
+        probabilities.append(torch.softmax(model(batch).float(), dim=1).cpu().numpy())
+    return np.concatenate(probabilities) if probabilities else np.zeros((0, 0), np.float32)
+
+
+def predict_classes(model, image, config: TrainingConfig, channel_axis=None, device="cpu"):
+    """Class id and score of every frame of ``image``."""
+    inputs = [classification_input(frame, config) for frame in split_frames(image, channel_axis)]
+    probabilities = classify(model, inputs, device, config.batch_size)
+    return probabilities.argmax(1), probabilities.max(1)
+
+
+def predict_object_classes(model, image, instances: np.ndarray, config: TrainingConfig, channel_axis=None,
+                           device="cpu", margin: float = 0.15):
+    """Class of every object of a 2D ``instances`` label image, from a square crop around it:
+    ``(object ids, class ids, scores)``."""
+    (frame,) = split_frames(image, channel_axis)
+    if instances.shape != frame.shape[1:]:
+        raise ValueError(f"objects {instances.shape} and image {frame.shape[1:]} do not cover the same pixels")
+    ids, crops = [], []
+    for region in regionprops(instances.astype(np.int64)):
+        top, left, bottom, right = region.bbox
+        side = int(max(bottom - top, right - left) * (1 + 2 * margin)) + 1
+        centre_y, centre_x = (top + bottom) // 2, (left + right) // 2
+        y0, x0 = max(0, centre_y - side // 2), max(0, centre_x - side // 2)
+        crop = frame[:, y0 : centre_y + side // 2 + 1, x0 : centre_x + side // 2 + 1]
+        ids.append(region.label)
+        crops.append(classification_input(crop, config))
+    probabilities = classify(model, crops, device, config.batch_size)
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.array(ids), probabilities.argmax(1), probabilities.max(1)
 
 
 def iter_predict(
@@ -207,13 +306,17 @@ def iter_predict(
     out=None,
     chunk_rows: int = 256,
 ) -> Generator[TileDone, None, np.ndarray]:
-    """Label image for every frame of ``image`` (its spatial shape, channel axis removed).
+    """Label image for every frame of ``image`` (its spatial shape, channel axis removed): class ids,
+    or object ids for an instance model.
 
     Labels are written band by band into ``out`` (a new uint16 array, or any array-like such as a
     zarr array of the right shape), so memory is bounded by a band of tiles, not by the image.
     """
-    frames = split_frames(image, channel_axis)
-    shape = tuple(np.delete(np.shape(image), channel_axis)) if channel_axis is not None else np.shape(image)
+    if config.application == "instance":
+        return (yield from iter_predict_instances(model, image, config, channel_axis, device, tile, out))
+    if config.application != "semantic":
+        raise ValueError(f"{config.application} models predict points or classes, not a label image")
+    frames, shape = split_frames(image, channel_axis), _spatial_shape(image, channel_axis)
     out = np.zeros(shape, np.uint16) if out is None else out
     options = prediction_options(config, device, tile)
     for index, frame in zip(np.ndindex(*shape[:-2]), frames):

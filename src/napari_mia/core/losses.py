@@ -13,11 +13,20 @@ from .data import IGNORE, Sample
 
 
 def class_weights(config: TrainingConfig, samples: Sequence[Sample]) -> list[float] | None:
-    """Per-class loss weights: none, the config's manual ones, or inverse pixel frequency (mean 1)."""
+    """Per-class loss weights: none, the config's manual ones, or inverse frequency (mean 1) of
+    pixels (segmentation), points (detection) or images (classification)."""
     if config.class_weighting == "off":
         return None
     if config.class_weighting == "manual":
         weights = np.asarray(config.class_weights, np.float64)
+    elif config.application == "instance":
+        return None  # the three instance maps are not the user's classes
+    elif config.application in ("detection", "classification"):
+        counts = np.zeros(config.n_classes, np.float64)
+        for sample in samples:
+            ids = sample.truth[:, 2] if config.application == "detection" else np.atleast_1d(sample.labels)
+            counts += np.bincount(ids.astype(np.int64), minlength=config.n_classes)[: config.n_classes]
+        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
     else:
         counts = np.zeros(config.n_classes, np.float64)
         for sample in samples:
@@ -27,8 +36,41 @@ def class_weights(config: TrainingConfig, samples: Sequence[Sample]) -> list[flo
     return list(weights / weights[weights > 0].mean())
 
 
+def heatmap_focal_loss(logits: torch.Tensor, target: torch.Tensor, weights=None) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on (N, K, H, W) heatmaps; target < 0 is ignored.
+
+    Peaks (target 1) pull the prediction up; near a peak the push down is reduced by (1 - target)^4,
+    so the network is not punished for a slightly wide peak. Normalised by the number of peaks.
+    """
+    labelled = target >= 0
+    probability = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    peak = (target >= 1 - 1e-6) & labelled
+    positive = -torch.log(probability) * (1 - probability) ** 2 * peak
+    negative = -torch.log(1 - probability) * probability**2 * (1 - target).clamp(min=0) ** 4 * (labelled & ~peak)
+    per_pixel = positive + negative
+    if weights is not None:
+        per_pixel = per_pixel * torch.as_tensor(weights, device=logits.device, dtype=logits.dtype)[None, :, None, None]
+    return per_pixel.sum() / peak.sum().clamp(min=1)
+
+
+def masked_mse(logits: torch.Tensor, target: torch.Tensor, weights=None) -> torch.Tensor:
+    """Mean squared error between sigmoid heatmaps and targets (MIA's detection loss), target < 0 ignored."""
+    labelled = target >= 0
+    error = (torch.sigmoid(logits) - target.clamp(min=0)) ** 2
+    if weights is not None:
+        error = error * torch.as_tensor(weights, device=logits.device, dtype=logits.dtype)[None, :, None, None]
+    return (error * labelled).sum() / labelled.sum().clamp(min=1)
+
+
 def build_loss(config: TrainingConfig, weights: list[float] | None = None):
-    """A callable ``(logits (N, K, H, W), target (N, H, W)) -> scalar``."""
+    """A callable ``(logits, target) -> scalar``: (N, K, H, W) logits with (N, H, W) class ids,
+    (N, K, H, W) heatmaps for detection, or (N, K) logits with (N,) ids for classification."""
+    if config.loss == "heatmap_focal":
+        return lambda logits, target: heatmap_focal_loss(logits, target, weights)
+    if config.loss == "mse":
+        return lambda logits, target: masked_mse(logits, target, weights)
+    if config.application == "classification" and config.loss == "focal":
+        return smp_losses.FocalLoss("multiclass")  # accepts (N, K) logits with (N,) targets
     cross_entropy = torch.nn.CrossEntropyLoss(
         weight=None if weights is None else torch.tensor(weights, dtype=torch.float32), ignore_index=IGNORE)
     if config.loss == "cross_entropy":

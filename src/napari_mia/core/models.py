@@ -44,8 +44,26 @@ def available_devices() -> list[tuple[str, str]]:
     return devices
 
 
+class Classifier(torch.nn.Module):
+    """MIA's "Standard" classifier: an smp encoder, global average pooling and one linear layer."""
+
+    def __init__(self, backbone: str, in_channels: int, classes: int):
+        super().__init__()
+        self.encoder = smp.encoders.get_encoder(backbone, in_channels=in_channels, depth=5, weights=None)
+        self.head = torch.nn.Linear(self.encoder.out_channels[-1], classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(images)[-1]
+        return self.head(features.mean(dim=(2, 3)))
+
+
 def build_model(config: TrainingConfig) -> torch.nn.Module:
     """The network for ``config``; ImageNet encoder weights are loaded from disk when asked for."""
+    if config.application == "classification":
+        model = Classifier(config.backbone, config.input_channels, config.n_outputs)
+        if config.pretrained:
+            load_encoder_weights(model.encoder, find_pretrained_file(config))
+        return model
     options = {}
     if config.decoder_channels and config.architecture in _TAKES_DECODER_CHANNELS:
         options["decoder_channels"] = config.decoder_channels
@@ -54,7 +72,7 @@ def build_model(config: TrainingConfig) -> torch.nn.Module:
         encoder_name=config.backbone,
         encoder_weights=None,
         in_channels=config.input_channels,
-        classes=config.n_classes,
+        classes=config.n_outputs,
         **options,
     )
     if config.pretrained:

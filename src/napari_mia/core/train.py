@@ -15,16 +15,26 @@ from collections.abc import Generator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import distributed
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from .augment import build_train_transform
 from .config import TrainingConfig
-from .data import IGNORE, PatchDataset, Sample, check_classes
+from .data import IGNORE, Sample, check_classes, make_dataset
 from .errors import OUT_OF_MEMORY_ADVICE, is_out_of_memory, release_memory
 from .events import BatchEnd, EpochEnd, Preview, TrainingDone
-from .infer import iter_predict, iter_probabilities, prediction_options, run
+from .infer import classify, iter_predict, iter_probabilities, prediction_options, run
 from .losses import build_loss, class_weights
-from .metrics import confusion_matrix, headline_metric, segmentation_metrics
+from .metrics import (
+    InstanceScore,
+    PointScore,
+    classification_metrics,
+    confusion_matrix,
+    headline_metric,
+    segmentation_metrics,
+)
+from .postprocess import config_instances, config_points
 from .models import build_model, resolve_device
 
 OPTIMIZERS = {
@@ -76,10 +86,17 @@ class Trainer:
         self.config = config
         self.device = resolve_device(config.device)
         self.model = (model if model is not None else build_model(config)).to(self.device)
-        self.dataset = PatchDataset(list(train_samples), config, build_train_transform(config))
+        self.dataset = make_dataset(list(train_samples), config, build_train_transform(config))
         self.validation_samples = list(validation_samples)
         self.batch_size = config.batch_size
-        self.batches_per_epoch = len(self.dataset) // self.batch_size
+        # Under torchrun every process takes its share of each epoch's patches; DDP averages the gradients.
+        self.distributed = distributed.is_available() and distributed.is_initialized()
+        self.world_size = distributed.get_world_size() if self.distributed else 1
+        self.network = self.model
+        if self.distributed:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.batches_per_epoch = max(1, len(self.dataset) // (self.batch_size * self.world_size))
         self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), config.learning_rate)
         self.class_weights = class_weights(config, self.dataset.samples)
         self.loss_function = build_loss(config, self.class_weights)
@@ -107,11 +124,17 @@ class Trainer:
         return by_steps
 
     def _loader(self) -> DataLoader:
-        first = self.batch_in_epoch * self.batch_size
+        """This epoch's remaining batches (all of them after a Resume from mid-epoch continue there)."""
+        first, last = self.batch_in_epoch * self.batch_size, self.batches_per_epoch * self.batch_size
+        if self.distributed:
+            sampler = DistributedSampler(range(last * self.world_size), shuffle=False, drop_last=True)
+            indices = list(sampler)[first:last]
+        else:
+            indices = range(first, last)
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,
-            sampler=range(first, self.batches_per_epoch * self.batch_size),
+            sampler=indices,
             num_workers=self.config.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
@@ -122,7 +145,7 @@ class Trainer:
         labels = labels.to(self.device, non_blocking=True)
         mixed = self.config.mixed_precision and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=mixed):
-            logits = self.model(images)
+            logits = self.network(images)
         loss = self.loss_function(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -165,6 +188,7 @@ class Trainer:
                     reason = "stopped"
                 elif config.max_minutes and self.seconds >= 60 * config.max_minutes:
                     reason = "time budget"
+                reason = self._agree(reason)
                 if reason != "finished":
                     break
             if self.batch_in_epoch == self.batches_per_epoch:
@@ -181,9 +205,19 @@ class Trainer:
         yield done
         return done
 
+    def _agree(self, reason: str) -> str:
+        """All processes stop at the same batch (any one's stop or spent budget stops them all)."""
+        if not self.distributed:
+            return reason
+        stop = torch.tensor([reason != "finished"], dtype=torch.int32,
+                            device=self.device if distributed.get_backend() == "nccl" else "cpu")
+        distributed.all_reduce(stop, op=distributed.ReduceOp.MAX)
+        return ("time budget" if reason == "finished" else reason) if stop.item() else reason
+
     def _preview_due(self) -> bool:
         every = self.config.preview_every
-        return bool(every) and self.preview_image is not None and self.epoch % every == 0
+        pixels_out = self.config.application in ("semantic", "instance")
+        return bool(every) and pixels_out and self.preview_image is not None and self.epoch % every == 0
 
     def _patience_spent(self) -> bool:
         patience = self.config.early_stopping_patience
@@ -242,14 +276,42 @@ class Trainer:
 
 
 def evaluate(model, samples: Sequence[Sample], config: TrainingConfig, device) -> dict[str, float]:
-    matrix = np.zeros((config.n_classes, config.n_classes), np.int64)
+    """Validation loss and the application's metrics, on whole frames predicted as at inference."""
+    if config.application == "classification":
+        return _evaluate_classes(model, samples, config, device)
+    matrix = np.zeros((config.n_outputs, config.n_outputs), np.int64)
+    instance_score, point_score = InstanceScore(), PointScore(config.classes, config.object_size * config.downscale)
     loss_sum, labelled = 0.0, 0
     for sample in samples:
         probabilities = run(iter_probabilities(model, sample.image, **prediction_options(config, device)))
-        matrix += confusion_matrix(probabilities.argmax(0), sample.labels, config.n_classes)
+        if config.application == "detection":
+            positions, classes, _ = config_points(probabilities, config)
+            point_score.add(sample.truth, np.column_stack([positions, classes]))
+            loss_sum += float(((probabilities - sample.labels) ** 2).sum())
+            labelled += sample.labels.size
+            continue
+        matrix += confusion_matrix(probabilities.argmax(0), sample.labels, config.n_outputs)
+        if config.application == "instance":
+            instance_score.add(sample.truth, config_instances(probabilities, config))
         keep = sample.labels != IGNORE
         truth = sample.labels[keep].astype(np.int64)
         picked = probabilities[:, keep][truth, np.arange(truth.size)]
         loss_sum += float(-np.log(np.clip(picked, 1e-7, 1.0)).sum())
         labelled += truth.size
-    return {"loss": loss_sum / max(1, labelled), **segmentation_metrics(matrix)}
+    metrics = {"loss": loss_sum / max(1, labelled)}
+    if config.application == "detection":
+        return {**metrics, **point_score.metrics()}
+    if config.application == "instance":
+        foreground = matrix[1:, 1:].sum()
+        metrics["foreground_iou"] = float(foreground / max(1, matrix.sum() - matrix[0, 0]))
+        return {**metrics, **instance_score.metrics()}
+    return {**metrics, **segmentation_metrics(matrix)}
+
+
+def _evaluate_classes(model, samples: Sequence[Sample], config: TrainingConfig, device) -> dict[str, float]:
+    probabilities = classify(model, [s.image for s in samples], device, config.batch_size)
+    truth = np.array([int(s.labels) for s in samples])
+    matrix = np.zeros((config.n_classes, config.n_classes), np.int64)
+    np.add.at(matrix, (truth, probabilities.argmax(1)), 1)
+    loss = float(-np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-7, 1)).mean())
+    return {"loss": loss, **classification_metrics(matrix, config.classes)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Points
 from napari.utils.colormaps import DirectLabelColormap
 
 PREDICTION_KEY = "napari_mia_prediction"
@@ -27,6 +27,20 @@ def current_frame_index(layer: Image, current_step: tuple[int, ...]) -> tuple[in
     return tuple(int(s) for s in steps)
 
 
+def visible_region(viewer, layer: Image, margin: int = 16) -> tuple[slice, slice]:
+    """Rows and columns of the layer's last two axes that the canvas shows now, from the camera (so it
+    holds before the canvas has drawn), with a margin so tiles at the edge have context."""
+    half = max(viewer.canvas.size) / viewer.camera.zoom / 2  # the larger side: never too small a region
+    point = np.asarray(viewer.dims.point, np.float64)
+    low, high = point.copy(), point.copy()
+    low[-2:] = np.asarray(viewer.camera.center[-2:]) - half
+    high[-2:] = np.asarray(viewer.camera.center[-2:]) + half
+    corners = np.sort([layer.world_to_data(low)[-2:], layer.world_to_data(high)[-2:]], axis=0)
+    shape = spatial_shape(layer)[-2:]
+    return tuple(slice(int(np.clip(np.floor(a) - margin, 0, size)), int(np.clip(np.ceil(b) + margin + 1, 0, size)))
+                 for a, b, size in zip(corners[0], corners[1], shape))
+
+
 def class_colormap(colors: list[str]) -> DirectLabelColormap:
     color_dict = {None: "transparent", 0: "transparent"}
     color_dict.update({i: color for i, color in enumerate(colors) if i > 0})
@@ -34,7 +48,70 @@ def class_colormap(colors: list[str]) -> DirectLabelColormap:
 
 
 def is_prediction_layer(layer) -> bool:
-    return isinstance(layer, Labels) and bool(layer.metadata.get(PREDICTION_KEY))
+    return isinstance(layer, (Labels, Points)) and bool(layer.metadata.get(PREDICTION_KEY))
+
+
+def point_annotations(layer: Points, class_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions (N, D), class ids (N,)) of a Points layer; its ``class`` feature may hold class names
+    or ids, and without it every point is the first class."""
+    positions = np.asarray(layer.data, np.float64)
+    if "class" not in layer.features or not len(layer.features):
+        return positions, np.zeros(len(positions), np.int64)
+    values = list(layer.features["class"])
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        return positions, np.asarray(values, np.int64)
+    unknown = sorted({str(v) for v in values} - set(class_names))
+    if unknown:
+        raise ValueError(f"points layer '{layer.name}' has classes {unknown} that are not in Classes "
+                         f"({', '.join(class_names)})")
+    return positions, np.array([class_names.index(str(v)) for v in values], np.int64)
+
+
+def point_class_names(layer: Points) -> list[str]:
+    if "class" not in layer.features or not len(layer.features):
+        return []
+    values = layer.features["class"]
+    return sorted({str(v) for v in values}) if not np.issubdtype(np.asarray(values).dtype, np.integer) else []
+
+
+def write_points(viewer, image_layer: Image, points: np.ndarray, classes: np.ndarray, scores: np.ndarray,
+                 class_names: list[str], colors: list[str]) -> Points:
+    """Detections as a new editable ``<image> detections`` Points layer with class and score features
+    (replacing only a layer napari-mia made)."""
+    name = f"{image_layer.name} detections"
+    if name in viewer.layers and is_prediction_layer(viewer.layers[name]):
+        viewer.layers.remove(name)
+    features = {"class": [class_names[c] for c in classes], "score": np.asarray(scores, np.float32)}
+    dims = points.shape[1] if len(points) else len(spatial_shape(image_layer))
+    return viewer.add_points(
+        points.reshape(-1, dims), name=name, features=features, metadata={PREDICTION_KEY: True},
+        scale=image_layer.scale[-dims:], translate=image_layer.translate[-dims:],
+        face_color="class" if len(points) else "white",
+        face_color_cycle=colors if len(points) else None,
+        border_color="white", size=max(4, min(spatial_shape(image_layer)[-2:]) / 40),
+    )
+
+
+def write_object_classes(viewer, image_layer: Image, objects: Labels, ids, classes, scores,
+                         class_names: list[str], colors: list[str]) -> Labels:
+    """Object classes as a new ``<objects> classes`` Labels layer: every object keeps its id, is
+    coloured by its class, and carries ``class`` and ``score`` features."""
+    name = f"{objects.name} classes"
+    if name in viewer.layers and is_prediction_layer(viewer.layers[name]):
+        viewer.layers.remove(name)
+    data = np.asarray(objects.data)
+    highest = int(data.max(initial=0))
+    color_of = {None: "transparent", 0: "transparent"}
+    for object_id, class_id in zip(ids, classes):
+        color_of[int(object_id)] = colors[int(class_id) % len(colors)]
+    class_of = np.full(highest + 1, "", dtype=object)
+    score_of = np.zeros(highest + 1, np.float32)
+    class_of[np.asarray(ids, np.int64)] = [class_names[c] for c in classes]
+    score_of[np.asarray(ids, np.int64)] = scores
+    features = {"index": np.arange(highest + 1), "class": class_of, "score": score_of}
+    return viewer.add_labels(data.copy(), name=name, features=features, metadata={PREDICTION_KEY: True},
+                             colormap=DirectLabelColormap(color_dict=color_of), scale=objects.scale,
+                             translate=objects.translate, opacity=0.6)
 
 
 def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tuple[int, ...], colors,
@@ -46,19 +123,19 @@ def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tupl
     name = f"{image_layer.name} {suffix}"
     shape = spatial_shape(image_layer)
     existing = viewer.layers[name] if name in viewer.layers else None
-    if is_prediction_layer(existing) and existing.data.shape == shape:
+    if is_prediction_layer(existing) and existing.data.shape == shape and existing.data.dtype == labels.dtype:
         existing.data[index] = labels
         existing.refresh()
         return existing
-    data = np.zeros(shape, dtype=np.uint16)
+    data = np.zeros(shape, dtype=labels.dtype if labels.dtype.itemsize > 2 else np.uint16)
     data[index] = labels
-    layer = viewer.add_labels(
+    colormap = {} if colors is None else {"colormap": class_colormap(colors)}  # None: object ids
+    return viewer.add_labels(
         data,
         name=name,
         metadata={PREDICTION_KEY: True},
         scale=image_layer.scale[-len(shape) :],
         translate=image_layer.translate[-len(shape) :],
-        colormap=class_colormap(colors),
         opacity=0.5,
+        **colormap,
     )
-    return layer

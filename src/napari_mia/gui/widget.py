@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 import napari
 import numpy as np
@@ -26,7 +27,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QSizePolicy
 
-from ..core.config import ARCHITECTURES, BACKBONES, TrainingConfig
+from ..core.config import APPLICATIONS, BACKBONES, TrainingConfig, architectures_for, default_classes, losses_for
 from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
 from ..core.models import available_devices
 from . import config_panel, layers
@@ -34,6 +35,12 @@ from .train_plot import TrainDataWindow
 
 logger = logging.getLogger(__name__)
 _STATUS_INTERVAL = 0.5  # seconds between status/progress repaints while training
+APPLICATION_NAMES = {
+    "semantic": "Semantic segmentation",
+    "instance": "Instance segmentation",
+    "detection": "Object detection / counting",
+    "classification": "Classification",
+}
 
 
 class _CloseWatcher(QObject):
@@ -69,13 +76,24 @@ class MiaWidget(Container):
         self._training_layer = None
         self._preview_index: tuple[int, ...] = ()
         self._last_status_update = 0.0
+        self._predicting = self._cancelled = False
+        self.predicted_frame_classes = ""
 
+        self.application = ComboBox(label="Application", value="semantic",
+                                    choices=[(APPLICATION_NAMES[a], a) for a in APPLICATIONS])
         self.image_layer = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
+        self.points_layer = create_widget(annotation=napari.layers.Points, label="Points")
+        self.frame_classes = LineEdit(label="Frame classes", value="")
+        self.frame_classes.tooltip = ("Class name of every frame of the image, comma-separated; "
+                                      "leave a frame empty to leave it out of training")
+        self.objects_layer = create_widget(annotation=napari.layers.Labels | None, label="Objects to classify")
+        self.object_size = FloatSpinBox(label="Object Size (px)", value=12.0, min=1.0, max=1000.0, step=1.0)
         self.validation_image = create_widget(annotation=napari.layers.Image | None, label="Validation image")
         self.validation_labels = create_widget(annotation=napari.layers.Labels | None,
                                                label="Validation labels")
-        self.architecture = ComboBox(label="Deep Learning Architecture", choices=ARCHITECTURES, value="Unet")
+        self.architecture = ComboBox(label="Deep Learning Architecture", choices=architectures_for("semantic"),
+                                     value="Unet")
         self.backbone = ComboBox(label="Model Backbone", choices=BACKBONES, value="resnet18")
         self.pretrained = CheckBox(text="Pretrained Net (ImageNet weights)", value=False)
         self.pretrained_path = LineEdit(label="Weights file", value="")
@@ -93,7 +111,8 @@ class MiaWidget(Container):
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
         self.sparse = CheckBox(text="Sparse labels (0 = unlabelled)", value=False)
         self.predict_after = CheckBox(text="Predict when training ends", value=True)
-        self.current_frame_only = CheckBox(text="Predict current frame only (stacks)", value=True)
+        self.current_frame_only = CheckBox(text="Predict current frame only (off: all frames)", value=True)
+        self.visible_region_only = CheckBox(text="Predict visible region only", value=False)
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.resume_button = PushButton(text="Resume", enabled=False)
@@ -101,6 +120,8 @@ class MiaWidget(Container):
         self.use_prediction_button = PushButton(text="Use as training labels", enabled=False)
         self.save_button = PushButton(text="Save model", enabled=False)
         self.load_button = PushButton(text="Load model")
+        self.export_button = PushButton(text="Export model…", enabled=False)
+        self.measure_button = PushButton(text="Export measurements…", enabled=False)
         self.reset_button = PushButton(text="Reset model", enabled=False)
         defaults = TrainingConfig()
         self.settings = config_panel.settings_panel(defaults)
@@ -115,13 +136,14 @@ class MiaWidget(Container):
         self.status = Label(label="Status", value="Label some pixels, then Train.")
 
         self.extend([
-            self.image_layer, self.labels_layer, self.validation_image, self.validation_labels,
+            self.application, self.image_layer, self.labels_layer, self.points_layer, self.frame_classes,
+            self.objects_layer, self.validation_image, self.validation_labels,
             Label(value="<b>Deep Learning Model</b>"),
             self.architecture, self.backbone, self.pretrained, self.pretrained_path,
             Label(value="<b>Training Parameter</b>"),
-            self.classes, self.color_mode, self.input_channels, self.batch_size, self.epochs,
+            self.classes, self.object_size, self.color_mode, self.input_channels, self.batch_size, self.epochs,
             self.learning_rate, self.downscale, self.patch_size, self.validation_fraction, self.device,
-            self.sparse, self.predict_after, self.current_frame_only,
+            self.sparse, self.predict_after, self.current_frame_only, self.visible_region_only,
             self.settings_button, self.settings, self.augmentations_button, self.augmentations,
             Container(widgets=[self.train_button, self.stop_button, self.resume_button], layout="horizontal",
                       labels=False),
@@ -129,6 +151,7 @@ class MiaWidget(Container):
                       labels=False),
             Container(widgets=[self.save_button, self.load_button, self.reset_button], layout="horizontal",
                       labels=False),
+            Container(widgets=[self.export_button, self.measure_button], layout="horizontal", labels=False),
             self.progress, self.status,
         ])
         self.train_button.changed.connect(self.start_training)
@@ -139,15 +162,20 @@ class MiaWidget(Container):
         self.save_button.changed.connect(self._ask_save)
         self.load_button.changed.connect(self._ask_load)
         self.reset_button.changed.connect(self.reset_model)
+        self.export_button.changed.connect(self._ask_export)
+        self.measure_button.changed.connect(self._ask_measurements)
         self.settings_button.changed.connect(lambda: self._toggle(self.settings, self.settings_button))
         self.augmentations_button.changed.connect(
             lambda: self._toggle(self.augmentations, self.augmentations_button))
         self.preview_augmentations_button.changed.connect(self.preview_augmentations)
         self.color_mode.changed.connect(self._on_color_mode)
         self.labels_layer.changed.connect(self._classes_from_labels)
+        self.points_layer.changed.connect(self._classes_from_labels)
+        self.frame_classes.changed.connect(self._classes_from_labels)
+        self.application.changed.connect(self._on_application)
         self.viewer.layers.events.inserted.connect(self.reset_choices)
         self.viewer.layers.events.removed.connect(self.reset_choices)
-        self._classes_from_labels()
+        self._on_application(self.application.value)
         self.native.setMaximumWidth(560)  # leave the canvas its room
         # Status text changes often during training; it must never resize the dock (and so the canvas).
         self.status.native.setWordWrap(True)
@@ -164,10 +192,47 @@ class MiaWidget(Container):
     def _on_color_mode(self, mode: str) -> None:
         self.input_channels.value = 3 if mode == "color" else 1
 
+    def _on_application(self, application: str) -> None:
+        """Show the inputs this application trains from; a new application needs a new model (as in MIA)."""
+        if self.model_config is not None and self.model_config.application != application:
+            self.reset_model()
+        self.labels_layer.visible = application in ("semantic", "instance")
+        self.validation_labels.visible = self.validation_image.visible = application in ("semantic", "instance")
+        self.points_layer.visible = self.object_size.visible = application == "detection"
+        self.frame_classes.visible = self.objects_layer.visible = application == "classification"
+        self.sparse.visible = application == "semantic"
+        self.sparse.value = self.sparse.value and application == "semantic"
+        architectures = architectures_for(application)
+        self.architecture.choices = architectures
+        self.architecture.value = architectures[0]
+        loss = self.settings["loss"]
+        loss.choices = losses_for(application)
+        loss.value = losses_for(application)[0]
+        self.use_prediction_button.text = ("Use as training points" if application == "detection" else
+                                           "Use as frame classes" if application == "classification" else
+                                           "Use as training labels")
+        self.classes.value = ", ".join(default_classes(application))
+        self._classes_from_labels()
+
     def _classes_from_labels(self, *_) -> None:
-        """Offer one class per label value the labels layer uses (names stay editable)."""
+        """Offer the classes the annotations use (names stay editable): one per label value, the
+        points' class names, or the frame classes."""
+        if self.model_config is not None:
+            return
+        application = self.application.value
+        if application == "detection":
+            layer = self.points_layer.value
+            names = layers.point_class_names(layer) if layer is not None else []
+            if names:
+                self.classes.value = ", ".join(names)
+            return
+        if application == "classification":
+            names = sorted({n.strip() for n in self.frame_classes.value.split(",") if n.strip()})
+            if len(names) >= 2:
+                self.classes.value = ", ".join(names)
+            return
         layer = self.labels_layer.value
-        if layer is None or self.model_config is not None:
+        if layer is None or application == "instance":
             return
         names = [n.strip() for n in self.classes.value.split(",") if n.strip()]
         highest = int(np.max(layer.data)) if np.size(layer.data) else 0
@@ -178,6 +243,8 @@ class MiaWidget(Container):
     def config(self) -> TrainingConfig:
         """The Training window's fields as a validated config (raises ConfigError with the field name)."""
         return TrainingConfig(
+            application=self.application.value,
+            object_size=self.object_size.value,
             architecture=self.architecture.value,
             backbone=self.backbone.value,
             pretrained=self.pretrained.value,
@@ -198,7 +265,9 @@ class MiaWidget(Container):
         )
 
     def _show_config(self, config: TrainingConfig) -> None:
+        self.application.value = config.application
         self.architecture.value, self.backbone.value = config.architecture, config.backbone
+        self.object_size.value = config.object_size
         self.classes.value = ", ".join(config.classes)
         self.color_mode.value, self.input_channels.value = config.color_mode, config.input_channels
         self.downscale.value, self.patch_size.value = config.downscale, config.patch_size
@@ -211,9 +280,9 @@ class MiaWidget(Container):
         """Train on a snapshot of the chosen layers, continuing from the current weights if any."""
         from ..core.train import Trainer
 
-        image_layer, labels_layer = self.image_layer.value, self.labels_layer.value
-        if image_layer is None or labels_layer is None:
-            show_error("Choose an image layer and a labels layer to train on.")
+        image_layer, annotations = self.image_layer.value, self._annotation_layer_name()
+        if image_layer is None or annotations is None:
+            show_error(f"Choose an image layer and {self._annotation_kind()} to train on.")
             return
         try:
             config = self.config()
@@ -224,18 +293,49 @@ class MiaWidget(Container):
             self.trainer = Trainer(config, train_samples, validation_samples, model=self.model,
                                    preview_image=(frame, channel_axis))
         except ValueError as error:  # ConfigError, DataError, missing weights
-            show_error(f"Cannot train on '{image_layer.name}' / '{labels_layer.name}': {error}")
+            show_error(f"Cannot train on '{image_layer.name}' / {annotations}: {error}")
             return
         self.model, self.model_config, self.history = self.trainer.model, config, []
         self._training_layer = image_layer
         self._open_train_data().reset()
         self._run_training()
 
+    def _annotation_kind(self) -> str:
+        return {"detection": "a points layer", "classification": "frame classes"}.get(
+            self.application.value, "a labels layer")
+
+    def _annotation_layer_name(self) -> str | None:
+        """How the chosen annotations are called in messages, or None if none are chosen."""
+        application = self.application.value
+        if application == "classification":
+            return "frame classes" if self.frame_classes.value.strip() else None
+        layer = self.points_layer.value if application == "detection" else self.labels_layer.value
+        return None if layer is None else f"'{layer.name}'"
+
+    def _frame_class_ids(self, config: TrainingConfig, n_frames: int) -> list[int | None]:
+        names = [n.strip() for n in self.frame_classes.value.split(",")]
+        if len(names) != n_frames:
+            raise ValueError(f"Frame classes lists {len(names)} frame(s) but the image has {n_frames}; "
+                             "give one class name per frame, empty to leave a frame out")
+        unknown = sorted({n for n in names if n} - set(config.classes))
+        if unknown:
+            raise ValueError(f"Frame classes {unknown} are not in Classes ({', '.join(config.classes)})")
+        return [config.classes.index(n) if n else None for n in names]
+
     def _training_samples(self, config: TrainingConfig):
         """Snapshot the layers as samples: edits made during training apply to the next run."""
-        from ..core.data import make_samples, split_train_validation
+        from ..core.data import make_class_samples, make_point_samples, make_samples, split_frames
+        from ..core.data import split_train_validation
 
         image, channel_axis = layers.image_array(self.image_layer.value)
+        if config.application == "detection":
+            points, classes = layers.point_annotations(self.points_layer.value, config.classes)
+            samples = make_point_samples(image, points, classes, config, channel_axis)
+            return split_train_validation(samples, config.validation_fraction, config.seed)
+        if config.application == "classification":
+            n_frames = len(split_frames(image, channel_axis))
+            samples = make_class_samples(image, self._frame_class_ids(config, n_frames), config, channel_axis)
+            return split_train_validation(samples, config.validation_fraction, config.seed)
         samples = make_samples(image, np.asarray(self.labels_layer.value.data), config, channel_axis)
         validation_image, validation_labels = self.validation_image.value, self.validation_labels.value
         if validation_image is None or validation_labels is None:
@@ -243,12 +343,15 @@ class MiaWidget(Container):
         image, channel_axis = layers.image_array(validation_image)
         return samples, make_samples(image, np.asarray(validation_labels.data), config, channel_axis)
 
-    def _current_frame(self, image_layer):
-        """(image, channel_axis, index) of what the viewer shows now, or of the whole image."""
+    def _current_frame(self, image_layer, region: bool = False):
+        """(image, channel_axis, index) of what the viewer shows now (the current frame, and with
+        ``region`` only its visible part), or of the whole image."""
         image, channel_axis = layers.image_array(image_layer)
         index = ()
-        if self.current_frame_only.value:
+        if self.current_frame_only.value or region:
             index = layers.current_frame_index(image_layer, self.viewer.dims.current_step)
+        if region:
+            index = index + layers.visible_region(self.viewer, image_layer)
         return image[index], channel_axis, index
 
     def _open_train_data(self) -> TrainDataWindow:
@@ -258,8 +361,8 @@ class MiaWidget(Container):
         return self.train_data
 
     def _check_compatible(self, config: TrainingConfig) -> None:
-        fixed = ("architecture", "backbone", "classes", "input_channels", "color_mode", "downscale",
-                 "sparse_labels")
+        fixed = ("application", "architecture", "backbone", "classes", "input_channels", "color_mode",
+                 "downscale", "sparse_labels")
         changed = [f for f in fixed if getattr(config, f) != getattr(self.model_config, f)]
         if changed:
             raise ValueError(f"the current model was built with other {', '.join(changed)}; "
@@ -296,6 +399,11 @@ class MiaWidget(Container):
         self.worker.start()
 
     def stop_training(self, *_) -> None:
+        """Stop: training stops after the current batch; a prediction is cancelled at the next tile."""
+        if self._predicting and self.worker is not None:
+            self.worker.quit()
+            self._cancelled = True
+            return
         if self.trainer is not None:
             self.trainer.request_stop()
             self.status.value = "Stopping after this batch…"
@@ -324,7 +432,7 @@ class MiaWidget(Container):
             image_layer = self._training_layer
             if image_layer in self.viewer.layers:
                 layers.write_prediction(self.viewer, image_layer, event.labels, self._preview_index,
-                                        self.model_config.class_colors, suffix="preview")
+                                        self._label_colors(), suffix="preview")
         elif isinstance(event, TrainingDone):
             self._stopped = event.reason == "stopped"
             if event.message:
@@ -345,39 +453,88 @@ class MiaWidget(Container):
     def _set_running(self, running: bool) -> None:
         has_model = self.model is not None
         self.train_button.enabled = self.load_button.enabled = not running
-        for button in (self.predict_button, self.save_button, self.reset_button):
+        for button in (self.predict_button, self.save_button, self.reset_button, self.export_button):
             button.enabled = not running and has_model
+        self.measure_button.enabled = not running and isinstance(self._prediction_layer(), napari.layers.Labels)
         self.stop_button.enabled = running
         self.resume_button.enabled = not running and self._stopped
-        self.use_prediction_button.enabled = not running and self._prediction_layer() is not None
+        self.use_prediction_button.enabled = not running and (
+            self._prediction_layer() is not None or bool(self.predicted_frame_classes))
 
     # ---- prediction -------------------------------------------------------------------------------
     def start_prediction(self, *_) -> None:
-        """Predict the chosen image (or its current frame) into its own `<image> prediction` layer."""
-        from ..core.infer import iter_predict
+        """Predict the chosen image (or its current frame) into new layers of its own: `<image> prediction`
+        (labels), `<image> detections` (points), `<objects> classes` or predicted frame classes."""
+        from ..core import infer
 
         image_layer = self.image_layer.value
         if self.model is None or image_layer is None:
             show_error("Train or load a model, and choose an image layer, before predicting.")
             return
-        image, channel_axis, index = self._current_frame(image_layer)
-        worker = create_worker(
-            iter_predict, self.model, image, self.model_config, channel_axis, next(self.model.parameters()).device,
-            _connect={
-                "yielded": self._on_tile,
-                "returned": lambda labels: self._show_prediction(image_layer, labels, index),
-                "errored": self._on_worker_error,
-                "finished": self._on_prediction_finished,
-            },
-            _start_thread=False,
-        )
+        config, device = self.model_config, next(self.model.parameters()).device
+        objects = self.objects_layer.value
+        if config.application == "classification":
+            image, channel_axis = layers.image_array(image_layer)
+            if objects is not None:
+                job = (infer.predict_object_classes, self.model, image, np.asarray(objects.data), config,
+                       channel_axis, device)
+                shown = lambda result: self._show_object_classes(image_layer, objects, result)  # noqa: E731
+            else:
+                job = (infer.predict_classes, self.model, image, config, channel_axis, device)
+                shown = self._show_frame_classes
+        else:
+            image, channel_axis, index = self._current_frame(image_layer, self.visible_region_only.value)
+            if config.application == "detection":
+                job = (infer.iter_predict_points, self.model, image, config, channel_axis, device)
+                shown = lambda result: self._show_points(image_layer, result, index)  # noqa: E731
+            else:
+                job = (infer.iter_predict, self.model, image, config, channel_axis, device)
+                shown = lambda labels: self._show_prediction(image_layer, labels, index)  # noqa: E731
+        connections = {"returned": shown, "errored": self._on_worker_error, "finished": self._on_prediction_finished}
+        if config.application != "classification":  # tiled predictions report progress per tile
+            connections["yielded"] = self._on_tile
+        worker = create_worker(*job, _connect=connections, _start_thread=False)
         self.worker = worker
-        self._set_running(True)
-        self.stop_button.enabled = False
+        self._predicting = True
+        self._set_running(True)  # Stop cancels the prediction at the next tile
         worker.start()
 
+    def _label_colors(self):
+        """Class colours for class-id labels; None (napari's colours for ids) for instance labels."""
+        return None if self.model_config.application == "instance" else self.model_config.class_colors
+
+    def _show_points(self, image_layer, result, index: tuple[int, ...]) -> None:
+        points, classes, scores = result
+        frame = tuple(i for i in index if not isinstance(i, slice))
+        offset = [s.start or 0 for s in index if isinstance(s, slice)]
+        if offset:  # a visible region was predicted: back to image coordinates
+            points = points + np.array([0.0] * (points.shape[1] - 2) + offset)
+        if frame:  # one frame of a stack was predicted: put the points on that frame
+            points = np.hstack([np.tile(np.asarray(frame, np.float64), (len(points), 1)), points])
+        config = self.model_config
+        layers.write_points(self.viewer, image_layer, points, classes, scores, config.classes, config.class_colors)
+        counts = ", ".join(f"{name} {int((classes == i).sum())}" for i, name in enumerate(config.classes))
+        self.status.value = f"{len(points)} objects detected ({counts}) in '{image_layer.name} detections'."
+
+    def _show_frame_classes(self, result) -> None:
+        classes, scores = result
+        names = [self.model_config.classes[c] for c in classes]
+        self.predicted_frame_classes = ", ".join(names)
+        self.status.value = "Predicted frame classes: " + ", ".join(
+            f"{name} ({score:.2f})" for name, score in zip(names, scores))
+
+    def _show_object_classes(self, image_layer, objects, result) -> None:
+        ids, classes, scores = result
+        config = self.model_config
+        layers.write_object_classes(self.viewer, image_layer, objects, ids, classes, scores, config.classes,
+                                    config.class_colors)
+        counts = ", ".join(f"{name} {int((classes == i).sum())}" for i, name in enumerate(config.classes))
+        self.status.value = f"{len(ids)} objects classified ({counts}) in '{objects.name} classes'."
+
     def _on_prediction_finished(self) -> None:
-        self.worker = None
+        self.worker, self._predicting = None, False
+        if self._cancelled:
+            self.status.value, self._cancelled = "Prediction cancelled.", False
         self._set_running(False)
 
     def _on_tile(self, event: TileDone) -> None:
@@ -386,7 +543,7 @@ class MiaWidget(Container):
 
     def _show_prediction(self, image_layer, labels: np.ndarray, index: tuple[int, ...]) -> None:
         try:
-            layers.write_prediction(self.viewer, image_layer, labels, index, self.model_config.class_colors)
+            layers.write_prediction(self.viewer, image_layer, labels, index, self._label_colors())
         except (KeyError, ValueError) as error:
             show_error(f"Cannot show the prediction of '{image_layer.name}': {error}")
             return
@@ -394,36 +551,51 @@ class MiaWidget(Container):
 
     def _prediction_layer(self):
         image_layer = self.image_layer.value
-        name = f"{image_layer.name} prediction" if image_layer is not None else None
+        if image_layer is None:
+            return None
+        suffix = "detections" if self.application.value == "detection" else "prediction"
+        name = f"{image_layer.name} {suffix}"
         if name in self.viewer.layers and layers.is_prediction_layer(self.viewer.layers[name]):
             return self.viewer.layers[name]
         return None
 
     def use_prediction_as_labels(self, *_) -> None:
+        """Make the prediction (after the user corrected it) the training annotations: an explicit action."""
+        if self.application.value == "classification":
+            if self.predicted_frame_classes:
+                self.frame_classes.value = self.predicted_frame_classes
+            return
         layer = self._prediction_layer()
         if layer is not None:
-            self.labels_layer.value = layer
+            target = self.points_layer if self.application.value == "detection" else self.labels_layer
+            target.value = layer
 
     def preview_augmentations(self, *_) -> None:
         """Show a batch of augmented training patches (image + labels) as the network sees them."""
         from ..core.augment import build_train_transform, preview_patches
-        from ..core.data import IGNORE, PatchDataset
+        from ..core.data import IGNORE, make_dataset
 
         try:
             config = self.config()
             samples, _ = self._training_samples(config.replace(validation_fraction=0.0))
-            dataset = PatchDataset(samples, config, build_train_transform(config))
+            dataset = make_dataset(samples, config, build_train_transform(config))
         except (ValueError, AttributeError) as error:  # AttributeError: no layer chosen
             show_error(f"Cannot preview augmentations: {error}")
             return
         images, labels = preview_patches(dataset, count=8)
-        shown_labels = np.where(labels == IGNORE, 0, labels + int(config.sparse_labels)).astype(np.uint16)
-        for name in ("augmentation preview", "augmentation preview labels"):
+        for name in ("augmentation preview", "augmentation preview labels", "augmentation preview heatmaps"):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         self.viewer.add_image(images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1),
                               name="augmentation preview", rgb=images.shape[1] == 3)
-        self.viewer.add_labels(shown_labels, name="augmentation preview labels")
+        if labels.ndim == 4:  # detection: the heatmaps the network learns, strongest class
+            self.viewer.add_image(np.clip(labels.max(axis=1), 0, 1), name="augmentation preview heatmaps",
+                                  colormap="magenta", blending="additive")
+        elif labels.ndim == 3:
+            shown_labels = np.where(labels == IGNORE, 0, labels + int(config.sparse_labels)).astype(np.uint16)
+            self.viewer.add_labels(shown_labels, name="augmentation preview labels")
+        else:
+            self.status.value = "Augmented frames of classes: " + ", ".join(config.classes[i] for i in labels)
 
     # ---- model files ------------------------------------------------------------------------------
     def save_model(self, path) -> None:
@@ -437,8 +609,13 @@ class MiaWidget(Container):
         from ..core.models import resolve_device
 
         try:
-            model, config, _ = load_model(path, resolve_device())
-        except ValueError as error:
+            if str(path).endswith(".zip"):
+                from ..core.bioimageio import load_bioimageio
+
+                model, config, _ = load_bioimageio(path, resolve_device())
+            else:
+                model, config, _ = load_model(path, resolve_device())
+        except (ValueError, ImportError) as error:
             show_error(str(error))
             return
         self.model, self.model_config, self.trainer, self.history = model, config, None, []
@@ -451,6 +628,58 @@ class MiaWidget(Container):
         self._set_running(False)
         self._classes_from_labels()
 
+    def export_model(self, path) -> None:
+        """ONNX (.onnx), TorchScript (.pt) or a bioimage.io package (.zip), checked against PyTorch."""
+        from ..core.export import export
+
+        format = {".onnx": "onnx", ".pt": "torchscript", ".zip": "bioimageio"}.get(Path(path).suffix.lower())
+        if format is None:
+            show_error(f"Cannot export to {path}: use .onnx, .pt (TorchScript) or .zip (bioimage.io)")
+            return
+        try:
+            saved, difference = export(self.model, self.model_config, format, path)
+        except ValueError as error:
+            show_error(f"Cannot export the model: {error}")
+            return
+        show_info(f"Model exported to {saved} (largest difference from PyTorch {difference:.1e})")
+
+    def export_measurements(self, path) -> None:
+        """Per-object measurements of the prediction layer (label, class, area, centroid, mean intensity,
+        perimeter) of the current frame, as CSV."""
+        from ..core.measure import measure_objects, objects_of_classes, write_measurements_csv
+
+        layer, image_layer = self._prediction_layer(), self.image_layer.value
+        index = layers.current_frame_index(image_layer, self.viewer.dims.current_step)
+        labels = np.asarray(layer.data[index])
+        image, channel_axis = layers.image_array(image_layer)
+        config = self.model_config
+        if config.application == "semantic":
+            objects, class_of = objects_of_classes(labels.astype(np.int64) - int(config.sparse_labels))
+        else:
+            objects, class_of = labels, None
+        try:
+            rows = measure_objects(objects, image[index], config.classes, class_of, channel_axis)
+        except ValueError as error:
+            show_error(f"Cannot measure '{layer.name}': {error}")
+            return
+        write_measurements_csv(path, rows, image_name=image_layer.name)
+        show_info(f"{len(rows)} objects of '{layer.name}' measured into {path}")
+
+    def _ask_export(self, *_) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(None, "Export model", "model.onnx",
+                                              "ONNX (*.onnx);;TorchScript (*.pt);;bioimage.io package (*.zip)")
+        if path:
+            self.export_model(path)
+
+    def _ask_measurements(self, *_) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(None, "Export measurements", "measurements.csv", "CSV (*.csv)")
+        if path:
+            self.export_measurements(path)
+
     def _ask_save(self, *_) -> None:
         from qtpy.QtWidgets import QFileDialog
 
@@ -461,6 +690,7 @@ class MiaWidget(Container):
     def _ask_load(self, *_) -> None:
         from qtpy.QtWidgets import QFileDialog
 
-        path, _ = QFileDialog.getOpenFileName(None, "Load model", "", "Models (*.safetensors)")
+        path, _ = QFileDialog.getOpenFileName(None, "Load model", "",
+                                              "Models (*.safetensors *.zip);;bioimage.io package (*.zip)")
         if path:
             self.load_model(path)

@@ -1,0 +1,120 @@
+"""Models that travel: TorchScript, ONNX and bioimage.io packages, each checked against PyTorch.
+
+Exported networks take the prepared image (channels matched, normalised, down scaled: see the config
+that travels with them) as ``(batch, channels, height, width)`` float32 with height and width multiples
+of 32, and return what the napari-mia model returns: class logits per pixel (semantic; instance:
+background/interior/boundary), heatmap logits (detection) or class logits per image (classification).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import TrainingConfig
+
+FORMATS = ("onnx", "torchscript", "bioimageio")
+_CONFIG_KEY = "napari_mia_config"
+
+
+class ExportError(ValueError):
+    """An export failed, or the exported model does not reproduce PyTorch's output."""
+
+
+def example_input(config: TrainingConfig, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    size = config.patch_size
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand((batch, config.input_channels, size, size), generator=generator)
+
+
+def export_torchscript(model: torch.nn.Module, config: TrainingConfig, path: str | Path) -> Path:
+    """A traced TorchScript file with the config as an extra file (``napari_mia_config``)."""
+    path = Path(path)
+    model = model.cpu().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing is deprecated in favour of torch.export, but bioimage.io needs it
+        traced = torch.jit.trace(model, example_input(config))
+        torch.jit.save(traced, str(path), _extra_files={_CONFIG_KEY: json.dumps(config.to_dict())})
+    return path
+
+
+def export_onnx(model: torch.nn.Module, config: TrainingConfig, path: str | Path) -> Path:
+    """An ONNX file (opset 17) with dynamic batch and image size and the config in its metadata."""
+    import onnx
+
+    path = Path(path)
+    model = model.cpu().eval()
+    dynamic = {0: "batch", 2: "height", 3: "width"} if config.application != "classification" else {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example_input(config),), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": dynamic, "output": dynamic if config.application != "classification"
+                                        else {0: "batch"}})
+    exported = onnx.load(str(path))
+    entry = exported.metadata_props.add()
+    entry.key, entry.value = _CONFIG_KEY, json.dumps(config.to_dict())
+    onnx.save(exported, str(path))
+    return path
+
+
+def run_exported(path: str | Path, images: np.ndarray) -> np.ndarray:
+    """Output of an exported ONNX or TorchScript file for ``images`` (N, C, H, W) float32."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"input": images.astype(np.float32)})[0]
+    with torch.inference_mode():
+        return torch.jit.load(str(path), map_location="cpu")(torch.from_numpy(images)).numpy()
+
+
+def largest_difference(model: torch.nn.Module, config: TrainingConfig, path: str | Path) -> float:
+    """Largest absolute difference between PyTorch and the exported file, on two batches of random
+    images, one of another size than the traced one (when sizes may vary)."""
+    model = model.cpu().eval()
+    size = config.patch_size
+    shapes = [(2, size, size)] + ([] if config.application == "classification" else [(1, size + 32, size - 32 or 32)])
+    worst = 0.0
+    for seed, (batch, height, width) in enumerate(shapes, start=1):
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.rand((batch, config.input_channels, height, width), generator=generator)
+        with torch.inference_mode():
+            expected = model(images).numpy()
+        worst = max(worst, float(np.abs(run_exported(path, images.numpy()) - expected).max()))
+    return worst
+
+
+def read_exported_config(path: str | Path) -> TrainingConfig:
+    """The config stored in an exported ONNX or TorchScript file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+
+        stored = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return TrainingConfig.from_dict(json.loads(stored[_CONFIG_KEY]))
+    extra = {_CONFIG_KEY: ""}
+    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return TrainingConfig.from_dict(json.loads(extra[_CONFIG_KEY]))
+
+
+def export(model: torch.nn.Module, config: TrainingConfig, format: str, path: str | Path,
+           tolerance: float = 1e-4) -> tuple[Path, float]:
+    """Export and check: returns the path and the largest difference from PyTorch (ExportError above
+    ``tolerance``)."""
+    if format not in FORMATS:
+        raise ExportError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+    if format == "bioimageio":
+        from .bioimageio import export_bioimageio
+
+        return export_bioimageio(model, config, path, tolerance)
+    path = (export_onnx if format == "onnx" else export_torchscript)(model, config, path)
+    difference = largest_difference(model, config, path)
+    if difference > tolerance:
+        raise ExportError(f"{path}: the exported model differs from PyTorch by {difference:.2e} (> {tolerance})")
+    return path, difference

@@ -1,0 +1,213 @@
+"""Instance segmentation, detection and classification: targets, post-processing, metrics, training."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_mia.core.config import ConfigError, TrainingConfig
+from napari_mia.core.data import (
+    instance_targets,
+    make_class_samples,
+    make_point_samples,
+    make_samples,
+    points_heatmaps,
+)
+from napari_mia.core.infer import iter_predict, iter_predict_points, predict_classes, predict_object_classes, run
+from napari_mia.core.losses import heatmap_focal_loss, masked_mse
+from napari_mia.core.metrics import (
+    InstanceScore,
+    PointScore,
+    average_precision,
+    classification_metrics,
+    detection_scores,
+    instance_iou,
+    match_counts,
+    match_points,
+)
+from napari_mia.core.postprocess import instances_from_probabilities, points_from_heatmaps
+from napari_mia.core.train import Trainer
+
+from ..conftest import instance_blobs
+
+
+def two_touching_discs(radius=12, shape=(48, 72)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    instances = np.zeros(shape, np.int32)
+    left = (yy - 24) ** 2 + (xx - 24) ** 2 <= radius**2
+    right = (yy - 24) ** 2 + (xx - 24 - 2 * radius + 2) ** 2 <= radius**2  # overlapping by 2 px: touching
+    instances[left] = 1
+    instances[right & ~left] = 2
+    return instances
+
+
+def one_hot(targets, n=3, smooth=0.05):
+    probabilities = np.full((n, *targets.shape), smooth / (n - 1), np.float32)
+    for k in range(n):
+        probabilities[k][targets == k] = 1 - smooth
+    return probabilities
+
+
+def test_watershed_splits_two_touching_discs():
+    truth = two_touching_discs()
+    probabilities = one_hot(instance_targets(truth))
+    instances = instances_from_probabilities(probabilities)
+    assert instances.max() == 2
+    iou = instance_iou(truth, instances)
+    assert np.sort(iou.max(axis=1)).tolist() == pytest.approx([1.0, 1.0], abs=0.06)
+    # Even from the foreground alone (no boundary class), the distance seeds split them at the waist.
+    foreground_only = one_hot((truth > 0).astype(np.int16))
+    split = instances_from_probabilities(foreground_only)
+    assert split.max() == 2 and instance_iou(truth, split).max(axis=1).min() > 0.9
+    # One disc stays one object: no over-splitting.
+    assert instances_from_probabilities(one_hot(instance_targets((truth == 1).astype(np.int32)))).max() == 1
+
+
+def test_unseeded_small_objects_survive_and_min_size_drops_them():
+    probabilities = one_hot(np.zeros((20, 20), np.int16))
+    probabilities[:, 5:7, 5:7] = [[[0.1]], [[0.2]], [[0.7]]]  # boundary only: no interior seed
+    assert instances_from_probabilities(probabilities).max() == 1
+    assert instances_from_probabilities(probabilities, min_size=5).max() == 0
+
+
+def test_instance_targets_mark_inner_rims():
+    truth = two_touching_discs()
+    targets = instance_targets(truth)
+    assert set(np.unique(targets)) == {0, 1, 2}
+    assert (targets[truth == 0] == 0).all()
+    assert targets[24, 24] == 1 and targets[24, 12] == 2  # centre interior, left edge boundary
+
+
+def test_instance_metrics_match_hand_computed_cases():
+    truth = np.zeros((10, 10), np.int32)
+    truth[0:4, 0:4] = 1  # 16 px
+    truth[6:10, 6:10] = 2  # 16 px
+    prediction = np.zeros_like(truth)
+    prediction[0:4, 0:3] = 5  # 12 px inside object 1: IoU 12/16
+    prediction[0:2, 6:8] = 7  # overlaps nothing
+    iou = instance_iou(truth, prediction)
+    assert iou.shape == (2, 2)
+    assert iou[0, 0] == pytest.approx(0.75) and iou[1].max() == 0
+    assert match_counts(iou, 0.5) == (1, 1, 1)
+    assert match_counts(iou, 0.8) == (0, 2, 2)
+    assert average_precision(1, 1, 1) == pytest.approx(1 / 3)
+    assert match_counts(instance_iou(truth, np.zeros_like(truth)), 0.5) == (0, 0, 2)  # empty prediction
+    assert match_counts(instance_iou(np.zeros_like(truth), prediction), 0.5) == (0, 2, 0)  # empty truth
+    score = InstanceScore()
+    score.add(np.zeros_like(truth), np.zeros_like(truth))
+    assert score.metrics()["ap50"] == 1.0  # nothing to find, nothing found
+
+
+def test_hungarian_matching_beats_greedy():
+    # Prediction A overlaps truths 1 and 2; B only truth 1. Greedy on A-1 would lose a match.
+    iou = np.array([[0.7, 0.6], [0.65, 0.0]])
+    assert match_counts(iou, 0.5) == (2, 0, 0)
+
+
+def test_point_and_classification_metrics_match_hand_computed_cases():
+    truth = np.array([[0, 0], [10, 10], [50, 50]], float)
+    prediction = np.array([[1, 1], [10, 14], [30, 30], [90, 90]], float)
+    assert match_points(truth, prediction, radius=5) == (2, 2, 1)
+    assert match_points(truth, np.zeros((0, 2)), 5) == (0, 0, 3)
+    assert match_points(np.zeros((0, 2)), prediction, 5) == (0, 4, 0)
+    assert detection_scores(2, 2, 1) == pytest.approx({"precision": 0.5, "recall": 2 / 3, "f1": 4 / 7})
+    assert detection_scores(0, 0, 0)["f1"] == 1.0
+    score = PointScore(["a", "b"], radius=5)
+    score.add(np.array([[0, 0, 0], [10, 10, 1]]), np.array([[0, 1, 1], [10, 10, 1]]))  # class a missed
+    assert score.metrics()["f1_b"] == pytest.approx(2 / 3) and score.metrics()["f1_a"] == 0
+    matrix = np.array([[3, 1, 0], [0, 0, 0], [1, 0, 0]])  # class 1 absent, class 2 never predicted
+    metrics = classification_metrics(matrix, ["r", "w", "p"])
+    assert metrics["accuracy"] == pytest.approx(3 / 5)
+    assert metrics["precision_r"] == pytest.approx(3 / 4) and metrics["recall_r"] == pytest.approx(3 / 4)
+    assert metrics["precision_p"] == 0 and metrics["f1_p"] == 0
+    assert metrics["macro_f1"] == pytest.approx((0.75 + 0) / 2)  # absent class 1 left out of the mean
+
+
+def test_heatmaps_peak_at_points_and_peaks_come_back():
+    points = np.array([[10, 12, 0], [30, 40, 1], [31, 5, 1]], float)
+    heatmaps = points_heatmaps(points, (48, 64), 2, sigma=2)
+    assert heatmaps.shape == (2, 48, 64)
+    assert heatmaps[0, 10, 12] == 1 and heatmaps[1, 30, 40] == 1 and heatmaps[0, 30, 40] < 1e-6
+    positions, classes, scores = points_from_heatmaps(heatmaps, threshold=0.5, min_distance=3)
+    found = sorted(zip(positions[:, 0], positions[:, 1], classes))
+    assert found == [(10, 12, 0), (30, 40, 1), (31, 5, 1)]
+    assert (scores == 1).all()
+
+
+def test_point_samples_use_stack_coordinates_and_down_scaling():
+    stack = np.zeros((2, 64, 64), np.uint8)
+    stack[1, 20:30, 30:40] = 200
+    config = TrainingConfig(application="detection", classes=["cell"], downscale=0.5, object_size=12)
+    samples = make_point_samples(stack, np.array([[1, 25, 35], [7, 5, 5]]), None, config)  # frame 7 is outside
+    assert len(samples) == 2 and len(samples[0].truth) == 0
+    assert samples[1].truth.tolist() == [[12.5, 17.5, 0]]
+    assert samples[1].labels.shape == (1, 32, 32) and samples[1].labels.max() > 0.9
+
+
+def test_heatmap_losses_on_known_input():
+    target = torch.zeros(1, 1, 2, 2)
+    target[0, 0, 0, 0] = 1.0
+    target[0, 0, 1, 1] = -1  # ignored
+    logits = torch.zeros(1, 1, 2, 2)  # p = 0.5 everywhere
+    # peak: -log(.5) * .5^2; two negatives with target 0: -log(.5) * .5^2 each; one peak to normalise by
+    assert heatmap_focal_loss(logits, target).item() == pytest.approx(3 * np.log(2) * 0.25, rel=1e-4)
+    assert masked_mse(logits, target).item() == pytest.approx((0.25 + 0.25 + 0.25) / 3)
+
+
+def test_config_defaults_follow_the_application():
+    assert TrainingConfig(application="instance").classes == ["background", "object"]
+    assert TrainingConfig(application="detection").loss == "heatmap_focal"
+    classification = TrainingConfig(application="classification")
+    assert classification.architecture == "Standard" and classification.loss == "cross_entropy"
+    assert TrainingConfig(application="instance").n_outputs == 3
+    with pytest.raises(ConfigError, match="architecture"):
+        TrainingConfig(application="classification", architecture="Unet")
+    with pytest.raises(ConfigError, match="loss"):
+        TrainingConfig(application="detection", loss="dice")
+    with pytest.raises(ConfigError, match="instance"):
+        TrainingConfig(application="instance", classes=["background", "a", "b"])
+    restored = TrainingConfig.from_dict(TrainingConfig(application="detection", object_size=30).to_dict())
+    assert restored.application == "detection" and restored.object_size == 30
+
+
+def _train(config, samples):
+    trainer = Trainer(config, samples, samples)
+    events = list(trainer.run())
+    return trainer, events
+
+
+def test_instance_training_predicts_unique_ids_per_object():
+    image, truth, _ = instance_blobs((96, 96), n=6, seed=3)
+    config = TrainingConfig(application="instance", epochs=12, batch_size=8, patch_size=64, seed=0)
+    trainer, _ = _train(config, make_samples(image, truth, config))
+    assert {"ap50", "ap50_95", "foreground_iou"} <= set(trainer.history[-1].val_metrics)
+    stack = np.stack([image, image])
+    instances = run(iter_predict(trainer.model, stack, config))
+    assert instances.shape == stack.shape and instances.dtype == np.uint32
+    first, second = set(np.unique(instances[0])) - {0}, set(np.unique(instances[1])) - {0}
+    assert first and not first & second  # ids are unique across the frames of a stack
+    assert trainer.history[-1].val_metrics["foreground_iou"] > 0.5
+
+
+def test_detection_training_finds_points():
+    image, _, centres = instance_blobs((96, 96), n=6, seed=3)
+    config = TrainingConfig(application="detection", classes=["cell"], epochs=12, batch_size=8, patch_size=64,
+                            object_size=12)
+    trainer, _ = _train(config, make_point_samples(image, centres, None, config))
+    assert {"precision", "recall", "f1"} <= set(trainer.history[-1].val_metrics)
+    points, classes, scores = run(iter_predict_points(trainer.model, image, config))
+    assert points.shape[1] == 2 and len(points) == len(classes) == len(scores) > 0
+    assert match_points(centres, points, radius=6)[0] >= 3  # most discs found near their centres
+
+
+def test_classification_training_and_object_classes():
+    sizes = [4, 10] * 6
+    stack = np.stack([instance_blobs((64, 64), n=3, radius=r, seed=i)[0] for i, r in enumerate(sizes)])
+    config = TrainingConfig(application="classification", classes=["small", "big"], epochs=10, batch_size=4,
+                            patch_size=64)
+    trainer, _ = _train(config, make_class_samples(stack, [0, 1] * 6, config))
+    assert {"accuracy", "macro_f1", "f1_small", "f1_big"} <= set(trainer.history[-1].val_metrics)
+    classes, scores = predict_classes(trainer.model, stack, config)
+    assert classes.shape == (12,) and ((0 <= scores) & (scores <= 1)).all()
+    image, instances, _ = instance_blobs((96, 96), n=4, radius=8, seed=1)
+    ids, object_classes, object_scores = predict_object_classes(trainer.model, image, instances, config)
+    assert sorted(ids.tolist()) == [1, 2, 3, 4] and len(object_classes) == 4
