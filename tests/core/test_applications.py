@@ -211,3 +211,12 @@ def test_classification_training_and_object_classes():
     image, instances, _ = instance_blobs((96, 96), n=4, radius=8, seed=1)
     ids, object_classes, object_scores = predict_object_classes(trainer.model, image, instances, config)
     assert sorted(ids.tolist()) == [1, 2, 3, 4] and len(object_classes) == 4
+
+
+def test_detection_heatmaps_start_low():
+    from napari_mia.core.models import build_model
+
+    model = build_model(TrainingConfig(application="detection", classes=["a", "b"])).eval()
+    with torch.no_grad():
+        heatmaps = torch.sigmoid(model(torch.zeros(1, 1, 64, 64)))
+    assert heatmaps.shape == (1, 2, 64, 64) and float(heatmaps.mean()) < 0.05

@@ -96,3 +96,15 @@ def test_measurements_match_hand_computed_objects():
     square = next(r for r in rows if r["area"] == 16)
     assert (square["centroid_y"], square["centroid_x"], square["mean_intensity"]) == (3.5, 3.5, 10.0)
     assert square["perimeter"] > 0
+
+
+def test_foreign_bioimageio_package_is_refused_with_a_clear_message(tmp_path):
+    import zipfile
+
+    from napari_mia.core.bioimageio import load_bioimageio
+    from napari_mia.core.export import ExportError
+
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as package:
+        package.writestr("rdf.yaml", "type: model\n")
+    with pytest.raises(ExportError, match="only packages exported by napari-mia"):
+        load_bioimageio(tmp_path / "other.zip")

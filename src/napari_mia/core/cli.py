@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-pretrained", action="store_true", help="train from scratch (default)")
     train.add_argument("--pretrained", metavar="PATH", help="ImageNet encoder weights file")
     train.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
+    train.add_argument("--object-size", type=float,
+                       help="detection: typical object diameter in image pixels (MIA's Object Size)")
     train.add_argument("--val-images", help="validation images (instead of a random split)")
     train.add_argument("--val-labels", help="validation label images, same names as --val-images "
                        "(points and classes of validation images come from the same CSV)")
@@ -218,6 +220,7 @@ def _training_config(args, examples, previous: TrainingConfig | None) -> Trainin
         "loss": args.loss,
         "class_weighting": args.class_weighting,
         "early_stopping_patience": args.early_stopping,
+        "object_size": args.object_size,
     }
     settings.update({key: value for key, value in given.items() if value is not None})
     settings.update(

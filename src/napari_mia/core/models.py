@@ -75,10 +75,19 @@ def build_model(config: TrainingConfig) -> torch.nn.Module:
         classes=config.n_outputs,
         **options,
     )
+    if config.application == "detection":
+        _start_heatmaps_low(model.segmentation_head)
     if config.pretrained:
         path = find_pretrained_file(config)
         load_encoder_weights(model.encoder, path)
     return model
+
+
+def _start_heatmaps_low(head: torch.nn.Module, prior: float = 0.01) -> None:
+    """Heatmaps start near ``prior`` everywhere (CenterNet's bias), not 0.5: almost every pixel is
+    background, and a start at 0.5 makes the first hundreds of batches unlearn it."""
+    last = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    torch.nn.init.constant_(last.bias, -float(torch.log(torch.tensor((1 - prior) / prior))))
 
 
 def find_pretrained_file(config: TrainingConfig) -> Path:
