@@ -122,6 +122,18 @@ def test_point_and_classification_metrics_match_hand_computed_cases():
     assert metrics["macro_f1"] == pytest.approx((0.75 + 0) / 2)  # absent class 1 left out of the mean
 
 
+def test_per_class_thresholds_are_calibrated_on_validation_frames():
+    from napari_mia.core.postprocess import calibrate_peak_thresholds
+
+    points = np.array([[10, 10, 0], [30, 30, 1], [50, 12, 1]], float)
+    heatmaps = points_heatmaps(points, (64, 64), 2, sigma=2)
+    heatmaps[0] *= 0.12  # class 0 learned weak peaks: only a low threshold finds it
+    heatmaps[1, 40:43, 50:53] = 0.45  # a false class-1 blob that a low threshold would keep
+    config = TrainingConfig(application="detection", classes=["a", "b"], object_size=6)
+    low, high = calibrate_peak_thresholds([heatmaps], [points], config)
+    assert low <= 0.1 and high == 0.5
+
+
 def test_heatmaps_peak_at_points_and_peaks_come_back():
     points = np.array([[10, 12, 0], [30, 40, 1], [31, 5, 1]], float)
     heatmaps = points_heatmaps(points, (48, 64), 2, sigma=2)
@@ -190,10 +202,11 @@ def test_instance_training_predicts_unique_ids_per_object():
 
 def test_detection_training_finds_points():
     image, _, centres = instance_blobs((96, 96), n=6, seed=3)
-    config = TrainingConfig(application="detection", classes=["cell"], epochs=12, batch_size=8, patch_size=64,
+    config = TrainingConfig(application="detection", classes=["cell"], epochs=40, batch_size=8, patch_size=64,
                             object_size=12)
     trainer, _ = _train(config, make_point_samples(image, centres, None, config))
     assert {"precision", "recall", "f1"} <= set(trainer.history[-1].val_metrics)
+    assert len(config.peak_thresholds) == 1  # chosen on the validation frames when training ended
     points, classes, scores = run(iter_predict_points(trainer.model, image, config))
     assert points.shape[1] == 2 and len(points) == len(classes) == len(scores) > 0
     assert match_points(centres, points, radius=6)[0] >= 3  # most discs found near their centres

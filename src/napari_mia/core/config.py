@@ -164,6 +164,8 @@ class TrainingConfig:
     # Gaussian heatmap width and, unless given, the minimum distance between detected peaks.
     object_size: float = 12.0
     peak_threshold: float = 0.3
+    # Per class, chosen on the validation frames when detection training ends (None: peak_threshold).
+    peak_thresholds: list[float] | None = None
     min_peak_distance: float | None = None
     tile_size: int = 1536
     test_time_augmentation: bool = False  # prediction averages the four flips of every tile
@@ -191,6 +193,8 @@ class TrainingConfig:
             self.augmentations = _augmentations_from_dict(self.augmentations)
         if self.class_weights is not None:
             self.class_weights = [float(w) for w in self.class_weights]
+        if self.peak_thresholds is not None:
+            self.peak_thresholds = [float(t) for t in self.peak_thresholds]
         self.validate()
 
     @property
@@ -273,6 +277,10 @@ class TrainingConfig:
         _in_range("min_object_size", self.min_object_size, 0, 10**9)
         if not self.object_size >= 1:
             raise ConfigError(f"object_size: must be at least 1 pixel, got {self.object_size}")
+        if self.peak_thresholds is not None and (
+            len(self.peak_thresholds) != self.n_classes or not all(0 < t < 1 for t in self.peak_thresholds)
+        ):
+            raise ConfigError(f"peak_thresholds: need {self.n_classes} values between 0 and 1")
         if self.min_peak_distance is not None and self.min_peak_distance < 1:
             raise ConfigError(f"min_peak_distance: must be at least 1 pixel, got {self.min_peak_distance}")
 

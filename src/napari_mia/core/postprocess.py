@@ -60,21 +60,49 @@ def peak_distance(config: TrainingConfig) -> float:
 
 
 def points_from_heatmaps(
-    heatmaps: np.ndarray, threshold: float = 0.3, min_distance: int = 2
+    heatmaps: np.ndarray, threshold=0.3, min_distance: int = 2
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Local maxima of the strongest class at every pixel: (N, 2) y, x; class ids; scores.
 
     Peaks are found on the maximum over classes, so one object never yields a point per class.
+    ``threshold`` is one value or one per class (a peak is kept if it passes its class's threshold).
     """
+    thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (heatmaps.shape[0],))
     strongest = heatmaps.max(axis=0)
-    peaks = peak_local_max(strongest, min_distance=max(1, int(min_distance)), threshold_abs=threshold,
+    peaks = peak_local_max(strongest, min_distance=max(1, int(min_distance)), threshold_abs=float(thresholds.min()),
                            exclude_border=False)
     classes = heatmaps[:, peaks[:, 0], peaks[:, 1]].argmax(axis=0) if len(peaks) else np.zeros(0, np.int64)
     scores = strongest[peaks[:, 0], peaks[:, 1]]
-    return peaks.astype(np.float64), classes.astype(np.int64), scores.astype(np.float32)
+    keep = scores >= thresholds[classes]
+    return peaks[keep].astype(np.float64), classes[keep].astype(np.int64), scores[keep].astype(np.float32)
 
 
 def config_points(heatmaps: np.ndarray, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points at model scale with the config's threshold and distance."""
+    """Points at model scale with the config's thresholds and distance."""
     distance = peak_distance(config) * config.downscale
-    return points_from_heatmaps(heatmaps, config.peak_threshold, max(1, round(distance)))
+    return points_from_heatmaps(heatmaps, config.peak_thresholds or config.peak_threshold, max(1, round(distance)))
+
+
+def calibrate_peak_thresholds(heatmaps: list[np.ndarray], truths: list[np.ndarray], config: TrainingConfig,
+                              candidates=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)) -> list[float]:
+    """Per class, the peak threshold with the best F1 on these (validation) frames: rare or large
+    objects learn lower peaks than common small ones, so one threshold rarely suits every class."""
+    from .metrics import detection_scores, match_points
+
+    radius = config.object_size * config.downscale
+    distance = max(1, round(peak_distance(config) * config.downscale))
+    found = [points_from_heatmaps(h, min(candidates), distance) for h in heatmaps]
+    chosen = []
+    for class_id in range(config.n_classes):
+        best = (-1.0, config.peak_threshold)
+        for threshold in candidates:
+            counts = np.zeros(3, np.int64)
+            for (positions, classes, scores), truth in zip(found, truths):
+                mine = (classes == class_id) & (scores >= threshold)
+                counts += match_points(truth[truth[:, 2] == class_id, :2], positions[mine], radius)
+            if counts[0] + counts[2] == 0:  # no object of this class to judge by
+                break
+            f1 = detection_scores(*counts)["f1"]
+            best = max(best, (f1, threshold), key=lambda pair: pair[0])
+        chosen.append(float(best[1]))
+    return chosen

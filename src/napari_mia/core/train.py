@@ -34,7 +34,7 @@ from .metrics import (
     headline_metric,
     segmentation_metrics,
 )
-from .postprocess import config_instances, config_points
+from .postprocess import calibrate_peak_thresholds, config_instances, config_points
 from .models import build_model, resolve_device
 
 OPTIMIZERS = {
@@ -200,6 +200,8 @@ class Trainer:
                 if reason == "finished" and self._patience_spent():
                     reason = "early stopping"
         best_epoch = self._restore_best() if reason in ("finished", "time budget", "early stopping") else None
+        if config.application == "detection" and self.validation_samples and reason != "out of memory":
+            self._calibrate_peaks()
         message = OUT_OF_MEMORY_ADVICE if reason == "out of memory" else ""
         done = TrainingDone(reason, self.epoch, self.step, self.seconds, best_epoch, message)
         yield done
@@ -213,6 +215,13 @@ class Trainer:
                             device=self.device if distributed.get_backend() == "nccl" else "cpu")
         distributed.all_reduce(stop, op=distributed.ReduceOp.MAX)
         return ("time budget" if reason == "finished" else reason) if stop.item() else reason
+
+    def _calibrate_peaks(self) -> None:
+        """Choose each class's peak threshold on the validation frames; it travels in the config."""
+        options = prediction_options(self.config, self.device)
+        heatmaps = [run(iter_probabilities(self.model, s.image, **options)) for s in self.validation_samples]
+        self.config.peak_thresholds = calibrate_peak_thresholds(
+            heatmaps, [s.truth for s in self.validation_samples], self.config)
 
     def _preview_due(self) -> bool:
         every = self.config.preview_every
