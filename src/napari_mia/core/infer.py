@@ -24,6 +24,7 @@ from .postprocess import config_instances, config_points
 
 _STRIDE = 32
 _BATCH_PIXELS = 2**21  # tiles per forward are capped so their activations stay within a few hundred MB
+_YIELD_ROWS = 256  # finished rows leave in chunks of this many
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -123,10 +124,12 @@ def iter_bands(
     band = weights = None
     band_top = 0
     for row_index, y in enumerate(rows):
-        if band is not None:  # keep the rows the next tile row still overlaps
-            kept_from = y - band_top
-            band = np.concatenate([band[:, kept_from:], np.zeros_like(band[:, :kept_from])], axis=1)
-            weights = np.concatenate([weights[kept_from:], np.zeros_like(weights[:kept_from])])
+        if band is not None:  # keep the rows the next tile row still overlaps, in place (no band-sized copies)
+            kept = tile_y - (y - band_top)
+            band[:, :kept] = band[:, tile_y - kept :].copy()
+            band[:, kept:] = 0
+            weights[:kept] = weights[tile_y - kept :].copy()
+            weights[kept:] = 0
         band_top = y
         y_ramp = _edge_ramp(tile_y, overlap, y == 0, y + tile_y == padded_height)
         for first in range(0, len(columns), batch_size):
@@ -144,8 +147,9 @@ def iter_bands(
             yield TileDone(done, total)
         finished_to = rows[row_index + 1] if row_index + 1 < len(rows) else padded_height
         finished_rows = min(finished_to, height) - band_top
-        if finished_rows > 0:
-            yield band_top, band[:, :finished_rows, :width] / weights[:finished_rows, :width]
+        for first in range(0, max(0, finished_rows), _YIELD_ROWS):  # row chunks keep the normalised copy small
+            last = min(first + _YIELD_ROWS, finished_rows)
+            yield band_top + first, band[:, first:last, :width] / weights[first:last, :width]
 
 
 def _forward(model, tiles: torch.Tensor, activation: str, flips: bool) -> torch.Tensor:
