@@ -128,8 +128,9 @@ def test_visible_region_measurements_export_and_cancel(viewer_and_widget, qtbot,
     widget.train_button.clicked()
     _wait(qtbot, widget)
 
-    viewer.camera.center = (64, 64)
-    viewer.camera.zoom = 8 * max(viewer.canvas.size) / 256  # a sixteenth of the image across
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.center = (64, 64)
+    camera.zoom = 8 * max(viewer.canvas.size) / 256  # a sixteenth of the image across
     crop, _, index = widget._current_frame(viewer.layers["cells"], region=True)
     assert crop.shape[0] < 256 and crop.shape[1] < 256 and index[0].start < 64 < index[0].stop
     widget.visible_region_only.value = True

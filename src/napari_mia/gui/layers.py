@@ -30,11 +30,12 @@ def current_frame_index(layer: Image, current_step: tuple[int, ...]) -> tuple[in
 def visible_region(viewer, layer: Image, margin: int = 16) -> tuple[slice, slice]:
     """Rows and columns of the layer's last two axes that the canvas shows now, from the camera (so it
     holds before the canvas has drawn), with a margin so tiles at the edge have context."""
-    half = max(viewer.canvas.size) / viewer.camera.zoom / 2  # the larger side: never too small a region
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9: scene
+    half = max(viewer.canvas.size) / camera.zoom / 2  # the larger side: never too small a region
     point = np.asarray(viewer.dims.point, np.float64)
     low, high = point.copy(), point.copy()
-    low[-2:] = np.asarray(viewer.camera.center[-2:]) - half
-    high[-2:] = np.asarray(viewer.camera.center[-2:]) + half
+    low[-2:] = np.asarray(camera.center[-2:]) - half
+    high[-2:] = np.asarray(camera.center[-2:]) + half
     corners = np.sort([layer.world_to_data(low)[-2:], layer.world_to_data(high)[-2:]], axis=0)
     shape = spatial_shape(layer)[-2:]
     return tuple(slice(int(np.clip(np.floor(a) - margin, 0, size)), int(np.clip(np.ceil(b) + margin + 1, 0, size)))
