@@ -366,6 +366,10 @@ def predict_command(args) -> int:
     for path in tqdm(paths, unit="image", file=sys.stderr):
         image, channel_axis = open_image(path)
         in_memory = isinstance(image, np.ndarray)
+        # Images too big for memory get 1024-px tiles unless told otherwise: the band of tiles held at
+        # once (and the activations) shrink by a third, for ~4 % more overlap to compute.
+        image_config = config if in_memory or args.tile_size else config.replace(
+            tile_size=min(config.tile_size, 1024))
         if config.application == "detection":
             points, classes, scores = run(iter_predict_points(model, image, config, channel_axis, device))
             rows += [(path.stem, f"{p[-2]:.1f}", f"{p[-1]:.1f}", config.classes[c], f"{s:.4f}")
@@ -378,7 +382,7 @@ def predict_command(args) -> int:
         else:
             as_zarr = args.out_format == "zarr" or (args.out_format is None and not in_memory)
             target = _zarr_labels(out / f"{path.stem}.zarr", image, channel_axis, config) if as_zarr else None
-            labels = run(iter_predict(model, image, config, channel_axis, device, out=target))
+            labels = run(iter_predict(model, image, image_config, channel_axis, device, out=target))
             if not as_zarr:
                 write_labels(out / f"{path.stem}.tif", labels)
             if args.measure:

@@ -124,7 +124,8 @@ class Trainer:
         return by_steps
 
     def _loader(self) -> DataLoader:
-        """This epoch's remaining batches (all of them after a Resume from mid-epoch continue there)."""
+        """The rest of this epoch's batches (after a Resume mid-epoch, from where it stopped); under DDP
+        this process's share of them."""
         first, last = self.batch_in_epoch * self.batch_size, self.batches_per_epoch * self.batch_size
         if self.distributed:
             sampler = DistributedSampler(range(last * self.world_size), shuffle=False, drop_last=True)
