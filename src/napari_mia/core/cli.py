@@ -403,12 +403,12 @@ def _zarr_labels(path: Path, image, channel_axis, config):
     """An on-disk uint16/uint32 label array of the image's spatial shape, written as prediction goes."""
     import zarr
 
-    shape = list(image.shape)
-    if channel_axis is not None:
-        del shape[channel_axis % len(shape)]
+    from .data import spatial_shape
+
+    shape = spatial_shape(image, channel_axis)
     dtype = "uint32" if config.application == "instance" else "uint16"
     chunks = (*([1] * (len(shape) - 2)), *(min(1024, s) for s in shape[-2:]))
-    return zarr.open_array(str(path), mode="w", shape=tuple(shape), chunks=chunks, dtype=dtype)
+    return zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype)
 
 
 def _measure(path: Path, name: str, labels, image, channel_axis, config, append: bool) -> None:

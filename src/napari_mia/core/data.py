@@ -79,10 +79,8 @@ def split_frames(image: np.ndarray, channel_axis: int | None = None) -> list[np.
     """Split an image into 2D frames of shape (C, H, W); leading axes are frames. Arrays that are not
     in memory (zarr, dask) give :class:`LazyFrame` views that read only what is sliced."""
     if not isinstance(image, np.ndarray) and hasattr(image, "shape") and len(image.shape) >= 2:
-        shape = list(image.shape)
-        if channel_axis is not None:
-            del shape[channel_axis % len(shape)]
-        return [LazyFrame(image, index, channel_axis) for index in np.ndindex(*shape[:-2])]
+        leading = spatial_shape(image, channel_axis)[:-2]
+        return [LazyFrame(image, index, channel_axis) for index in np.ndindex(*leading)]
     image = np.asarray(image)
     if channel_axis is not None:
         image = np.moveaxis(image, channel_axis, -1)
@@ -92,6 +90,14 @@ def split_frames(image: np.ndarray, channel_axis: int | None = None) -> list[np.
         raise DataError(f"image must be at least 2D and non-empty, got shape {image.shape}")
     frames = image.reshape((-1, *image.shape[-3:]))
     return [np.moveaxis(frame, -1, 0) for frame in frames]
+
+
+def spatial_shape(image, channel_axis: int | None) -> tuple[int, ...]:
+    """The shape of ``image`` without its channel axis (leading frame axes, then y, x)."""
+    shape = list(np.shape(image))
+    if channel_axis is not None:
+        del shape[channel_axis % len(shape)]
+    return tuple(shape)
 
 
 def split_label_frames(labels: np.ndarray) -> list[np.ndarray]:
@@ -284,7 +290,7 @@ def make_point_samples(
     two being y, x and any leading ones the frame (as in a napari Points layer on a stack). Every frame
     of the image is used: a frame without points teaches that it holds no object."""
     frames = split_frames(image, channel_axis)
-    spatial = tuple(np.delete(np.shape(image), channel_axis)) if channel_axis is not None else np.shape(image)
+    spatial = spatial_shape(image, channel_axis)
     points = np.asarray(points, np.float64).reshape(-1, len(spatial)) if np.size(points) else np.zeros(
         (0, len(spatial)))
     classes = np.zeros(len(points), np.int64) if point_classes is None else np.asarray(point_classes, np.int64)

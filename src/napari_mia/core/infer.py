@@ -18,7 +18,14 @@ import torch
 from skimage.measure import regionprops
 
 from .config import TrainingConfig
-from .data import classification_input, prepare_image, resize_labels, split_frames, tile_preparation
+from .data import (
+    classification_input,
+    prepare_image,
+    resize_labels,
+    spatial_shape,
+    split_frames,
+    tile_preparation,
+)
 from .events import TileDone
 from .postprocess import config_instances, config_points
 
@@ -226,14 +233,10 @@ def frame_probabilities(model, frame: np.ndarray, config: TrainingConfig, device
                                           **prediction_options(config, device, tile)))
 
 
-def _spatial_shape(image, channel_axis) -> tuple[int, ...]:
-    return tuple(np.delete(np.shape(image), channel_axis)) if channel_axis is not None else np.shape(image)
-
-
 def iter_predict_instances(model, image, config: TrainingConfig, channel_axis=None, device="cpu", tile=None,
                            out=None) -> Generator[TileDone, None, np.ndarray]:
     """Object ids for every frame of ``image``; ids are unique across the frames of a stack."""
-    frames, shape = split_frames(image, channel_axis), _spatial_shape(image, channel_axis)
+    frames, shape = split_frames(image, channel_axis), spatial_shape(image, channel_axis)
     out = np.zeros(shape, np.uint32) if out is None else out
     next_id = 0
     for index, frame in zip(np.ndindex(*shape[:-2]), frames):
@@ -248,7 +251,7 @@ def iter_predict_instances(model, image, config: TrainingConfig, channel_axis=No
 def iter_predict_points(model, image, config: TrainingConfig, channel_axis=None, device="cpu", tile=None):
     """Detected points of every frame: ``(points (N, D) in image coordinates, the leading ones the frame,
     class ids (N,), scores (N,))``; yields progress."""
-    frames, shape = split_frames(image, channel_axis), _spatial_shape(image, channel_axis)
+    frames, shape = split_frames(image, channel_axis), spatial_shape(image, channel_axis)
     found = []
     for index, frame in zip(np.ndindex(*shape[:-2]), frames):
         heatmaps = yield from frame_probabilities(model, frame, config, device, tile)
@@ -320,7 +323,7 @@ def iter_predict(
         return (yield from iter_predict_instances(model, image, config, channel_axis, device, tile, out))
     if config.application != "semantic":
         raise ValueError(f"{config.application} models predict points or classes, not a label image")
-    frames, shape = split_frames(image, channel_axis), _spatial_shape(image, channel_axis)
+    frames, shape = split_frames(image, channel_axis), spatial_shape(image, channel_axis)
     out = np.zeros(shape, np.uint16) if out is None else out
     options = prediction_options(config, device, tile)
     for index, frame in zip(np.ndindex(*shape[:-2]), frames):
