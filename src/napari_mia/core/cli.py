@@ -412,16 +412,12 @@ def _zarr_labels(path: Path, image, channel_axis, config):
 
 
 def _measure(path: Path, name: str, labels, image, channel_axis, config, append: bool) -> None:
-    from .measure import measure_objects, objects_of_classes, write_measurements_csv
+    from .measure import measure_prediction, write_measurements_csv
 
-    labels, image = np.asarray(labels), np.asarray(image)
+    labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"{name}: --measure needs 2D images, got labels of shape {labels.shape}")
-    if config.application == "semantic":
-        objects, class_of = objects_of_classes(labels.astype(np.int64) - int(config.sparse_labels))
-    else:
-        objects, class_of = labels, None
-    rows = measure_objects(objects, image, config.classes, class_of, channel_axis)
+    rows = measure_prediction(labels, np.asarray(image), config, channel_axis)
     write_measurements_csv(path, rows, image_name=name, append=append)
 
 

@@ -55,6 +55,17 @@ def measure_objects(objects: np.ndarray, image: np.ndarray | None = None, class_
     return rows
 
 
+def measure_prediction(labels: np.ndarray, image, config, channel_axis: int | None = None) -> list[dict]:
+    """Measurements of a model's 2D label image: class ids (semantic; each connected region of a class
+    is an object) or object ids (instance)."""
+    labels = np.asarray(labels)
+    if config.application == "semantic":
+        objects, class_of = objects_of_classes(labels.astype(np.int64) - int(config.sparse_labels))
+    else:
+        objects, class_of = labels, None
+    return measure_objects(objects, image, config.classes, class_of, channel_axis)
+
+
 def write_measurements_csv(path: str | Path, rows: list[dict], image_name: str | None = None,
                            append: bool = False) -> Path:
     path = Path(path)

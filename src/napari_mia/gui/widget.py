@@ -646,19 +646,13 @@ class MiaWidget(Container):
     def export_measurements(self, path) -> None:
         """Per-object measurements of the prediction layer (label, class, area, centroid, mean intensity,
         perimeter) of the current frame, as CSV."""
-        from ..core.measure import measure_objects, objects_of_classes, write_measurements_csv
+        from ..core.measure import measure_prediction, write_measurements_csv
 
         layer, image_layer = self._prediction_layer(), self.image_layer.value
         index = layers.current_frame_index(image_layer, self.viewer.dims.current_step)
-        labels = np.asarray(layer.data[index])
         image, channel_axis = layers.image_array(image_layer)
-        config = self.model_config
-        if config.application == "semantic":
-            objects, class_of = objects_of_classes(labels.astype(np.int64) - int(config.sparse_labels))
-        else:
-            objects, class_of = labels, None
         try:
-            rows = measure_objects(objects, image[index], config.classes, class_of, channel_axis)
+            rows = measure_prediction(layer.data[index], image[index], self.model_config, channel_axis)
         except ValueError as error:
             show_error(f"Cannot measure '{layer.name}': {error}")
             return
