@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from napari_mia.core import TrainingConfig, predict
-from napari_mia.core.infer import fit_tile, iter_probabilities, run, tile_starts
+from napari_mia.core.infer import fit_tile, iter_probabilities, prediction_options, run, tile_starts
 from napari_mia.core.models import build_model
 
 
@@ -83,6 +83,15 @@ print(json.dumps({"shape": labels.shape, "before_mb": before / 1024, "after_mb":
     assert result["shape"] == [4096, 4096]
     # Image, probabilities and weights are ~0.3 GB; a whole-image forward would need tens of GB.
     assert result["after_mb"] < 3000, result
+
+
+def test_cpu_forwards_one_big_tile_at_a_time_and_gpus_batch_them():
+    # A second 1024² tile per forward costs ~0.4 GB of activations on a CPU for no speed; it decided
+    # whether a 20000² zarr image is predicted within 2 GB (benchmarks/big_zarr.py).
+    config = TrainingConfig(batch_size=16)
+    assert prediction_options(config, "cpu", tile=1024)["batch_size"] == 1
+    assert prediction_options(config, "cpu", tile=512)["batch_size"] == 4
+    assert prediction_options(config, "cuda:0", tile=1024)["batch_size"] == 4
 
 
 def test_chunked_upscaling_equals_torch_bilinear():
