@@ -27,14 +27,18 @@ class StallMeter:
         now = time.perf_counter()
         if self.last is not None:
             self.gaps.append(now - self.last)
+            self.at.append(now - self.started)
         self.last = now
 
     def start(self):
-        self.gaps, self.last = [], None
+        self.gaps, self.at, self.last, self.started = [], [], None, time.perf_counter()
         self.timer.start(10)
 
     def worst_ms(self) -> float:
         self.timer.stop()
+        import os
+        if os.environ.get("STALLS"):
+            print(sorted(zip((round(g * 1000) for g in self.gaps), (round(a, 2) for a in self.at)))[-8:])
         return max(0.0, (max(self.gaps) - 0.010) * 1000)
 
 
@@ -58,13 +62,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--hidden", action="store_true", help="no window: isolates rendering costs")
+    parser.add_argument("--window", type=int, nargs=2, default=(1280, 1024), metavar=("WIDTH", "HEIGHT"))
+    parser.add_argument("--niceness", type=int, help="priority of the worker threads (default: the widget's)")
     args = parser.parse_args()
+    if args.niceness is not None:
+        from napari_mia.gui import background
+        background.NICENESS = args.niceness
     image = np.concatenate([blobs((256, 256), 12, seed=s)[0] for s in range(8)])
     labels = np.concatenate([blobs((256, 256), 12, seed=s)[1] for s in range(8)])
     config = TrainingConfig(epochs=1000, validation_fraction=0.0)
     headless = mia_images_per_second(config, make_samples(image, labels, config), args.batches)
 
     viewer = napari.Viewer(show=not args.hidden)
+    # A fixed window size: every repaint composites the whole OpenGL window, so its cost follows the size.
+    viewer.window._qt_window.resize(*args.window)
     viewer.add_image(image, name="cells")
     viewer.add_labels(labels, name="labels")
     widget = MiaWidget(viewer)

@@ -45,7 +45,8 @@ def test_train_data_window_plots_stops_resumes_and_exports(widget, qtbot, tmp_pa
     widget.epochs.value = 30
     widget.train_button.clicked()
     window = widget.train_data
-    assert window is not None and window.parent() is not None  # docked in napari
+    assert window is not None and window.parent() is not None  # a napari dock widget
+    assert window.parent().isFloating()  # opening it must not shrink napari's canvas
     qtbot.waitUntil(lambda: len(window.epochs) >= 2, timeout=120_000)
     window.stop_button.click()
     _wait(qtbot, widget)

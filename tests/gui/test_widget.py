@@ -32,6 +32,16 @@ def widget_with_data(make_napari_viewer):
     return viewer, widget, user_labels
 
 
+def test_the_dock_scrolls_instead_of_forcing_a_window_taller_than_the_screen(widget_with_data, qtbot):
+    viewer, widget, _ = widget_with_data
+    window = viewer.window._qt_window
+    window.resize(1000, 600)
+    qtbot.waitUntil(lambda: window.height() == 600)
+    controls = widget.root_native_widget.widget()
+    assert widget.native is widget.root_native_widget  # napari docks the scroll area, not what is inside it
+    assert controls.minimumSizeHint().height() > 600 and widget.native.verticalScrollBar().maximum() > 0
+
+
 def test_train_predict_correct_retrain_loop(widget_with_data, qtbot):
     viewer, widget, user_labels = widget_with_data
     original = user_labels.data.copy()

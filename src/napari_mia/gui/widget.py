@@ -22,19 +22,20 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QSizePolicy
 
 from ..core.config import APPLICATIONS, BACKBONES, TrainingConfig, architectures_for, default_classes, losses_for
 from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
 from ..core.models import available_devices
 from . import config_panel, layers
+from .background import create_background_worker
 from .train_plot import TrainDataWindow
 
 logger = logging.getLogger(__name__)
 _STATUS_INTERVAL = 0.5  # seconds between status/progress repaints while training
+_SETTLE_MS = 100  # training starts this long after Train is pressed
 APPLICATION_NAMES = {
     "semantic": "Semantic segmentation",
     "instance": "Instance segmentation",
@@ -61,6 +62,13 @@ class _CloseWatcher(QObject):
 
 class MiaWidget(Container):
     """Label, train, predict, correct, retrain: the whole loop in one dock."""
+
+    @property
+    def native(self):
+        """The scroll area around the controls. napari docks ``.native``, which magicgui makes the widget
+        inside the scroll area (magicgui#431): the dock then could not scroll, and its 1000-px minimum
+        height forced napari's window taller than most screens."""
+        return self.root_native_widget
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(scrollable=True)
@@ -357,7 +365,11 @@ class MiaWidget(Container):
     def _open_train_data(self) -> TrainDataWindow:
         if self.train_data is None:
             self.train_data = TrainDataWindow(stop=self.stop_training, resume=self.resume_training)
-            self.viewer.window.add_dock_widget(self.train_data, name="Train Data", area="bottom")
+            dock = self.viewer.window.add_dock_widget(self.train_data, name="Train Data", area="bottom")
+            # Floating, like MIA's own Train Data window: docking it would shrink napari's canvas (a full
+            # OpenGL redraw) and every plot update would recomposite the OpenGL window. Double-click its
+            # title bar to dock it.
+            dock.setFloating(True)
         return self.train_data
 
     def _check_compatible(self, config: TrainingConfig) -> None:
@@ -389,14 +401,20 @@ class MiaWidget(Container):
         self._watch_for_close()
         self.progress.max = self.trainer.config.epochs * self.trainer.batches_per_epoch
         # Connecting "errored" here also stops the worker from re-raising errors in the event loop.
-        self.worker = create_worker(self.trainer.run, _connect={
+        self.worker = create_background_worker(self.trainer.run, _connect={
             "yielded": self._on_training_event,
             "errored": self._on_worker_error,
             "finished": self._on_training_finished,
         }, _start_thread=False)
         self._set_running(True)
         self._stopped = False
-        self.worker.start()
+        # Let napari show the Train Data window and the new button states before training takes the CPU:
+        # those first repaints are the slowest, and three times slower while PyTorch runs.
+        QTimer.singleShot(_SETTLE_MS, lambda worker=self.worker: self._start_worker(worker))
+
+    def _start_worker(self, worker) -> None:
+        if worker is self.worker and not self._closing:
+            worker.start()
 
     def stop_training(self, *_) -> None:
         """Stop: training stops after the current batch; a prediction is cancelled at the next tile."""
@@ -493,7 +511,7 @@ class MiaWidget(Container):
         connections = {"returned": shown, "errored": self._on_worker_error, "finished": self._on_prediction_finished}
         if config.application != "classification":  # tiled predictions report progress per tile
             connections["yielded"] = self._on_tile
-        worker = create_worker(*job, _connect=connections, _start_thread=False)
+        worker = create_background_worker(*job, _connect=connections, _start_thread=False)
         self.worker = worker
         self._predicting = True
         self._set_running(True)  # Stop cancels the prediction at the next tile

@@ -1,0 +1,46 @@
+import os
+import sys
+import threading
+
+import pytest
+
+from napari_mia.gui.background import NICENESS, create_background_worker
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are a Linux feature")
+
+
+def _priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def _steps(count):
+    for step in range(count):
+        yield step, _priority()
+    return "done", _priority()
+
+
+def _plain(value):
+    return value, _priority()
+
+
+def test_generator_worker_runs_below_napari_and_keeps_events_and_result(qtbot):
+    main_priority = _priority()
+    worker = create_background_worker(_steps, 3, _start_thread=False)
+    events, results = [], []
+    worker.yielded.connect(events.append)
+    worker.returned.connect(results.append)
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        worker.start()
+    assert [step for step, _ in events] == [0, 1, 2]
+    assert all(priority >= NICENESS for _, priority in events)
+    assert results[0][0] == "done" and results[0][1] >= NICENESS
+    assert _priority() == main_priority  # napari's own thread is left alone
+
+
+def test_function_worker_runs_below_napari_and_returns(qtbot):
+    worker = create_background_worker(_plain, 42, _start_thread=False)
+    results = []
+    worker.returned.connect(results.append)
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        worker.start()
+    assert results[0][0] == 42 and results[0][1] >= NICENESS
