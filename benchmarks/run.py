@@ -208,6 +208,8 @@ def bench_widget(quick: bool) -> None:
         report(f"worst_stall_predicting{label}_ms", stall_predicting, "< 50", stall_predicting < 50)
         ratio = result["widget_images_per_second"] / result["headless_images_per_second"]
         report(f"widget_training_ratio{label}", ratio, ">= 0.9", ratio >= 0.9)
+    print(f"  (shown window: the worst training stall came {shown['worst_training_stall_at_s']:.2f} s after Train, "
+          f"the next worst was {shown['second_worst_training_stall_ms']:.0f} ms)")
     print(f"  (not stalls of a running job: starting a run {shown['start_training_ms']:.0f} ms, writing a "
           f"2048x2048 prediction layer {shown['write_prediction_ms']:.0f} ms, both on the click or the result)")
 
