@@ -25,6 +25,7 @@ def main(path: str) -> None:
     widget.validation_image.value = viewer.layers["nuclei"]
     widget.validation_labels.value = viewer.layers["nuclei labels"]
     widget.train_button.clicked()
+    widget.train_data.parent().setFloating(False)  # it opens floating; docked, one screenshot shows both
     deadline = time.time() + 600
     while len(widget.train_data.epochs) < 5 and time.time() < deadline:
         QApplication.processEvents()
