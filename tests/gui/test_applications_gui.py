@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from napari.layers import Labels, Points
 
-from napari_mia.gui.layers import is_prediction_layer
+from napari_mia.gui.layers import is_prediction_layer, viewer_camera
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import instance_blobs
@@ -128,7 +128,7 @@ def test_visible_region_measurements_export_and_cancel(viewer_and_widget, qtbot,
     widget.train_button.clicked()
     _wait(qtbot, widget)
 
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera = viewer_camera(viewer)
     camera.center = (64, 64)
     camera.zoom = 8 * max(viewer.canvas.size) / 256  # a sixteenth of the image across
     crop, _, index = widget._current_frame(viewer.layers["cells"], region=True)

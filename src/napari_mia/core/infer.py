@@ -33,7 +33,7 @@ _STRIDE = 32
 # Pixels per forward: on a CPU batching tiles gains nothing and a second 1024² tile costs ~0.4 GB of
 # activations (it decided whether a 20000² image fits in 2 GB); a GPU keeps busier with more.
 _BATCH_PIXELS = {"cpu": 2**20, "accelerator": 2**22}
-_YIELD_ROWS = 256  # finished rows leave in chunks of this many
+_YIELD_ROWS = 256  # finished (or upscaled) rows leave in chunks of this many
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -314,7 +314,6 @@ def iter_predict(
     device: torch.device | str = "cpu",
     tile: int | None = None,
     out=None,
-    chunk_rows: int = 256,
 ) -> Generator[TileDone, None, np.ndarray]:
     """Label image for every frame of ``image`` (its spatial shape, channel axis removed): class ids,
     or object ids for an instance model.
@@ -339,8 +338,8 @@ def iter_predict(
                 out[(*index, slice(top, top + band.shape[1]))] = probabilities_to_labels(band, config)
             continue
         probabilities = yield from iter_probabilities(model, prepare_image(frame, config), **options)
-        for top in range(0, shape[-2], chunk_rows):
-            bottom = min(top + chunk_rows, shape[-2])
+        for top in range(0, shape[-2], _YIELD_ROWS):
+            bottom = min(top + _YIELD_ROWS, shape[-2])
             rows = upscale_rows(probabilities, shape[-2:], top, bottom)
             out[(*index, slice(top, bottom))] = probabilities_to_labels(rows, config)
     return out

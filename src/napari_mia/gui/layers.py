@@ -27,10 +27,15 @@ def current_frame_index(layer: Image, current_step: tuple[int, ...]) -> tuple[in
     return tuple(int(s) for s in steps)
 
 
+def viewer_camera(viewer):
+    """The viewer's camera (napari >= 0.9 keeps it in ``viewer.scene``)."""
+    return viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+
+
 def visible_region(viewer, layer: Image, margin: int = 16) -> tuple[slice, slice]:
     """Rows and columns of the layer's last two axes that the canvas shows now, from the camera (so it
     holds before the canvas has drawn), with a margin so tiles at the edge have context."""
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9: scene
+    camera = viewer_camera(viewer)
     half = max(viewer.canvas.size) / camera.zoom / 2  # the larger side: never too small a region
     point = np.asarray(viewer.dims.point, np.float64)
     low, high = point.copy(), point.copy()
