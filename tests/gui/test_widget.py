@@ -42,6 +42,34 @@ def test_the_dock_scrolls_instead_of_forcing_a_window_taller_than_the_screen(wid
     assert controls.minimumSizeHint().height() > 600 and widget.native.verticalScrollBar().maximum() > 0
 
 
+def test_dock_status_repaints_at_most_every_interval_and_shows_the_last_event(widget_with_data, monkeypatch):
+    from napari_mia.core.events import BatchEnd, TrainingDone
+    from napari_mia.gui import widget as widget_module
+
+    _, widget, _ = widget_with_data
+    clock = [100.0]
+    monkeypatch.setattr(widget_module.time, "perf_counter", lambda: clock[0])
+    widget.progress.max = 10
+    repaints, set_text = [], widget.status.native.setText
+    monkeypatch.setattr(widget.status.native, "setText", lambda text: (repaints.append(text), set_text(text)))
+
+    def batch(step):
+        return BatchEnd(epoch=0, batch=step, batches_per_epoch=10, step=step, loss=1.0 / step,
+                        learning_rate=1e-3, images_per_second=5.0)
+
+    widget._on_training_event(batch(1))
+    clock[0] += widget_module._STATUS_INTERVAL / 2
+    widget._on_training_event(batch(2))
+    widget._on_training_event(batch(3))
+    assert len(repaints) == 1 and "batch 1/10" in widget.status.value and widget.progress.value == 1
+    clock[0] += widget_module._STATUS_INTERVAL
+    widget._on_training_event(batch(4))
+    assert len(repaints) == 2 and "batch 4/10" in widget.status.value and widget.progress.value == 4
+    widget._on_training_event(batch(5))
+    widget._on_training_event(TrainingDone(reason="stopped", epochs_completed=0, steps=5, seconds=1.0))
+    assert len(repaints) == 3 and "batch 5/10" in widget.status.value and widget.progress.value == 5
+
+
 def test_train_predict_correct_retrain_loop(widget_with_data, qtbot):
     viewer, widget, user_labels = widget_with_data
     original = user_labels.data.copy()
