@@ -27,6 +27,19 @@ def test_auto_class_weights_are_inverse_frequency_with_mean_one():
     assert class_weights(TrainingConfig(), [sample]) is None
 
 
+def test_instance_class_weights_weigh_background_and_object_over_the_three_maps():
+    targets = np.array([[0, 0, 0, 2], [0, 0, 1, IGNORE]], np.int16)  # 5 background, 2 object (rim + interior)
+    sample = Sample(np.zeros((1, 2, 4), np.float32), targets)
+    auto = class_weights(TrainingConfig(application="instance", class_weighting="auto"), [sample])
+    background, obj = 2 * (7 / 5) / (7 / 5 + 7 / 2), 2 * (7 / 2) / (7 / 5 + 7 / 2)
+    assert auto == pytest.approx([background, obj, obj])
+    manual = TrainingConfig(application="instance", class_weighting="manual", class_weights=[1, 3])
+    assert class_weights(manual, [sample]) == pytest.approx([0.5, 1.5, 1.5])
+    image, labels = blobs(shape=(64, 64), n=4)
+    config = manual.replace(epochs=1, batch_size=2, patch_size=32, validation_fraction=0)
+    assert isinstance(list(Trainer(config, make_samples(image, labels, config)).run())[-1], TrainingDone)  # three maps, three weights
+
+
 def test_cross_entropy_value_and_class_weights_on_a_known_input():
     logits = torch.tensor([[[[2.0]], [[0.0]]], [[[0.0]], [[1.0]]]])  # two pixels, two classes
     target = torch.tensor([[[0]], [[1]]])

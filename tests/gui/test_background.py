@@ -1,3 +1,4 @@
+import gc
 import os
 import sys
 import threading
@@ -6,7 +7,7 @@ import pytest
 
 from napari_mia.gui.background import NICENESS, create_background_worker
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are a Linux feature")
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are a Linux feature")
 
 
 def _priority() -> int:
@@ -23,6 +24,7 @@ def _plain(value):
     return value, _priority()
 
 
+@linux_only
 def test_generator_worker_runs_below_napari_and_keeps_events_and_result(qtbot):
     main_priority = _priority()
     worker = create_background_worker(_steps, 3, _start_thread=False)
@@ -37,6 +39,7 @@ def test_generator_worker_runs_below_napari_and_keeps_events_and_result(qtbot):
     assert _priority() == main_priority  # napari's own thread is left alone
 
 
+@linux_only
 def test_function_worker_runs_below_napari_and_returns(qtbot):
     worker = create_background_worker(_plain, 42, _start_thread=False)
     results = []
@@ -44,3 +47,18 @@ def test_function_worker_runs_below_napari_and_returns(qtbot):
     with qtbot.waitSignal(worker.finished, timeout=10_000):
         worker.start()
     assert results[0][0] == 42 and results[0][1] >= NICENESS
+
+
+def test_a_full_garbage_collection_runs_when_the_job_starts_not_during_it():
+    generations = []
+
+    def record(phase, info):
+        if phase == "stop":
+            generations.append(info["generation"])
+
+    gc.callbacks.append(record)
+    try:
+        create_background_worker(_plain, 1, _start_thread=False)
+    finally:
+        gc.callbacks.remove(record)
+    assert 2 in generations  # the oldest generation: every object of napari's process was visited

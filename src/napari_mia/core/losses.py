@@ -14,13 +14,12 @@ from .data import IGNORE, Sample
 
 def class_weights(config: TrainingConfig, samples: Sequence[Sample]) -> list[float] | None:
     """Per-class loss weights: none, the config's manual ones, or inverse frequency (mean 1) of
-    pixels (segmentation), points (detection) or images (classification)."""
+    pixels (segmentation), points (detection) or images (classification). Instance segmentation weighs
+    its user classes, background and object; the object's weight goes to both its maps, interior and rim."""
     if config.class_weighting == "off":
         return None
     if config.class_weighting == "manual":
         weights = np.asarray(config.class_weights, np.float64)
-    elif config.application == "instance":
-        return None  # the three instance maps are not the user's classes
     elif config.application in ("detection", "classification"):
         counts = np.zeros(config.n_classes, np.float64)
         for sample in samples:
@@ -31,9 +30,12 @@ def class_weights(config: TrainingConfig, samples: Sequence[Sample]) -> list[flo
         counts = np.zeros(config.n_classes, np.float64)
         for sample in samples:
             labelled = sample.labels[sample.labels != IGNORE]
+            if config.application == "instance":
+                labelled = np.minimum(labelled, 1)  # interior (1) and rim (2) are both the object class
             counts += np.bincount(labelled, minlength=config.n_classes)[: config.n_classes]
         weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
-    return list(weights / weights[weights > 0].mean())
+    weights = list(weights / weights[weights > 0].mean())
+    return [weights[0], weights[1], weights[1]] if config.application == "instance" else weights
 
 
 def heatmap_focal_loss(logits: torch.Tensor, target: torch.Tensor, weights=None) -> torch.Tensor:
