@@ -557,7 +557,8 @@ class MiaWidget(Container):
         self._set_running(False)
 
     def _on_tile(self, event: TileDone) -> None:
-        self.progress.max = event.total
+        if self.progress.max != event.total:
+            self.progress.max = event.total
         self._show_status(f"predicting: tile {event.done} of {event.total}", event.done,
                           now=event.done in (1, event.total))
 
