@@ -36,7 +36,7 @@ class StallMeter:
         self.timer.start(10)
 
     def second_worst_ms(self) -> float:
-        """The worst stall once the worst (here: the first repaint after training starts) is left out."""
+        """The worst stall once the worst is left out: tells a one-off from a steady cost."""
         return max(0.0, (sorted(self.gaps)[-2] - 0.010) * 1000)
 
     def worst_at_s(self) -> float:

@@ -37,7 +37,8 @@ def test_instance_class_weights_weigh_background_and_object_over_the_three_maps(
     assert class_weights(manual, [sample]) == pytest.approx([0.5, 1.5, 1.5])
     image, labels = blobs(shape=(64, 64), n=4)
     config = manual.replace(epochs=1, batch_size=2, patch_size=32, validation_fraction=0)
-    assert isinstance(list(Trainer(config, make_samples(image, labels, config)).run())[-1], TrainingDone)  # three maps, three weights
+    events = list(Trainer(config, make_samples(image, labels, config)).run())  # three maps, three weights
+    assert isinstance(events[-1], TrainingDone)
 
 
 def test_cross_entropy_value_and_class_weights_on_a_known_input():

@@ -87,7 +87,8 @@ class MiaWidget(Container):
         self._training_layer = None
         self._preview_index: tuple[int, ...] = ()
         self._last_status_update = 0.0
-        self._pending_status: tuple[int | None, str] | None = None
+        self._pending_text: str | None = None
+        self._pending_step: int | None = None
         self._predicting = self._cancelled = False
         self.predicted_frame_classes = ""
 
@@ -565,17 +566,16 @@ class MiaWidget(Container):
     def _show_status(self, text: str | None = None, step: int | None = None, now: bool = False) -> None:
         """Show ``text`` (and move the progress bar to ``step``) at most every ``_STATUS_INTERVAL``; what
         arrives in between waits for the next update, or for ``now``."""
-        if text is not None:
-            previous_step = self._pending_status[0] if self._pending_status else None
-            self._pending_status = (previous_step if step is None else step, text)
+        self._pending_text = text or self._pending_text
+        self._pending_step = self._pending_step if step is None else step
         clock = time.perf_counter()
-        if self._pending_status is None or (not now and clock - self._last_status_update < _STATUS_INTERVAL):
+        if self._pending_text is None or (not now and clock - self._last_status_update < _STATUS_INTERVAL):
             return
         self._last_status_update = clock
-        step, self.status.value = self._pending_status
-        if step is not None:
-            self.progress.value = step
-        self._pending_status = None
+        self.status.value = self._pending_text
+        if self._pending_step is not None:
+            self.progress.value = self._pending_step
+        self._pending_text = self._pending_step = None
 
     def _show_prediction(self, image_layer, labels: np.ndarray, index: tuple[int, ...]) -> None:
         try:
