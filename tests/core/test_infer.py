@@ -35,6 +35,24 @@ def test_image_that_fits_one_tile_matches_a_whole_image_forward():
     np.testing.assert_allclose(tiled, _whole_forward(model, image), atol=1e-4)
 
 
+def test_bf16_prediction_runs_under_autocast_and_stays_close_to_fp32(monkeypatch):
+    from napari_mia.core import models
+
+    torch.manual_seed(0)
+    config = TrainingConfig()
+    model = build_model(config).eval()
+    image = np.random.default_rng(0).random((1, 256, 320)).astype(np.float32)
+    autocast_per_batch = []
+    model.register_forward_hook(lambda *_: autocast_per_batch.append(torch.is_autocast_enabled("cpu")))
+    monkeypatch.setattr(models, "cpu_has_bf16_units", lambda: True)
+    bf16 = run(iter_probabilities(model, image, **prediction_options(config, "cpu", 512)))
+    fp32 = run(iter_probabilities(model, image, **prediction_options(config.replace(mixed_precision=False), "cpu", 512)))
+    assert autocast_per_batch == [True, False]
+    np.testing.assert_allclose(fp32, _whole_forward(model, image), atol=1e-4)
+    np.testing.assert_allclose(bf16, fp32, atol=0.03)
+    assert not np.array_equal(bf16, fp32)
+
+
 def test_blending_has_no_seams_when_the_overlap_covers_the_receptive_field():
     """Tiles smaller than the image, blended, equal the whole-image forward of a local model."""
     torch.manual_seed(0)
@@ -116,6 +134,6 @@ def test_labels_stream_into_a_given_output_array():
     np.testing.assert_array_equal(out, expected)
     from napari_mia.core.data import prepare_image
 
-    whole = run(iter_probabilities(model, prepare_image(image[None], config), tile=256, overlap=64))
+    whole = run(iter_probabilities(model, prepare_image(image[None], config), **prediction_options(config, "cpu", 256)))
     assert whole.shape == (2, 700, 300)
     np.testing.assert_array_equal(whole.argmax(0), expected)

@@ -138,3 +138,32 @@ def test_preview_every_n_epochs(tiny_config):
     assert previews[0].labels.shape == image.shape
     epoch_ends = [e.epoch for e in events if isinstance(e, EpochEnd)]
     assert epoch_ends == [0, 1, 2, 3]
+
+
+def test_cpu_mixed_precision_times_both_precisions_and_keeps_the_faster(tiny_config, monkeypatch):
+    from napari_mia.core import models
+    from napari_mia.core.train import PrecisionChoice
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(models, "cpu_has_bf16_units", lambda: False)
+    assert PrecisionChoice(cpu, mixed_precision=True).next() is False  # no bf16 units: plain fp32, no trials
+    monkeypatch.setattr(models, "cpu_has_bf16_units", lambda: True)
+    assert PrecisionChoice(cpu, mixed_precision=False).next() is False
+    for bf16_seconds, keeps_bf16 in ((0.5, True), (2.0, False)):
+        choice = PrecisionChoice(cpu, mixed_precision=True)
+        tried = []
+        for _ in range(6):  # a warm-up step in each precision, then two timed steps each
+            bf16 = choice.next()
+            tried.append(bf16)
+            choice.record(bf16, bf16_seconds if bf16 else 1.0)
+        assert tried == [False, True] * 3
+        assert [choice.next() for _ in range(3)] == [keeps_bf16] * 3
+
+    config = tiny_config.replace(epochs=8)
+    trainer = Trainer(config, _samples(config))
+    autocast_per_step = []
+    trainer.model.register_forward_hook(lambda *_: autocast_per_step.append(torch.is_autocast_enabled("cpu")))
+    list(trainer.run())
+    assert len(autocast_per_step) >= 9 and autocast_per_step[:6] == [False, True] * 3
+    assert set(autocast_per_step[6:]) == {trainer.precision.bf16}
+    assert trainer.model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)

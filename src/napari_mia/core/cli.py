@@ -323,8 +323,9 @@ def _train(args, rank: int) -> int:
             bar.write(f"epoch {event.epoch + 1}: train_loss={event.train_loss:.4f} val_loss={event.val_loss} {metrics}")
         elif isinstance(event, TrainingDone):
             bar.close()
-            print(f"napari-mia: training {event.reason} after {event.steps} batches, {event.seconds:.0f} s",
-                  file=sys.stderr)
+            precision = "bf16 autocast" if trainer.precision.bf16 else "fp32"
+            print(f"napari-mia: training {event.reason} after {event.steps} batches, {event.seconds:.0f} s "
+                  f"({precision})", file=sys.stderr)
     path = save_model(args.out, trainer.model, config, trainer.history)
     if event.message:  # out of memory: the last good weights were saved, the run did not finish
         print(f"napari-mia: error: {event.message} (saved to {path})", file=sys.stderr)

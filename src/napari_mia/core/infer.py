@@ -27,6 +27,7 @@ from .data import (
     tile_preparation,
 )
 from .events import TileDone
+from .models import channels_last, uses_bf16
 from .postprocess import config_instances, config_points
 
 _STRIDE = 32
@@ -112,12 +113,14 @@ def iter_bands(
     transform=None,
     activation: str = "softmax",
     flips: bool = False,
+    bf16: bool = False,
 ) -> Generator[TileDone | tuple[int, np.ndarray], None, None]:
     """Blended class probabilities of a ``(C, H, W)`` image, one finished band of rows at a time.
 
     ``image`` is prepared already, or ``transform`` prepares each tile as it is read (then ``image`` may
     be any array-like, e.g. zarr). ``activation`` is "softmax" (classes) or "sigmoid" (heatmaps);
-    ``flips`` averages over the four flips of every tile (test-time augmentation, 4x the compute).
+    ``flips`` averages over the four flips of every tile (test-time augmentation, 4x the compute);
+    ``bf16`` runs the network under bf16 autocast (see :func:`~napari_mia.core.models.uses_bf16`).
     Yields :class:`TileDone` progress and ``(first_row, probabilities (K, rows, W))`` bands in order.
     Only one band of tiles is held at once, so memory grows with the image width, not its area.
     """
@@ -129,7 +132,7 @@ def iter_bands(
     tile_y, tile_x = fit_tile(padded_height, tile, overlap), fit_tile(padded_width, tile, overlap)
     rows, columns = tile_starts(padded_height, tile_y, overlap), tile_starts(padded_width, tile_x, overlap)
     total, done = len(rows) * len(columns), 0
-    model.eval()
+    model = channels_last(model, device).eval()
     band = weights = None
     band_top = 0
     for row_index, y in enumerate(rows):
@@ -144,7 +147,8 @@ def iter_bands(
         for first in range(0, len(columns), batch_size):
             batch_columns = columns[first : first + batch_size]
             tiles = np.stack([reader.read(y, x, tile_y, tile_x) for x in batch_columns])
-            probabilities = _forward(model, torch.from_numpy(tiles).to(device), activation, flips).cpu().numpy()
+            tiles = channels_last(torch.from_numpy(tiles).to(device), device)
+            probabilities = _forward(model, tiles, activation, flips, bf16).cpu().numpy()
             if band is None:
                 band = np.zeros((probabilities.shape[1], tile_y, padded_width), np.float32)
                 weights = np.zeros((tile_y, padded_width), np.float32)
@@ -161,9 +165,10 @@ def iter_bands(
             yield band_top + first, band[:, first:last, :width] / weights[first:last, :width]
 
 
-def _forward(model, tiles: torch.Tensor, activation: str, flips: bool) -> torch.Tensor:
+def _forward(model, tiles: torch.Tensor, activation: str, flips: bool, bf16: bool) -> torch.Tensor:
     def probabilities(batch):
-        logits = model(batch).float()
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(batch).float()
         return torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
 
     if not flips:
@@ -227,7 +232,7 @@ def prediction_options(config: TrainingConfig, device, tile: int | None = None) 
     return dict(tile=tile, overlap=min(config.tile_overlap, tile - _STRIDE), device=device,
                 batch_size=max(1, min(config.batch_size, batch_pixels // tile**2)),
                 activation="sigmoid" if config.application == "detection" else "softmax",
-                flips=config.test_time_augmentation)
+                flips=config.test_time_augmentation, bf16=uses_bf16(device, config.mixed_precision))
 
 
 def frame_probabilities(model, frame: np.ndarray, config: TrainingConfig, device, tile=None):
@@ -267,20 +272,22 @@ def iter_predict_points(model, image, config: TrainingConfig, channel_axis=None,
 
 
 @torch.inference_mode()
-def classify(model, inputs: list[np.ndarray], device="cpu", batch_size: int = 32) -> np.ndarray:
+def classify(model, inputs: list[np.ndarray], device="cpu", batch_size: int = 32, bf16: bool = False) -> np.ndarray:
     """Class probabilities (N, K) of prepared (C, S, S) classifier inputs."""
-    model.eval()
+    model = channels_last(model, device).eval()
     probabilities = []
     for first in range(0, len(inputs), batch_size):
-        batch = torch.from_numpy(np.stack(inputs[first : first + batch_size])).to(device)
-        probabilities.append(torch.softmax(model(batch).float(), dim=1).cpu().numpy())
+        batch = channels_last(torch.from_numpy(np.stack(inputs[first : first + batch_size])).to(device), device)
+        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(batch).float()
+        probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
     return np.concatenate(probabilities) if probabilities else np.zeros((0, 0), np.float32)
 
 
 def predict_classes(model, image, config: TrainingConfig, channel_axis=None, device="cpu"):
     """Class id and score of every frame of ``image``."""
     inputs = [classification_input(frame, config) for frame in split_frames(image, channel_axis)]
-    probabilities = classify(model, inputs, device, config.batch_size)
+    probabilities = classify(model, inputs, device, config.batch_size, uses_bf16(device, config.mixed_precision))
     return probabilities.argmax(1), probabilities.max(1)
 
 
@@ -300,7 +307,7 @@ def predict_object_classes(model, image, instances: np.ndarray, config: Training
         crop = frame[:, y0 : centre_y + side // 2 + 1, x0 : centre_x + side // 2 + 1]
         ids.append(region.label)
         crops.append(classification_input(crop, config))
-    probabilities = classify(model, crops, device, config.batch_size)
+    probabilities = classify(model, crops, device, config.batch_size, uses_bf16(device, config.mixed_precision))
     if not ids:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return np.array(ids), probabilities.argmax(1), probabilities.max(1)

@@ -31,6 +31,28 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def uses_bf16(device: torch.device | str, mixed_precision: bool) -> bool:
+    """Whether to run the network under bf16 autocast: on CUDA, and on CPUs with bf16 matrix units
+    (Intel AMX), where convolutions run 2-3x faster than in fp32. Weights and losses stay fp32."""
+    device_type = torch.device(device).type
+    if not mixed_precision or device_type not in ("cuda", "cpu"):
+        return False
+    return device_type == "cuda" or cpu_has_bf16_units()
+
+
+def cpu_has_bf16_units() -> bool:
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(has_amx and has_amx())
+
+
+def channels_last(module_or_tensor, device: torch.device | str):
+    """Channels-last memory layout, which oneDNN (CPU) and cuDNN run faster (on this 2-core CPU: 1.4x for
+    efficientnet-lite0 training, more under bf16); MPS keeps the default layout."""
+    if torch.device(device).type == "mps":
+        return module_or_tensor
+    return module_or_tensor.to(memory_format=torch.channels_last)
+
+
 def available_devices() -> list[tuple[str, str]]:
     """(label, device) pairs for a device picker; labels show each GPU's memory."""
     devices = [("auto (fastest available)", "auto")]

@@ -23,7 +23,7 @@ SETTINGS_LABELS = {
     "early_stopping_patience": "Early stopping patience (0 = off)",
     "keep_best": "Keep best weights",
     "preview_every": "Predict an image every x epochs",
-    "mixed_precision": "Mixed precision (CUDA)",
+    "mixed_precision": "Mixed precision (bf16: CUDA, AMX CPUs)",
     "num_workers": "Data-loading workers",
     "max_minutes": "Time budget, minutes (0 = none)",
 }
