@@ -46,7 +46,8 @@ def test_bf16_prediction_runs_under_autocast_and_stays_close_to_fp32(monkeypatch
     model.register_forward_hook(lambda *_: autocast_per_batch.append(torch.is_autocast_enabled("cpu")))
     monkeypatch.setattr(models, "cpu_has_bf16_units", lambda: True)
     bf16 = run(iter_probabilities(model, image, **prediction_options(config, "cpu", 512)))
-    fp32 = run(iter_probabilities(model, image, **prediction_options(config.replace(mixed_precision=False), "cpu", 512)))
+    fp32_config = config.replace(mixed_precision=False)
+    fp32 = run(iter_probabilities(model, image, **prediction_options(fp32_config, "cpu", 512)))
     assert autocast_per_batch == [True, False]
     np.testing.assert_allclose(fp32, _whole_forward(model, image), atol=1e-4)
     np.testing.assert_allclose(bf16, fp32, atol=0.03)
