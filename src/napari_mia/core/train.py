@@ -117,6 +117,8 @@ class Trainer:
         seed_everything(config.seed)
         self.config = config
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch size: cuDNN's fastest kernels are picked once
         self.model = channels_last((model if model is not None else build_model(config)).to(self.device), self.device)
         self.precision = PrecisionChoice(self.device, config.mixed_precision)
         self.dataset = make_dataset(list(train_samples), config, build_train_transform(config))
