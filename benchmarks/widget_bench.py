@@ -15,7 +15,7 @@ from qtpy.QtTest import QTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import blobs  # noqa: E402
-from run import mia_images_per_second  # noqa: E402
+from run import WARMUP_STEPS, mia_images_per_second  # noqa: E402
 
 
 class StallMeter:
@@ -82,7 +82,7 @@ def main() -> None:
     image = np.concatenate([blobs((256, 256), 12, seed=s)[0] for s in range(8)])
     labels = np.concatenate([blobs((256, 256), 12, seed=s)[1] for s in range(8)])
     config = TrainingConfig(epochs=1000, validation_fraction=0.0)
-    headless = mia_images_per_second(config, make_samples(image, labels, config), args.batches)
+    headless = mia_images_per_second(config, make_samples(image, labels, config), args.batches)[0]
 
     viewer = napari.Viewer(show=not args.hidden)
     # A fixed window size: every repaint composites the whole OpenGL window, so its cost follows the size.
@@ -102,12 +102,12 @@ def main() -> None:
     start_ms = (time.perf_counter() - clicked) * 1000
     meter.start()  # from here on training runs in the worker
     widget.worker.yielded.connect(lambda e: times.append(time.perf_counter()) if isinstance(e, BatchEnd) else None)
-    wait(lambda: len(times) >= args.batches + 3)
+    wait(lambda: len(times) >= args.batches + WARMUP_STEPS)
     widget.stop_training()
     wait(lambda: widget.worker is None)
     stall_training = meter.worst_ms()
     stall_training_at, stall_training_next = meter.worst_at_s(), meter.second_worst_ms()
-    in_widget = (len(times) - 3) * config.batch_size / (times[-1] - times[2])
+    in_widget = (len(times) - WARMUP_STEPS) * config.batch_size / (times[-1] - times[WARMUP_STEPS - 1])
 
     viewer.add_image(np.random.default_rng(0).integers(0, 255, (2048, 2048), dtype=np.uint8), name="big")
     widget.image_layer.value = viewer.layers["big"]
@@ -122,7 +122,7 @@ def main() -> None:
     viewer.close()
     # Headless again, after the widget: the mean of the two runs either side cancels slow drifts of this
     # shared machine's speed.
-    headless = (headless + mia_images_per_second(config, make_samples(image, labels, config), args.batches)) / 2
+    headless = (headless + mia_images_per_second(config, make_samples(image, labels, config), args.batches)[0]) / 2
     print(json.dumps({"stall_training_ms": stall_training, "worst_training_stall_at_s": stall_training_at,
                       "second_worst_training_stall_ms": stall_training_next, "stall_predicting_ms": stall_predicting,
                       "start_training_ms": start_ms, "write_prediction_ms": write_ms,
