@@ -27,7 +27,7 @@ from .data import (
     tile_preparation,
 )
 from .events import TileDone
-from .models import channels_last, uses_bf16
+from .models import bf16_autocast, channels_last, uses_bf16
 from .postprocess import config_instances, config_points
 
 _STRIDE = 32
@@ -167,7 +167,7 @@ def iter_bands(
 
 def _forward(model, tiles: torch.Tensor, activation: str, flips: bool, bf16: bool) -> torch.Tensor:
     def probabilities(batch):
-        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with bf16_autocast(batch.device.type, bf16):
             logits = model(batch).float()
         return torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
 
@@ -278,7 +278,7 @@ def classify(model, inputs: list[np.ndarray], device="cpu", batch_size: int = 32
     probabilities = []
     for first in range(0, len(inputs), batch_size):
         batch = channels_last(torch.from_numpy(np.stack(inputs[first : first + batch_size])).to(device), device)
-        with torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with bf16_autocast(batch.device.type, bf16):
             logits = model(batch).float()
         probabilities.append(torch.softmax(logits, dim=1).cpu().numpy())
     return np.concatenate(probabilities) if probabilities else np.zeros((0, 0), np.float32)

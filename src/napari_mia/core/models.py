@@ -40,6 +40,10 @@ def uses_bf16(device: torch.device | str, mixed_precision: bool) -> bool:
     return device_type == "cuda" or cpu_has_bf16_units()
 
 
+def bf16_autocast(device_type: str, enabled: bool):
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def cpu_has_bf16_units() -> bool:
     has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(has_amx and has_amx())

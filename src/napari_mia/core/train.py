@@ -35,7 +35,7 @@ from .metrics import (
     segmentation_metrics,
 )
 from .postprocess import calibrate_peak_thresholds, config_instances, config_points
-from .models import build_model, channels_last, resolve_device, uses_bf16
+from .models import bf16_autocast, build_model, channels_last, resolve_device, uses_bf16
 
 OPTIMIZERS = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
@@ -180,7 +180,7 @@ class Trainer:
         started, bf16 = time.perf_counter(), self.precision.next()
         images = channels_last(images.to(self.device, non_blocking=True), self.device)
         labels = labels.to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with bf16_autocast(self.device.type, bf16):
             logits = self.network(images)
         loss = self.loss_function(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
