@@ -77,6 +77,17 @@ def test_instance_targets_mark_inner_rims():
     assert targets[24, 24] == 1 and targets[24, 12] == 2  # centre interior, left edge boundary
 
 
+def test_instance_targets_widen_the_boundary_where_objects_touch():
+    truth = np.zeros((12, 20), np.int32)
+    truth[2:10, 2:10], truth[2:10, 10:18] = 1, 2  # two squares sharing an edge at column 9/10
+    targets = instance_targets(truth)
+    assert (targets[5, 8:12] == 2).all()  # 2 px on each side of the contact
+    assert targets[5, 7] == 1 and targets[5, 12] == 1
+    assert targets[5, 2] == 2 and targets[5, 3] == 1  # away from the contact: the 1-px rim
+    alone = instance_targets((truth == 1).astype(np.int32))
+    assert alone[5, 8] == 1 and alone[5, 9] == 2  # nothing touches: the 1-px rim
+
+
 def test_instance_metrics_match_hand_computed_cases():
     truth = np.zeros((10, 10), np.int32)
     truth[0:4, 0:4] = 1  # 16 px

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
@@ -214,11 +215,21 @@ def prepare_labels(labels: np.ndarray, config: TrainingConfig) -> np.ndarray:
     return resize_labels(labels, scaled_shape(labels.shape, config.downscale))
 
 
+CONTACT_WIDTH = 2  # px of boundary on each side where two objects touch
+
+
 def instance_targets(instances: np.ndarray) -> np.ndarray:
     """Object ids as background (0), interior (1) and boundary (2): the inner rim of every object,
-    so seeds of touching objects are separated by a boundary the network learns to see."""
-    targets = (instances > 0).astype(np.int16)
-    targets[find_boundaries(instances, mode="inner") & (instances > 0)] = 2
+    widened to ``CONTACT_WIDTH`` px where it touches another object, so the seeds of touching objects
+    are kept apart by a band the network learns to see. (Merged neighbours were most of the missed
+    DSB2018 nuclei with a 1-px rim.)"""
+    objects = instances > 0
+    targets = objects.astype(np.int16)
+    targets[find_boundaries(instances, mode="inner") & objects] = 2
+    window = 2 * CONTACT_WIDTH + 1
+    highest_near = ndimage.maximum_filter(instances, window)
+    lowest_object_near = ndimage.minimum_filter(np.where(objects, instances, np.iinfo(instances.dtype).max), window)
+    targets[objects & ((highest_near != instances) | (lowest_object_near != instances))] = 2
     return targets
 
 
