@@ -6,7 +6,9 @@ Same seeded hold-out split as ``dsb_semantic.py`` (100 of 664 images). Trains wi
 by IoU with the Hungarian algorithm, pooled over all hold-out objects as StarDist reports it; and the
 mean per image).
 
-    python benchmarks/dsb_instance.py --minutes 15 [extra train options...]
+    python benchmarks/dsb_instance.py --minutes 15 [--tta] [extra train options...]
+
+``--tta`` predicts with ``napari-mia predict --tta`` (the mean of the four flips of every tile).
 """
 
 from __future__ import annotations

@@ -49,11 +49,12 @@ def foreground_iou(predicted: Path, truth: Path) -> tuple[float, float]:
 
 
 def train_and_predict(default_minutes: float, prefix: str, train_options: list[str]) -> tuple[Path, Path, float]:
-    """Parse ``--minutes``/``--workdir`` (other options go to ``napari-mia train``), train on the seeded
+    """Parse ``--minutes``/``--workdir``/``--tta`` (other options go to ``napari-mia train``), train on the seeded
     split through the CLI and predict the hold-out; returns (predicted folder, true labels, minutes)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=default_minutes)
     parser.add_argument("--workdir")
+    parser.add_argument("--tta", action="store_true", help="predict with test-time augmentation (four flips)")
     args, extra = parser.parse_known_args()
     if not DATA.is_dir():
         sys.exit(f"no DSB2018 data at {DATA}")
@@ -69,7 +70,7 @@ def train_and_predict(default_minutes: float, prefix: str, train_options: list[s
     subprocess.run(command, check=True)
     trained = (time.perf_counter() - start) / 60
     subprocess.run([*cli, "predict", "--model", str(model), "--images", str(val / "images"),
-                    "--out", str(work / "predicted")], check=True)
+                    "--out", str(work / "predicted"), *(["--tta"] if args.tta else [])], check=True)
     return work / "predicted", val / "labels", trained
 
 

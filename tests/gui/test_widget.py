@@ -133,6 +133,25 @@ def test_prediction_never_replaces_a_user_layer_of_the_same_name(widget_with_dat
     assert is_prediction_layer(viewer.layers[-1]) and viewer.layers[-1] is not mine
 
 
+def test_test_time_augmentation_checkbox_averages_flipped_tiles(widget_with_data, qtbot, monkeypatch):
+    from napari_mia.core import infer
+
+    viewer, widget, _ = widget_with_data
+    widget.predict_after.value = False
+    widget.epochs.value = 1
+    widget.train_button.clicked()
+    _wait(qtbot, widget)
+    flips_used, forward = [], infer._forward
+    monkeypatch.setattr(infer, "_forward", lambda *args: flips_used.append(args[3]) or forward(*args))
+    for checked in (True, False):
+        widget.test_time_augmentation.value = checked
+        widget.predict_button.clicked()
+        _wait(qtbot, widget)
+        assert flips_used and set(flips_used) == {checked}
+        flips_used.clear()
+    assert widget.model_config.test_time_augmentation is False  # a prediction option, not saved in the model
+
+
 def test_bad_labels_are_reported_and_nothing_is_lost(make_napari_viewer, qtbot, monkeypatch):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64), np.uint8), name="img")

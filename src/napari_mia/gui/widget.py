@@ -126,6 +126,8 @@ class MiaWidget(Container):
         self.predict_after = CheckBox(text="Predict when training ends", value=True)
         self.current_frame_only = CheckBox(text="Predict current frame only (off: all frames)", value=True)
         self.visible_region_only = CheckBox(text="Predict visible region only", value=False)
+        self.test_time_augmentation = CheckBox(text="Test-time augmentation (mean of 4 flips: 4x slower)",
+                                               value=False)
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.resume_button = PushButton(text="Resume", enabled=False)
@@ -157,6 +159,7 @@ class MiaWidget(Container):
             self.classes, self.object_size, self.color_mode, self.input_channels, self.batch_size, self.epochs,
             self.learning_rate, self.downscale, self.patch_size, self.validation_fraction, self.device,
             self.sparse, self.predict_after, self.current_frame_only, self.visible_region_only,
+            self.test_time_augmentation,
             self.settings_button, self.settings, self.augmentations_button, self.augmentations,
             Container(widgets=[self.train_button, self.stop_button, self.resume_button], layout="horizontal",
                       labels=False),
@@ -492,6 +495,7 @@ class MiaWidget(Container):
             show_error("Train or load a model, and choose an image layer, before predicting.")
             return
         config, device = self.model_config, next(self.model.parameters()).device
+        config = config.replace(test_time_augmentation=self.test_time_augmentation.value)
         objects = self.objects_layer.value
         if config.application == "classification":
             image, channel_axis = layers.image_array(image_layer)
