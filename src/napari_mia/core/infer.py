@@ -272,9 +272,10 @@ def iter_predict_points(model, image, config: TrainingConfig, channel_axis=None,
 
 
 @torch.inference_mode()
-def classify(model, inputs: list[np.ndarray], device="cpu", batch_size: int = 32, bf16: bool = False) -> np.ndarray:
-    """Class probabilities (N, K) of prepared (C, S, S) classifier inputs."""
+def classify(model, inputs: list[np.ndarray], config: TrainingConfig, device="cpu") -> np.ndarray:
+    """Class probabilities (N, K) of prepared (C, S, S) classifier inputs, in batches of the config's size."""
     model = channels_last(model, device).eval()
+    batch_size, bf16 = config.batch_size, uses_bf16(device, config.mixed_precision)
     probabilities = []
     for first in range(0, len(inputs), batch_size):
         batch = channels_last(torch.from_numpy(np.stack(inputs[first : first + batch_size])).to(device), device)
@@ -287,7 +288,7 @@ def classify(model, inputs: list[np.ndarray], device="cpu", batch_size: int = 32
 def predict_classes(model, image, config: TrainingConfig, channel_axis=None, device="cpu"):
     """Class id and score of every frame of ``image``."""
     inputs = [classification_input(frame, config) for frame in split_frames(image, channel_axis)]
-    probabilities = classify(model, inputs, device, config.batch_size, uses_bf16(device, config.mixed_precision))
+    probabilities = classify(model, inputs, config, device)
     return probabilities.argmax(1), probabilities.max(1)
 
 
@@ -307,7 +308,7 @@ def predict_object_classes(model, image, instances: np.ndarray, config: Training
         crop = frame[:, y0 : centre_y + side // 2 + 1, x0 : centre_x + side // 2 + 1]
         ids.append(region.label)
         crops.append(classification_input(crop, config))
-    probabilities = classify(model, crops, device, config.batch_size, uses_bf16(device, config.mixed_precision))
+    probabilities = classify(model, crops, config, device)
     if not ids:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return np.array(ids), probabilities.argmax(1), probabilities.max(1)

@@ -356,8 +356,7 @@ def evaluate(model, samples: Sequence[Sample], config: TrainingConfig, device) -
 
 
 def _evaluate_classes(model, samples: Sequence[Sample], config: TrainingConfig, device) -> dict[str, float]:
-    probabilities = classify(model, [s.image for s in samples], device, config.batch_size,
-                             uses_bf16(device, config.mixed_precision))
+    probabilities = classify(model, [s.image for s in samples], config, device)
     truth = np.array([int(s.labels) for s in samples])
     matrix = np.zeros((config.n_classes, config.n_classes), np.int64)
     np.add.at(matrix, (truth, probabilities.argmax(1)), 1)

@@ -494,8 +494,8 @@ class MiaWidget(Container):
         if self.model is None or image_layer is None:
             show_error("Train or load a model, and choose an image layer, before predicting.")
             return
-        config, device = self.model_config, next(self.model.parameters()).device
-        config = config.replace(test_time_augmentation=self.test_time_augmentation.value)
+        config = self.model_config.replace(test_time_augmentation=self.test_time_augmentation.value)
+        device = next(self.model.parameters()).device
         objects = self.objects_layer.value
         if config.application == "classification":
             image, channel_axis = layers.image_array(image_layer)
