@@ -129,3 +129,19 @@ def test_augmentation_preview_layers(widget):
     images = widget.viewer.layers["augmentation preview"].data
     labels = widget.viewer.layers["augmentation preview labels"].data
     assert images.shape == (8, 64, 64) and labels.shape == (8, 64, 64)
+
+
+def test_curves_are_fitted_when_redrawn_not_when_painted(qtbot):
+    """pyqtgraph fits a plot to new data as it paints, and the refitted axes then need a second paint
+    (about 20 ms each while PyTorch runs): redraw fits them first, so one paint shows the update."""
+    from napari_mia.core.events import BatchEnd
+    from napari_mia.gui.train_plot import TrainDataWindow
+
+    window = TrainDataWindow()
+    qtbot.addWidget(window)
+    for step in range(1, 201):
+        window.on_event(BatchEnd(0, step, 200, step, 1.0 / step, 1e-3 * step, 5.0))
+    window.redraw()  # no event processed, so nothing painted yet
+    (first_step, last_step), _ = window.loss_plot.viewRange()
+    assert first_step <= 1 and last_step >= 200
+    assert window.lr_plot.viewRange()[1][1] >= 0.2

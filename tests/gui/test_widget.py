@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from qtpy.QtWidgets import QPushButton
 
 from napari_mia.gui.layers import is_prediction_layer
 from napari_mia.gui.sample_data import nuclei_sample
@@ -65,7 +66,33 @@ def test_dock_status_repaints_at_most_every_interval_and_shows_the_last_event(wi
     assert len(repaints) == 2 and "batch 4/10" in widget.status.value and widget.progress.value == 4
     widget._on_training_event(batch(5))
     widget._on_training_event(TrainingDone(reason="stopped", epochs_completed=0, steps=5, seconds=1.0))
-    assert len(repaints) == 3 and "batch 5/10" in widget.status.value and widget.progress.value == 5
+    assert len(repaints) == 3 and widget.progress.value == 5
+    assert widget.status.value == "Training stopped after 5 batches (1 s)."  # a Stop shows no notification
+
+
+def test_dock_stays_still_while_train_data_shows_the_run_and_speaks_again_once_it_is_closed(
+        widget_with_data, qtbot, monkeypatch):
+    """Every repaint of the dock recomposites napari's whole OpenGL window (20-50 ms on a software
+    renderer while PyTorch runs): Train Data, a window of its own, is the live view while it is open."""
+    from napari_mia.core.events import BatchEnd
+
+    viewer, widget, _ = widget_with_data
+    widget.progress.max = 10
+    window = widget._open_train_data()
+    qtbot.waitUntil(window.isVisible)
+    for step in (1, 2):
+        widget._last_status_update = 0.0  # an interval later each time
+        widget._on_training_event(BatchEnd(0, step, 10, step, 1.0, 1e-3, 5.0))
+    assert "batch" not in widget.status.value and widget.progress.value != 2
+    assert window.steps == [1, 2]
+
+    window.parent().findChild(QPushButton, "QTitleBarCloseButton").click()  # napari keeps the widget
+    qtbot.waitUntil(lambda: not window.isVisible())
+    widget._last_status_update = 0.0
+    widget._on_training_event(BatchEnd(0, 3, 10, 3, 1.0, 1e-3, 5.0))
+    assert "batch 3/10" in widget.status.value and widget.progress.value == 3
+    assert widget._open_train_data() is window and window.parent() is not None  # Train opens it again
+    qtbot.waitUntil(window.isVisible)
 
 
 def test_train_predict_correct_retrain_loop(widget_with_data, qtbot):

@@ -35,10 +35,11 @@ from .train_plot import TrainDataWindow
 
 logger = logging.getLogger(__name__)
 # Seconds between status/progress updates in the dock while a worker runs. Any repaint of napari's window
-# recomposites its OpenGL canvas: on a software renderer that takes both cores from PyTorch for ~20 ms
-# and cost 15% of training throughput at 0.5 s. The Train Data window (its own window) stays live.
+# recomposites its OpenGL canvas: on a software renderer that takes both cores from PyTorch for 20-50 ms
+# and cost 15% of training throughput at 0.5 s. While the Train Data window (its own window) shows a
+# training run, the dock does not update at all.
 _STATUS_INTERVAL = 3.0
-_SETTLE_MS = 100  # training starts this long after Train is pressed
+_SETTLE_MS = 200  # a job starts this long after its button is pressed, once the window has repainted
 APPLICATION_NAMES = {
     "semantic": "Semantic segmentation",
     "instance": "Instance segmentation",
@@ -89,6 +90,7 @@ class MiaWidget(Container):
         self._last_status_update = 0.0
         self._pending_text: str | None = None
         self._pending_step: int | None = None
+        self._pending_total: int | None = None
         self._predicting = self._cancelled = False
         self.predicted_frame_classes = ""
 
@@ -373,6 +375,7 @@ class MiaWidget(Container):
     def _open_train_data(self) -> TrainDataWindow:
         if self.train_data is None:
             self.train_data = TrainDataWindow(stop=self.stop_training, resume=self.resume_training)
+        if self.train_data.parent() is None:  # new, or its dock was closed (napari keeps the widget)
             dock = self.viewer.window.add_dock_widget(self.train_data, name="Train Data", area="bottom")
             # Floating, like MIA's own Train Data window: docking it would shrink napari's canvas (a full
             # OpenGL redraw) and every plot update would recomposite the OpenGL window. Double-click its
@@ -416,9 +419,13 @@ class MiaWidget(Container):
         }, _start_thread=False)
         self._set_running(True)
         self._stopped = False
-        # Let napari show the Train Data window and the new button states before training takes the CPU:
-        # those first repaints are the slowest, and three times slower while PyTorch runs.
-        QTimer.singleShot(_SETTLE_MS, lambda worker=self.worker: self._start_worker(worker))
+        self._start_job(self.worker, f"Training on '{self._training_layer.name}': progress in Train Data.")
+
+    def _start_job(self, worker, status: str) -> None:
+        """Show ``status`` and start ``worker`` once napari has repainted the new button states (and shown
+        Train Data): those repaints are the slowest, and two to three times slower while PyTorch runs."""
+        self.status.value, self._last_status_update = status, time.perf_counter()
+        QTimer.singleShot(_SETTLE_MS, lambda: self._start_worker(worker))
 
     def _start_worker(self, worker) -> None:
         if worker is self.worker and not self._closing:
@@ -456,12 +463,15 @@ class MiaWidget(Container):
                 layers.write_prediction(self.viewer, image_layer, event.labels, self._preview_index,
                                         self._label_colors(), suffix="preview")
         elif isinstance(event, TrainingDone):
-            self._show_status(now=True)
             self._stopped = event.reason == "stopped"
+            summary = f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s)."
             if event.message:
                 show_error(f"Training on '{self._training_layer.name}' stopped: {event.message}")
+            elif self._stopped:  # the user asked for it: the status line says so, without a notification
+                self._pending_text = summary
             else:
-                show_info(f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s).")
+                show_info(summary)
+            self._show_status(now=True)
 
     def _on_training_finished(self) -> None:
         self.worker = None
@@ -521,7 +531,7 @@ class MiaWidget(Container):
         self.worker = worker
         self._predicting = True
         self._set_running(True)  # Stop cancels the prediction at the next tile
-        worker.start()
+        self._start_job(worker, f"Predicting '{image_layer.name}'…")
 
     def _label_colors(self):
         """Class colours for class-id labels; None (napari's colours for ids) for instance labels."""
@@ -562,24 +572,29 @@ class MiaWidget(Container):
         self._set_running(False)
 
     def _on_tile(self, event: TileDone) -> None:
-        if self.progress.max != event.total:
-            self.progress.max = event.total
-        self._show_status(f"predicting: tile {event.done} of {event.total}", event.done,
-                          now=event.done in (1, event.total))
+        self._show_status(f"predicting: tile {event.done} of {event.total}", event.done, event.total,
+                          now=event.done == event.total)
 
-    def _show_status(self, text: str | None = None, step: int | None = None, now: bool = False) -> None:
-        """Show ``text`` (and move the progress bar to ``step``) at most every ``_STATUS_INTERVAL``; what
-        arrives in between waits for the next update, or for ``now``."""
+    def _show_status(self, text: str | None = None, step: int | None = None, total: int | None = None,
+                     now: bool = False) -> None:
+        """Show ``text`` (and move the progress bar to ``step`` of ``total``) at most every
+        ``_STATUS_INTERVAL``, and not while Train Data shows a training run; what arrives in between waits
+        for the next update, or for ``now``."""
         self._pending_text = text or self._pending_text
         self._pending_step = self._pending_step if step is None else step
+        self._pending_total = self._pending_total if total is None else total
         clock = time.perf_counter()
-        if self._pending_text is None or (not now and clock - self._last_status_update < _STATUS_INTERVAL):
+        shown_elsewhere = not self._predicting and self.train_data is not None and self.train_data.isVisible()
+        if self._pending_text is None or (not now and (
+                shown_elsewhere or clock - self._last_status_update < _STATUS_INTERVAL)):
             return
         self._last_status_update = clock
         self.status.value = self._pending_text
+        if self._pending_total is not None:
+            self.progress.max = self._pending_total
         if self._pending_step is not None:
             self.progress.value = self._pending_step
-        self._pending_text = self._pending_step = None
+        self._pending_text = self._pending_step = self._pending_total = None
 
     def _show_prediction(self, image_layer, labels: np.ndarray, index: tuple[int, ...]) -> None:
         try:
