@@ -145,3 +145,18 @@ def test_curves_are_fitted_when_redrawn_not_when_painted(qtbot):
     (first_step, last_step), _ = window.loss_plot.viewRange()
     assert first_step <= 1 and last_step >= 200
     assert window.lr_plot.viewRange()[1][1] >= 0.2
+
+
+def test_log_scaled_losses_are_labelled_at_1_2_5_not_at_every_minor_tick():
+    from types import SimpleNamespace
+
+    from napari_mia.gui.train_plot import _set_log_ticks
+
+    labels = []
+    plot = SimpleNamespace(getAxis=lambda side: SimpleNamespace(setTicks=labels.append))
+    _set_log_ticks(plot, [0.8, 0.3, 0.04])
+    assert [text for _, text in labels[-1][0]] == ["0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "2", "5"]
+    _set_log_ticks(plot, [12.0, 0.0004])  # more than three decades: powers of ten only
+    assert [text for _, text in labels[-1][0]] == ["0.0001", "0.001", "0.01", "0.1", "1", "10", "100"]
+    _set_log_ticks(plot, [])
+    assert labels[-1] is None  # pyqtgraph's own ticks again

@@ -3,6 +3,7 @@ history export. pyqtgraph updates curves in about a millisecond, so plotting nev
 
 from __future__ import annotations
 
+import math
 import time
 
 import pyqtgraph as pg
@@ -126,6 +127,8 @@ class TrainDataWindow(QWidget):
             self.metric_plot.setTitle(f"validation {metric}")
             self.metric_curve.setData([e.epoch + 1 for e in validated], [e.val_metrics[metric] for e in validated])
         self.counters.setText(self.counter_text(metric))
+        _set_log_ticks(self.loss_plot, self.batch_losses)
+        _set_log_ticks(self.epoch_loss_plot, [e.train_loss for e in self.epochs] + [e.val_loss for e in validated])
         # pyqtgraph fits the axes to new data while painting, and the new axes then need a second paint
         # (about 20 ms each under training load); fitting them now makes it one.
         for plot in (self.loss_plot, self.lr_plot, self.epoch_loss_plot, self.metric_plot):
@@ -162,6 +165,19 @@ class TrainDataWindow(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Save plot", "training.png", "PNG (*.png)")
         if path:
             self.save_png(path)
+
+
+def _set_log_ticks(plot, values) -> None:
+    """Label a log-scaled axis at 1, 2 and 5 times powers of ten (only the powers over three decades):
+    pyqtgraph labels every minor tick of a decade, and in a short plot those labels overlap."""
+    positive = [v for v in values if v > 0]
+    if not positive:
+        plot.getAxis("left").setTicks(None)
+        return
+    low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    steps = (1,) if high - low > 3 else (1, 2, 5)
+    ticks = [step * 10.0**power for power in range(low, high + 1) for step in steps]
+    plot.getAxis("left").setTicks([[(math.log10(tick), f"{tick:g}") for tick in ticks]])
 
 
 def _clock(seconds: float) -> str:
