@@ -70,13 +70,12 @@ def test_dock_status_repaints_at_most_every_interval_and_shows_the_last_event(wi
     assert widget.status.value == "Training stopped after 5 batches (1 s)."  # a Stop shows no notification
 
 
-def test_dock_stays_still_while_train_data_shows_the_run_and_speaks_again_once_it_is_closed(
-        widget_with_data, qtbot, monkeypatch):
+def test_dock_stays_still_while_train_data_shows_the_run_and_speaks_again_once_it_is_closed(widget_with_data, qtbot):
     """Every repaint of the dock recomposites napari's whole OpenGL window (20-50 ms on a software
     renderer while PyTorch runs): Train Data, a window of its own, is the live view while it is open."""
     from napari_mia.core.events import BatchEnd
 
-    viewer, widget, _ = widget_with_data
+    _, widget, _ = widget_with_data
     widget.progress.max = 10
     window = widget._open_train_data()
     qtbot.waitUntil(window.isVisible)

@@ -467,11 +467,10 @@ class MiaWidget(Container):
             summary = f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s)."
             if event.message:
                 show_error(f"Training on '{self._training_layer.name}' stopped: {event.message}")
-            elif self._stopped:  # the user asked for it: the status line says so, without a notification
-                self._pending_text = summary
-            else:
+            elif not self._stopped:
                 show_info(summary)
-            self._show_status(now=True)
+            # A Stop the user asked for is said in the status line only: a notification repaints the canvas.
+            self._show_status(summary if self._stopped else None, now=True)
 
     def _on_training_finished(self) -> None:
         self.worker = None
