@@ -38,6 +38,21 @@ def test_train_then_predict_writes_uint16_labels_and_history(tmp_path, capsys):
                  "--from-model", str(model), "--binarize", "--epochs", "1", "--batch-size", "4"]) == 0
 
 
+def test_the_model_name_given_to_train_is_the_name_predict_takes(tmp_path, capsys):
+    images, labels = _folders(tmp_path, 1)
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "m"),
+                 "--binarize", "--epochs", "1", "--batch-size", "2", "--patch-size", "64"]) == 0
+    assert f"model saved to {tmp_path / 'm'} " in capsys.readouterr().err
+    assert (tmp_path / "m").is_file() and (tmp_path / "m.history.csv").is_file()
+    assert not (tmp_path / "m.safetensors").exists()
+    assert main(["predict", "--model", str(tmp_path / "m"), "--images", str(images),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert tifffile.imread(tmp_path / "out" / "im0.tif").shape == (96, 96)
+    (tmp_path / "m").rename(tmp_path / "old.safetensors")  # as earlier versions named `--out old`
+    assert main(["predict", "--model", str(tmp_path / "old"), "--images", str(images),
+                 "--out", str(tmp_path / "out2")]) == 0
+
+
 def test_max_minutes_stops_and_still_saves(tmp_path):
     images, labels = _folders(tmp_path, 1)
     model = tmp_path / "m.safetensors"

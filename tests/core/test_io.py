@@ -19,7 +19,7 @@ def _model_file(tmp_path):
 
 def test_reloaded_model_in_a_new_process_predicts_identically(tmp_path):
     path, model, config = _model_file(tmp_path)
-    assert path.suffix == ".safetensors"
+    assert path == tmp_path / "model"  # written under the name given
     image = np.random.default_rng(0).integers(0, 255, (80, 120, 3), dtype=np.uint8)
     np.save(tmp_path / "image.npy", image)
     expected = predict(model, image, config, channel_axis=-1)
@@ -72,4 +72,4 @@ def test_truncated_and_foreign_files_are_refused(tmp_path):
 def test_save_replaces_atomically_and_leaves_no_temporary_files(tmp_path):
     path, model, config = _model_file(tmp_path)
     save_model(path, model, config)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

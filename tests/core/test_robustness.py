@@ -143,8 +143,15 @@ def test_cli_out_of_memory_saves_the_last_good_weights_and_exits_nonzero(tmp_pat
     load_model(tmp_path / "m.safetensors")
 
 
-def _kill_after(command, seconds):
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_when_busy(command, ready, seconds):
+    """Start ``command``, wait until it prints a line holding ``ready`` (it is then doing the work the
+    test interrupts, however slow the machine), and kill it ``seconds`` later."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if ready in line:
+            break
+    else:
+        raise AssertionError(f"{command[-1][:60]!r} ended before printing {ready!r}")
     time.sleep(seconds)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -164,11 +171,12 @@ from napari_mia.core import TrainingConfig, save_model
 from napari_mia.core.models import build_model
 config = TrainingConfig(backbone="resnet50", classes=["bg", "fg"])
 model = build_model(config)
+print("saving", flush=True)
 while True:
     save_model({str(path)!r}, model, config)
 """
-    for delay in (2.0, 2.5, 3.1):
-        _kill_after([sys.executable, "-c", saver], delay)
+    for delay in (0.05, 0.5, 1.1):
+        _kill_when_busy([sys.executable, "-c", saver], "saving", delay)
         loaded = load_model(path)[0]  # old or new, never broken
         assert set(loaded.state_dict()) == set(reference)
 
@@ -181,8 +189,9 @@ while True:
         tifffile.imwrite(tmp_path / "i" / f"{index}.tif", image)
         tifffile.imwrite(tmp_path / "l" / f"{index}.tif", labels)
     before = path.read_bytes()
-    _kill_after([sys.executable, "-m", "napari_mia", "train", "--images", str(tmp_path / "i"), "--labels",
-                 str(tmp_path / "l"), "--out", str(path), "--epochs", "1000", "--backbone", "resnet50"], 8.0)
+    _kill_when_busy([sys.executable, "-m", "napari_mia", "train", "--images", str(tmp_path / "i"), "--labels",
+                     str(tmp_path / "l"), "--out", str(path), "--epochs", "1000", "--backbone", "resnet50"],
+                    "training and", 2.0)
     assert path.read_bytes() == before
     load_model(path)
     leftovers = [p for p in os.listdir(tmp_path) if p.endswith(".part")]

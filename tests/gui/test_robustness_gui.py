@@ -1,5 +1,7 @@
 """Widget cases of docs/robustness.md: a notification naming the layer and the fix; layers survive."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -64,13 +66,22 @@ def test_out_of_memory_is_reported_with_advice(setup, qtbot, monkeypatch):
     assert widget.model is not None and widget.save_button.enabled  # last good weights kept
 
 
-def test_deleting_or_editing_input_layers_during_training_changes_nothing(setup, qtbot):
+def test_deleting_or_editing_input_layers_during_training_changes_nothing(setup, qtbot, monkeypatch):
     viewer, widget, errors = setup
     widget.epochs.value = 6
+    edited, train_step = threading.Event(), Trainer._train_step
+
+    def step_after_the_edit(trainer, *args):  # training waits for the edit, however fast the machine
+        if trainer.step >= 1:
+            edited.wait(timeout=300)
+        return train_step(trainer, *args)
+
+    monkeypatch.setattr(Trainer, "_train_step", step_after_the_edit)
     widget.train_button.clicked()
     qtbot.waitUntil(lambda: widget.trainer.step >= 1, timeout=60_000)
     viewer.layers["labels"].data[:] = 0  # edits apply to the next run only
     viewer.layers.remove("cells")
+    edited.set()
     _wait(qtbot, widget)
     assert widget.trainer.epoch == 6 and not errors
     assert "cells prediction" not in viewer.layers  # nothing to predict: the image is gone

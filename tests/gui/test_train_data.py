@@ -77,6 +77,7 @@ def test_train_data_window_plots_stops_resumes_and_exports(widget, qtbot, tmp_pa
     assert (tmp_path / "plot.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # a wall-clock bound: it depends on the machine's speed and load (benchmarks/widget_bench.py)
 def test_event_loop_never_stalls_while_training(widget, qtbot, capsys):
     widget.epochs.value = 12
     widget.validation_fraction.value = 0.0

@@ -43,12 +43,32 @@ def test_the_dock_scrolls_instead_of_forcing_a_window_taller_than_the_screen(wid
     assert controls.minimumSizeHint().height() > 600 and widget.native.verticalScrollBar().maximum() > 0
 
 
-def test_dock_status_repaints_at_most_every_interval_and_shows_the_last_event(widget_with_data, monkeypatch):
+class SteppedClock:
+    """Stands for the widget module's ``time``: reads what the test sets, a few seconds as on a machine
+    booted moments ago (``time.perf_counter`` counts from boot on Linux)."""
+
+    def __init__(self, seconds=5.0):
+        self.seconds = seconds
+
+    def perf_counter(self):
+        return self.seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from napari_mia.gui import widget as widget_module
+
+    stepped = SteppedClock()
+    monkeypatch.setattr(widget_module, "time", stepped)
+    return stepped
+
+
+def test_dock_status_repaints_at_most_every_interval_and_shows_the_last_event(widget_with_data, monkeypatch, clock):
     from napari_mia.core.events import BatchEnd, TrainingDone
     from napari_mia.gui import widget as widget_module
 
     _, widget, _ = widget_with_data
-    monkeypatch.setattr(widget_module, "_STATUS_INTERVAL", 3600.0)
+    monkeypatch.setattr(widget_module, "_STATUS_INTERVAL", 30.0)  # longer than the clock has run
     widget.progress.max = 10
     repaints, set_text = [], widget.status.native.setText
     monkeypatch.setattr(widget.status.native, "setText", lambda text: (repaints.append(text), set_text(text)))
@@ -57,11 +77,12 @@ def test_dock_status_repaints_at_most_every_interval_and_shows_the_last_event(wi
         return BatchEnd(epoch=0, batch=step, batches_per_epoch=10, step=step, loss=1.0 / step,
                         learning_rate=1e-3, images_per_second=5.0)
 
-    widget._on_training_event(batch(1))
+    widget._on_training_event(batch(1))  # the first update shows, however young the clock
+    clock.seconds += 1.0
     widget._on_training_event(batch(2))
     widget._on_training_event(batch(3))
     assert len(repaints) == 1 and "batch 1/10" in widget.status.value and widget.progress.value == 1
-    widget._last_status_update -= widget_module._STATUS_INTERVAL  # an interval later
+    clock.seconds += widget_module._STATUS_INTERVAL
     widget._on_training_event(batch(4))
     assert len(repaints) == 2 and "batch 4/10" in widget.status.value and widget.progress.value == 4
     widget._on_training_event(batch(5))
@@ -70,24 +91,26 @@ def test_dock_status_repaints_at_most_every_interval_and_shows_the_last_event(wi
     assert widget.status.value == "Training stopped after 5 batches (1 s)."  # a Stop shows no notification
 
 
-def test_dock_stays_still_while_train_data_shows_the_run_and_speaks_again_once_it_is_closed(widget_with_data, qtbot):
+def test_dock_stays_still_while_train_data_shows_the_run_and_speaks_again_once_it_is_closed(
+        widget_with_data, qtbot, clock):
     """Every repaint of the dock recomposites napari's whole OpenGL window (20-50 ms on a software
     renderer while PyTorch runs): Train Data, a window of its own, is the live view while it is open."""
     from napari_mia.core.events import BatchEnd
+    from napari_mia.gui import widget as widget_module
 
     _, widget, _ = widget_with_data
     widget.progress.max = 10
     window = widget._open_train_data()
     qtbot.waitUntil(window.isVisible)
     for step in (1, 2):
-        widget._last_status_update = 0.0  # an interval later each time
+        clock.seconds += widget_module._STATUS_INTERVAL
         widget._on_training_event(BatchEnd(0, step, 10, step, 1.0, 1e-3, 5.0))
     assert "batch" not in widget.status.value and widget.progress.value != 2
     assert window.steps == [1, 2]
 
     window.parent().findChild(QPushButton, "QTitleBarCloseButton").click()  # napari keeps the widget
     qtbot.waitUntil(lambda: not window.isVisible())
-    widget._last_status_update = 0.0
+    clock.seconds += widget_module._STATUS_INTERVAL
     widget._on_training_event(BatchEnd(0, 3, 10, 3, 1.0, 1e-3, 5.0))
     assert "batch 3/10" in widget.status.value and widget.progress.value == 3
     assert widget._open_train_data() is window and window.parent() is not None  # Train opens it again

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--images", required=True, help="folder of images (tif, png, jpg)")
     train.add_argument("--labels", help="folder of label images (class or object ids), same names as the images")
     train.add_argument("--points", metavar="CSV", help="detection: columns image,y,x[,class] (image = name or stem)")
-    train.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    train.add_argument("--out", required=True, help="model file to write, named as given (m.safetensors by convention)")
     train.add_argument("--from-model", help="continue training from this model's weights")
     train.add_argument("--architecture", choices=ARCHITECTURES + CLASSIFICATION_ARCHITECTURES)
     train.add_argument("--backbone", default="resnet18", choices=BACKBONES)
@@ -288,7 +288,7 @@ def _train(args, rank: int) -> int:
 
     from .data import split_train_validation
     from .events import BatchEnd, EpochEnd, TrainingDone
-    from .io import load_model, save_model, write_history_csv
+    from .io import history_csv_path, load_model, save_model, write_history_csv
     from .models import resolve_device
     from .train import Trainer, evaluate
 
@@ -330,11 +330,11 @@ def _train(args, rank: int) -> int:
     if event.message:  # out of memory: the last good weights were saved, the run did not finish
         print(f"napari-mia: error: {event.message} (saved to {path})", file=sys.stderr)
         return 3
-    write_history_csv(path.with_suffix(".history.csv"), trainer.history)
+    write_history_csv(history_csv_path(path), trainer.history)
     if validation_samples:
         final = evaluate(trainer.model, validation_samples, config, trainer.device)
         print("validation: " + " ".join(f"{k}={v:.4f}" for k, v in final.items()))
-    print(f"napari-mia: model saved to {path}", file=sys.stderr)
+    print(f"napari-mia: model saved to {path} (training history in {history_csv_path(path)})", file=sys.stderr)
     return 0
 
 

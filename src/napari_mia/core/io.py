@@ -27,9 +27,8 @@ class ModelFileError(ValueError):
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, config: TrainingConfig, history=()) -> Path:
+    """Write the model to ``path`` exactly as named (``.safetensors`` is the usual suffix, not added)."""
     path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_name(path.name + ".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "format": FORMAT,
@@ -49,8 +48,17 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, config: Training
     return path
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """``path``, or ``path.safetensors`` where only that exists (earlier versions added the suffix)."""
     path = Path(path)
+    with_suffix = path.with_name(path.name + ".safetensors")
+    if not path.is_file() and path.suffix != ".safetensors" and with_suffix.is_file():
+        return with_suffix
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    path = resolve_model_path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
@@ -78,11 +86,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     # The weights come from the file, so ImageNet weights need not be present to load a model.
     model = build_model(config.replace(pretrained=False))
     try:
-        model.load_state_dict(load_file(str(path)))
+        model.load_state_dict(load_file(str(resolve_model_path(path))))
     except (SafetensorError, RuntimeError) as error:
         raise ModelFileError(f"{path}: weights do not fit the saved settings: {error}") from error
     history = json.loads(metadata.get("history", "[]"))
     return model.to(device).eval(), config, history
+
+
+def history_csv_path(model_path: str | os.PathLike) -> Path:
+    """``m.safetensors`` -> ``m.history.csv``; ``m`` -> ``m.history.csv``."""
+    model_path = Path(model_path)
+    stem = model_path.stem if model_path.suffix == ".safetensors" else model_path.name
+    return model_path.with_name(stem + ".history.csv")
 
 
 def write_history_csv(path: str | os.PathLike, history) -> None:

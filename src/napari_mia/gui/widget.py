@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -87,7 +88,7 @@ class MiaWidget(Container):
         self._close_watcher = None
         self._training_layer = None
         self._preview_index: tuple[int, ...] = ()
-        self._last_status_update = 0.0
+        self._last_status_update = -math.inf  # nothing shown yet: the first update always shows
         self._pending_text: str | None = None
         self._pending_step: int | None = None
         self._pending_total: int | None = None
@@ -732,8 +733,8 @@ class MiaWidget(Container):
         from qtpy.QtWidgets import QFileDialog
 
         path, _ = QFileDialog.getSaveFileName(None, "Save model", "model.safetensors", "Models (*.safetensors)")
-        if path:
-            self.save_model(path)
+        if path:  # a name typed without a suffix gets the filter's, so that Load model lists it
+            self.save_model(path if Path(path).suffix else path + ".safetensors")
 
     def _ask_load(self, *_) -> None:
         from qtpy.QtWidgets import QFileDialog
