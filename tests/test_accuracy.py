@@ -57,3 +57,24 @@ def test_bccd_detection_f1_for_wbc_and_platelets(tmp_path):
     f1 = {name: float(value) for name, value in re.findall(r"bccd_detection (\w+): .* F1 ([0-9.]+)", out)}
     assert f1["WBC"] >= 0.85, out
     assert f1["Platelets"] >= 0.80, out
+
+
+def test_a_resnet18_unet_trained_for_minutes_on_dsb2018_exports_to_onnx(tmp_path):
+    """The export a user tried: 16 DSB2018 images, a 2-minute model, `napari-mia export --format onnx`."""
+    pytest.importorskip("onnxruntime", reason="needs the `export` extra")
+    source = DATA / "dsb2018_nuclei" / "train"
+    if not source.is_dir():
+        pytest.skip(f"no dsb2018_nuclei in {DATA}")
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir(), labels.mkdir()
+    for image in sorted((source / "images").iterdir())[:16]:
+        (images / image.name).symlink_to(image)
+        (labels / f"{image.stem}.tif").symlink_to(source / "labels" / f"{image.stem}.tif")
+    model = tmp_path / "m.safetensors"
+    napari_mia = [sys.executable, "-m", "napari_mia"]
+    subprocess.run([*napari_mia, "train", "--images", str(images), "--labels", str(labels), "--binarize",
+                    "--out", str(model), "--max-minutes", "2", "--epochs", "1000"], check=True, capture_output=True)
+    exported = subprocess.run([*napari_mia, "export", "--model", str(model), "--format", "onnx", "--out",
+                               str(tmp_path / "m.onnx")], capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "m.onnx").is_file()

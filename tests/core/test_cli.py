@@ -89,7 +89,7 @@ def test_settings_reach_the_cli_through_flags_and_a_json_config(tmp_path):
     assert (config.optimizer, config.loss, config.class_weighting, config.lr_schedule) == (
         "adamw", "focal", "auto", "step")
     assert config.lr_step_every == 3 and config.augmentations.affine_probability == 0.4
-    assert history[0]["val_loss"] is not None  # the validation folder was used
+    assert history[0].val_loss is not None  # the validation folder was used
     settings.write_text('{"optimiser": "adam"}')
     assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(model),
                  "--config", str(settings)]) == 2

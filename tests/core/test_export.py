@@ -1,11 +1,15 @@
 """Models that travel: ONNX/TorchScript export matched to PyTorch, bioimage.io packages, big images."""
 
+import zipfile
+
 import numpy as np
 import pytest
 import torch
 
+import napari_mia
 from napari_mia.core.cli import main
 from napari_mia.core.config import TrainingConfig
+from napari_mia.core.events import EpochEnd
 from napari_mia.core.export import export, read_exported_config
 from napari_mia.core.infer import predict
 from napari_mia.core.io import save_model
@@ -27,6 +31,38 @@ def test_exported_models_match_pytorch_and_carry_the_config(tmp_path, format):
     assert read_exported_config(path).classes == ["bg", "a", "b"]
 
 
+def test_exports_are_compared_on_probabilities_with_relative_and_absolute_tolerance():
+    from napari_mia.core.export import disagreement
+
+    config = TrainingConfig(classes=["bg", "a", "b"])
+    logits = np.random.default_rng(0).normal(0, 8, (1, 3, 16, 16)).astype(np.float32)
+    reordered = logits + np.float32(3e-4) * np.sign(logits)  # float32 reordering in a deep network
+    difference, agree = disagreement(logits, reordered, config)
+    assert agree and difference < 2e-4  # logits moved by up to 6e-4 between classes
+    wrong = logits.copy()
+    wrong[0, :, 3, 3] = wrong[0, ::-1, 3, 3]  # one pixel's classes swapped: a real difference
+    difference, agree = disagreement(logits, wrong, config)
+    assert not agree and difference > 0.1
+    heatmaps = TrainingConfig(application="detection", classes=["cell"])
+    assert not disagreement(logits[:, :1], logits[:, :1] + 0.05, heatmaps)[1]  # sigmoid per class
+
+
+def test_a_trained_resnet18_unet_exports_to_onnx(tmp_path):
+    from napari_mia.core.data import make_samples
+    from napari_mia.core.train import Trainer
+
+    from ..conftest import blobs
+
+    config = TrainingConfig(backbone="resnet18", patch_size=128, batch_size=4, epochs=1000, max_minutes=0.25,
+                            validation_fraction=0.0, learning_rate=3e-3)
+    samples = [s for seed in range(4) for s in make_samples(*blobs((192, 192), n=12, seed=seed), config)]
+    trainer = Trainer(config, samples, [])
+    for _ in trainer.run():
+        pass
+    _, difference = export(trainer.model, config, "onnx", tmp_path / "trained.onnx")
+    assert (tmp_path / "trained.onnx").is_file() and difference < 1e-3
+
+
 def test_classifier_exports_to_onnx(tmp_path):
     model, config = _model(application="classification", classes=["x", "y"])
     _, difference = export(model, config, "onnx", tmp_path / "c.onnx")
@@ -37,14 +73,24 @@ def test_bioimageio_package_validates_runs_and_imports_back(tmp_path):
     from napari_mia.core.bioimageio import load_bioimageio, validate_bioimageio
 
     model, config = _model(application="instance")
-    saved = save_model(tmp_path / "m.safetensors", model, config)
-    assert main(["export", "--model", str(saved), "--format", "bioimageio", "--out", str(tmp_path / "p.zip")]) == 0
+    history = [EpochEnd(epoch=0, epochs=1, train_loss=0.5, learning_rate=1e-3, seconds=2.0)]
+    saved = save_model(tmp_path / "m.safetensors", model, config, history)
+    assert main(["export", "--model", str(saved), "--format", "bioimageio", "--out", str(tmp_path / "p.zip"),
+                 "--author", "Ada Lovelace", "--author", "Grace Hopper"]) == 0
     assert validate_bioimageio(tmp_path / "p.zip") in ("valid-format", "passed")
+    from bioimageio.spec import load_description
+
+    description = load_description(str(tmp_path / "p.zip"))
+    assert str(description.license) == "BSD-3-Clause"  # napari-mia's license unless --license says otherwise
+    assert [author.name for author in description.authors] == ["Ada Lovelace", "Grace Hopper"]
+    with zipfile.ZipFile(tmp_path / "p.zip") as package:
+        documentation = package.read("README.md").decode()
+    assert f"napari-mia {napari_mia.__version__}" in documentation and "https://github.com/)" not in documentation
     from bioimageio.core import test_model
 
     assert test_model(str(tmp_path / "p.zip"), weight_format="onnx").status == "passed"
-    loaded, loaded_config, _ = load_bioimageio(tmp_path / "p.zip")
-    assert loaded_config == config
+    loaded, loaded_config, loaded_history = load_bioimageio(tmp_path / "p.zip")
+    assert loaded_config == config and loaded_history == history
     for mine, theirs in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(mine, theirs)
 

@@ -7,6 +7,8 @@ Needs the optional ``bioimageio.spec`` package (``pip install "napari-mia[bioima
 
 from __future__ import annotations
 
+import getpass
+import importlib.metadata
 import tempfile
 import zipfile
 from pathlib import Path
@@ -14,11 +16,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import napari_mia
+
 from .config import INSTANCE_TARGETS, TrainingConfig
-from .export import ExportError, export_onnx, export_torchscript
+from .export import (
+    ABSOLUTE_TOLERANCE,
+    RELATIVE_TOLERANCE,
+    ExportError,
+    disagreement,
+    export_onnx,
+    export_torchscript,
+    run_exported,
+)
 from .io import load_model, save_model
 
 MIA_CITATION = "Koerber, N. MIA is an open-source standalone deep learning application for microscopic image analysis."
+
+
+def project_license() -> str:
+    """napari-mia's license, as its installed metadata says."""
+    try:
+        return importlib.metadata.metadata("napari-mia").get("License") or "BSD-3-Clause"
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "BSD-3-Clause"
 
 
 def _output_names(config: TrainingConfig) -> list[str]:
@@ -63,16 +83,17 @@ def _cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
 
 
 def export_bioimageio(model: torch.nn.Module, config: TrainingConfig, path: str | Path,
-                      tolerance: float = 1e-4) -> tuple[Path, float]:
+                      tolerance: float = ABSOLUTE_TOLERANCE, history=(), authors=(),
+                      license: str | None = None) -> tuple[Path, float]:
     """Write a bioimage.io model package (.zip) and validate it with bioimageio.spec; returns the path
-    and the largest difference between the package's ONNX/TorchScript weights and PyTorch."""
+    and the largest probability difference between the package's ONNX/TorchScript weights and PyTorch.
+    ``authors`` (names) and ``license`` (an SPDX id) describe the model; the license defaults to
+    napari-mia's own."""
     try:
         from bioimageio.spec import save_bioimageio_package
         from bioimageio.spec.model import v0_5 as spec
     except ImportError as error:
         raise ExportError('bioimage.io export needs bioimageio.spec: pip install "napari-mia[bioimageio]"') from error
-    from .export import run_exported
-
     path = Path(path)
     model = model.cpu().eval()
     work = Path(tempfile.mkdtemp(prefix="napari-mia-bioimageio-"))
@@ -83,11 +104,13 @@ def export_bioimageio(model: torch.nn.Module, config: TrainingConfig, path: str 
     np.save(work / "test_output.npy", test_output)
     onnx_path = export_onnx(model, config, work / "weights.onnx")
     torchscript_path = export_torchscript(model, config, work / "weights.pt")
-    difference = max(float(np.abs(run_exported(p, _scale_range(test_input, config)) - test_output).max())
-                     for p in (onnx_path, torchscript_path))
-    if difference > tolerance:
-        raise ExportError(f"exported weights differ from PyTorch by {difference:.2e} (> {tolerance})")
-    mia_file = save_model(work / "napari-mia-model.safetensors", model, config)
+    checks = [disagreement(test_output, run_exported(p, _scale_range(test_input, config)), config, tolerance)
+              for p in (onnx_path, torchscript_path)]
+    difference = max(worst for worst, _ in checks)
+    if not all(agree for _, agree in checks):
+        raise ExportError(f"exported weights' probabilities differ from PyTorch's by up to {difference:.2e} "
+                          f"(tolerance {tolerance} + {RELATIVE_TOLERANCE} relative)")
+    mia_file = save_model(work / "napari-mia-model.safetensors", model, config, history)
     (work / "README.md").write_text(_documentation(config))
 
     channels = [spec.Identifier(f"channel{i}") for i in range(config.input_channels)]
@@ -110,9 +133,9 @@ def export_bioimageio(model: torch.nn.Module, config: TrainingConfig, path: str 
         name=f"napari-mia {config.application} {config.architecture} {config.backbone}",
         description=f"{config.application} model trained with napari-mia; outputs "
                     f"{'heatmap' if config.application == 'detection' else 'class'} logits.",
-        authors=[spec.Author(name="napari-mia user")],
+        authors=[spec.Author(name=name) for name in authors] or [spec.Author(name=getpass.getuser())],
         cite=[spec.CiteEntry(text=MIA_CITATION, url="https://github.com/MIAnalyzer/MIA")],
-        license=spec.LicenseId("MIT"),
+        license=spec.LicenseId(license or project_license()),
         documentation=spec.FileDescr(source=work / "README.md"),
         covers=[spec.FileDescr(source=_cover(test_input, test_output, work / "cover.png"))],
         tags=["napari-mia", config.application, "2d"],
@@ -149,7 +172,7 @@ def validate_bioimageio(path: str | Path) -> str:
 def _documentation(config: TrainingConfig) -> str:
     return f"""# napari-mia {config.application} model
 
-Trained with [napari-mia](https://github.com/) ({config.architecture}, {config.backbone} encoder,
+Trained with napari-mia {napari_mia.__version__} ({config.architecture}, {config.backbone} encoder,
 {config.input_channels} input channel(s), classes: {", ".join(config.classes)}).
 
 ## Input

@@ -91,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=("onnx", "torchscript", "bioimageio"))
     export.add_argument("--out", required=True, help="file (.onnx, .pt) or bioimage.io package (.zip)")
     export.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest difference from PyTorch accepted when checking the export")
+                        help="largest difference of an output probability from PyTorch's accepted when checking "
+                             "the export (plus 0.1%% of the probability)")
+    export.add_argument("--author", action="append", default=[],
+                        help="bioimage.io: an author of the model (repeat for several; default: your user name)")
+    export.add_argument("--license", help="bioimage.io: the model's SPDX license id (default: napari-mia's, "
+                                          "BSD-3-Clause)")
     return parser
 
 
@@ -292,9 +297,9 @@ def _train(args, rank: int) -> int:
     from .models import resolve_device
     from .train import Trainer, evaluate
 
-    model, previous = None, None
-    if args.from_model:
-        model, previous, _ = load_model(args.from_model)
+    model, previous, history = None, None, []
+    if args.from_model:  # the model's history goes on: its earlier runs, then this one
+        model, previous, history = load_model(args.from_model)
         args.application = previous.application
     examples = _load_examples(args, args.images, args.labels)
     config = _training_config(args, examples, previous)
@@ -326,11 +331,12 @@ def _train(args, rank: int) -> int:
             precision = "bf16 autocast" if trainer.precision.bf16 else "fp32"
             print(f"napari-mia: training {event.reason} after {event.steps} batches, {event.seconds:.0f} s "
                   f"({precision})", file=sys.stderr)
-    path = save_model(args.out, trainer.model, config, trainer.history)
+    history += trainer.history
+    path = save_model(args.out, trainer.model, config, history)
     if event.message:  # out of memory: the last good weights were saved, the run did not finish
         print(f"napari-mia: error: {event.message} (saved to {path})", file=sys.stderr)
         return 3
-    write_history_csv(history_csv_path(path), trainer.history)
+    write_history_csv(history_csv_path(path), history)
     if validation_samples:
         final = evaluate(trainer.model, validation_samples, config, trainer.device)
         print("validation: " + " ".join(f"{k}={v:.4f}" for k, v in final.items()))
@@ -426,9 +432,11 @@ def export_command(args) -> int:
     from .export import export
     from .io import load_model
 
-    model, config, _ = load_model(args.model, "cpu")
-    path, difference = export(model, config, args.format, args.out, args.tolerance)
-    print(f"napari-mia: exported to {path}; largest difference from PyTorch {difference:.2e}", file=sys.stderr)
+    model, config, history = load_model(args.model, "cpu")
+    path, difference = export(model, config, args.format, args.out, args.tolerance, history, args.author,
+                              args.license)
+    print(f"napari-mia: exported to {path}; largest probability difference from PyTorch {difference:.2e}",
+          file=sys.stderr)
     return 0
 
 

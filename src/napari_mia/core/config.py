@@ -50,6 +50,15 @@ DEFAULT_COLORS = (
 )
 
 
+# Settings a trained network is built or taught with: they stay as the model has them (read-only in the
+# dock while a model exists, as in MIA; Reset model unlocks them).
+FIXED_BY_MODEL = {"fixed_by_model": True}
+
+
+def fields_fixed_by_model() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.metadata.get("fixed_by_model"))
+
+
 class ConfigError(ValueError):
     """A training setting is out of range or unknown; the message names the field and the fix."""
 
@@ -122,23 +131,24 @@ class TrainingConfig:
     Classes, Color/Mono, Input Channels, Batch Size, Epochs, Learning Rate, Down Scaling.
     """
 
-    application: str = "semantic"
-    architecture: str | None = None  # None: the application's default (Unet; Standard for classification)
-    backbone: str = "resnet18"
+    application: str = field(default="semantic", metadata=FIXED_BY_MODEL)
+    # None: the application's default (Unet; Standard for classification)
+    architecture: str | None = field(default=None, metadata=FIXED_BY_MODEL)
+    backbone: str = field(default="resnet18", metadata=FIXED_BY_MODEL)
     pretrained: bool = False
     pretrained_path: str | None = None
-    decoder_channels: tuple[int, ...] | None = (128, 64, 32, 16, 16)
-    classes: list[str] | None = None  # None: the application's default
+    decoder_channels: tuple[int, ...] | None = field(default=(128, 64, 32, 16, 16), metadata=FIXED_BY_MODEL)
+    classes: list[str] | None = field(default=None, metadata=FIXED_BY_MODEL)  # None: the application's default
     class_colors: list[str] | None = None
-    color_mode: str = "mono"
-    input_channels: int | None = None
+    color_mode: str = field(default="mono", metadata=FIXED_BY_MODEL)
+    input_channels: int | None = field(default=None, metadata=FIXED_BY_MODEL)
     batch_size: int = 16
     epochs: int = 100
     learning_rate: float = 3e-3
-    downscale: float = 1.0
+    downscale: float = field(default=1.0, metadata=FIXED_BY_MODEL)
     patch_size: int = 128
     validation_fraction: float = 0.15
-    sparse_labels: bool = False
+    sparse_labels: bool = field(default=False, metadata=FIXED_BY_MODEL)
     optimizer: str = "adam"
     lr_schedule: str = "cosine"
     loss: str | None = None  # None: the application's default
@@ -155,7 +165,7 @@ class TrainingConfig:
     mixed_precision: bool = True
     augmentations: Augmentations = field(default_factory=Augmentations)
     foreground_sampling: float = 0.7
-    normalize_percentiles: tuple[float, float] = (1.0, 99.8)
+    normalize_percentiles: tuple[float, float] = field(default=(1.0, 99.8), metadata=FIXED_BY_MODEL)
     # Instance segmentation: watershed from interior seeds inside the foreground, small objects dropped.
     foreground_threshold: float = 0.5
     seed_threshold: float = 0.5

@@ -19,6 +19,11 @@ from .config import TrainingConfig
 
 FORMATS = ("onnx", "torchscript", "bioimageio")
 _CONFIG_KEY = "napari_mia_config"
+# An export agrees with PyTorch when every probability is within ABSOLUTE + RELATIVE * |PyTorch's| (the
+# kind of test bioimage.io runs). Logits are not compared raw: float32 reordering in a deep network moves
+# them by 1e-4 and more where that changes no probability.
+ABSOLUTE_TOLERANCE, RELATIVE_TOLERANCE = 1e-4, 1e-3
+_EXTRA = {"onnx": "onnx", "onnxruntime": "onnx", "bioimageio": "bioimage.io"}
 
 
 class ExportError(ValueError):
@@ -42,9 +47,21 @@ def export_torchscript(model: torch.nn.Module, config: TrainingConfig, path: str
     return path
 
 
+def _import_for_export(name: str):
+    """``import name``, or an ExportError naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        extra = "export" if name.startswith("onnx") else "bioimageio"
+        raise ExportError(f"{_EXTRA[name.split('.')[0]]} export needs {name.split('.')[0]}: "
+                          f'pip install "napari-mia[{extra}]"') from error
+
+
 def export_onnx(model: torch.nn.Module, config: TrainingConfig, path: str | Path) -> Path:
     """An ONNX file (opset 17) with dynamic batch and image size and the config in its metadata."""
-    import onnx
+    onnx = _import_for_export("onnx")
 
     path = Path(path)
     model = model.cpu().eval()
@@ -66,36 +83,54 @@ def run_exported(path: str | Path, images: np.ndarray) -> np.ndarray:
     """Output of an exported ONNX or TorchScript file for ``images`` (N, C, H, W) float32."""
     path = Path(path)
     if path.suffix == ".onnx":
-        import onnxruntime
-
+        onnxruntime = _import_for_export("onnxruntime")
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(None, {"input": images.astype(np.float32)})[0]
     with torch.inference_mode():
         return torch.jit.load(str(path), map_location="cpu")(torch.from_numpy(images)).numpy()
 
 
-def largest_difference(model: torch.nn.Module, config: TrainingConfig, path: str | Path) -> float:
-    """Largest absolute difference between PyTorch and the exported file, on two batches of random
-    images, one of another size than the traced one (when sizes may vary)."""
+def probabilities(logits: np.ndarray, config: TrainingConfig) -> np.ndarray:
+    """What the logits (N, C, ...) mean: per-class heatmap probabilities (detection, a sigmoid each) or
+    class probabilities (a softmax over C)."""
+    logits = logits.astype(np.float64)
+    if config.application == "detection":
+        return 1 / (1 + np.exp(-logits))
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+def disagreement(expected_logits: np.ndarray, exported_logits: np.ndarray, config: TrainingConfig,
+                 absolute: float = ABSOLUTE_TOLERANCE) -> tuple[float, bool]:
+    """(largest probability difference, whether every probability is within tolerance)."""
+    expected, exported = probabilities(expected_logits, config), probabilities(exported_logits, config)
+    difference = np.abs(exported - expected)
+    return float(difference.max()), bool((difference <= absolute + RELATIVE_TOLERANCE * np.abs(expected)).all())
+
+
+def compare_with_pytorch(model: torch.nn.Module, config: TrainingConfig, path: str | Path,
+                         absolute: float = ABSOLUTE_TOLERANCE) -> tuple[float, bool]:
+    """``disagreement`` of the exported file with PyTorch on two batches of random images, one of another
+    size than the traced one (when sizes may vary)."""
     model = model.cpu().eval()
     size = config.patch_size
     shapes = [(2, size, size)] + ([] if config.application == "classification" else [(1, size + 32, size - 32 or 32)])
-    worst = 0.0
+    worst, agree = 0.0, True
     for seed, (batch, height, width) in enumerate(shapes, start=1):
         generator = torch.Generator().manual_seed(seed)
         images = torch.rand((batch, config.input_channels, height, width), generator=generator)
         with torch.inference_mode():
             expected = model(images).numpy()
-        worst = max(worst, float(np.abs(run_exported(path, images.numpy()) - expected).max()))
-    return worst
+        difference, within = disagreement(expected, run_exported(path, images.numpy()), config, absolute)
+        worst, agree = max(worst, difference), agree and within
+    return worst, agree
 
 
 def read_exported_config(path: str | Path) -> TrainingConfig:
     """The config stored in an exported ONNX or TorchScript file."""
     path = Path(path)
     if path.suffix == ".onnx":
-        import onnx
-
+        onnx = _import_for_export("onnx")
         stored = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         return TrainingConfig.from_dict(json.loads(stored[_CONFIG_KEY]))
     extra = {_CONFIG_KEY: ""}
@@ -104,17 +139,22 @@ def read_exported_config(path: str | Path) -> TrainingConfig:
 
 
 def export(model: torch.nn.Module, config: TrainingConfig, format: str, path: str | Path,
-           tolerance: float = 1e-4) -> tuple[Path, float]:
-    """Export and check: returns the path and the largest difference from PyTorch (ExportError above
-    ``tolerance``)."""
+           tolerance: float = ABSOLUTE_TOLERANCE, history=(), authors=(),
+           license: str | None = None) -> tuple[Path, float]:
+    """Export and check: returns the path and the largest probability difference from PyTorch
+    (ExportError where a probability differs by more than ``tolerance`` + RELATIVE_TOLERANCE of it).
+    ``history``, ``authors`` and ``license`` go into bioimage.io packages."""
     if format not in FORMATS:
         raise ExportError(f"format {format!r} is not one of {', '.join(FORMATS)}")
     if format == "bioimageio":
         from .bioimageio import export_bioimageio
 
-        return export_bioimageio(model, config, path, tolerance)
-    path = (export_onnx if format == "onnx" else export_torchscript)(model, config, path)
-    difference = largest_difference(model, config, path)
-    if difference > tolerance:
-        raise ExportError(f"{path}: the exported model differs from PyTorch by {difference:.2e} (> {tolerance})")
-    return path, difference
+        return export_bioimageio(model, config, path, tolerance, history, authors, license)
+    path = Path(path)
+    written = (export_onnx if format == "onnx" else export_torchscript)(model, config, path)
+    difference, agree = compare_with_pytorch(model, config, written, tolerance)
+    if not agree:
+        written.unlink()
+        raise ExportError(f"{path}: the exported model's probabilities differ from PyTorch's by up to "
+                          f"{difference:.2e} (tolerance {tolerance} + {RELATIVE_TOLERANCE} relative)")
+    return written, difference

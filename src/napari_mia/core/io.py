@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import ConfigError, TrainingConfig
+from .events import EpochEnd
 from .models import build_model
 
 FORMAT = "napari-mia-model"
@@ -77,7 +78,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Return ``(model, config, history)``; the model is in eval mode on ``device``."""
+    """Return ``(model, config, history)``: the model in eval mode on ``device``, the history as the
+    ``EpochEnd`` events of every run that trained it."""
     metadata = read_metadata(path)
     try:
         config = TrainingConfig.from_dict(json.loads(metadata["config"]))
@@ -89,7 +91,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
         model.load_state_dict(load_file(str(resolve_model_path(path))))
     except (SafetensorError, RuntimeError) as error:
         raise ModelFileError(f"{path}: weights do not fit the saved settings: {error}") from error
-    history = json.loads(metadata.get("history", "[]"))
+    history = [EpochEnd(**epoch) for epoch in json.loads(metadata.get("history", "[]"))]
     return model.to(device).eval(), config, history
 
 

@@ -27,7 +27,15 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QSizePolicy
 
-from ..core.config import APPLICATIONS, BACKBONES, TrainingConfig, architectures_for, default_classes, losses_for
+from ..core.config import (
+    APPLICATIONS,
+    BACKBONES,
+    TrainingConfig,
+    architectures_for,
+    default_classes,
+    fields_fixed_by_model,
+    losses_for,
+)
 from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
 from ..core.models import available_devices
 from . import config_panel, layers
@@ -93,6 +101,7 @@ class MiaWidget(Container):
         self._pending_step: int | None = None
         self._pending_total: int | None = None
         self._predicting = self._cancelled = False
+        self._run_ended_well = False  # the last training run ended without an error (then it predicts)
         self.predicted_frame_classes = ""
 
         self.application = ComboBox(label="Application", value="semantic",
@@ -259,38 +268,34 @@ class MiaWidget(Container):
         names = (names + [f"class {i}" for i in range(len(names), needed)])[:needed]
         self.classes.value = ", ".join(names)
 
+    def _config_controls(self) -> dict:
+        """The dock's controls by the config field they show: the one map, read by ``config`` and written
+        by ``_show_config`` (the Settings and Augmentations sections map themselves)."""
+        return {
+            "application": self.application, "object_size": self.object_size,
+            "architecture": self.architecture, "backbone": self.backbone, "pretrained": self.pretrained,
+            "pretrained_path": self.pretrained_path, "classes": self.classes, "color_mode": self.color_mode,
+            "input_channels": self.input_channels, "batch_size": self.batch_size, "epochs": self.epochs,
+            "learning_rate": self.learning_rate, "downscale": self.downscale, "patch_size": self.patch_size,
+            "validation_fraction": self.validation_fraction, "sparse_labels": self.sparse, "device": self.device,
+        }
+
     def config(self) -> TrainingConfig:
-        """The Training window's fields as a validated config (raises ConfigError with the field name)."""
-        return TrainingConfig(
-            application=self.application.value,
-            object_size=self.object_size.value,
-            architecture=self.architecture.value,
-            backbone=self.backbone.value,
-            pretrained=self.pretrained.value,
-            pretrained_path=self.pretrained_path.value or None,
-            classes=[n.strip() for n in self.classes.value.split(",") if n.strip()],
-            color_mode=self.color_mode.value,
-            input_channels=self.input_channels.value,
-            batch_size=self.batch_size.value,
-            epochs=self.epochs.value,
-            learning_rate=self.learning_rate.value,
-            downscale=round(self.downscale.value, 3),
-            patch_size=self.patch_size.value,
-            validation_fraction=self.validation_fraction.value,
-            sparse_labels=self.sparse.value,
-            device=self.device.value,
-            augmentations=config_panel.augmentation_values(self.augmentations),
-            **config_panel.settings_values(self.settings),
-        )
+        """The Training window's fields as a validated config (raises ConfigError with the field name).
+        With a model, the fields fixed by it and those the dock does not show stay as the model has them."""
+        values = {name: _from_control(name, control.value) for name, control in self._config_controls().items()}
+        values.update(config_panel.settings_values(self.settings),
+                      augmentations=config_panel.augmentation_values(self.augmentations))
+        if self.model_config is None:
+            return TrainingConfig(**values)
+        fixed = fields_fixed_by_model()
+        return self.model_config.replace(**{name: v for name, v in values.items() if name not in fixed})
 
     def _show_config(self, config: TrainingConfig) -> None:
-        self.application.value = config.application
-        self.architecture.value, self.backbone.value = config.architecture, config.backbone
-        self.object_size.value = config.object_size
-        self.classes.value = ", ".join(config.classes)
-        self.color_mode.value, self.input_channels.value = config.color_mode, config.input_channels
-        self.downscale.value, self.patch_size.value = config.downscale, config.patch_size
-        self.sparse.value = config.sparse_labels
+        for name, control in self._config_controls().items():  # application first: it sets the choices
+            value = _to_control(name, getattr(config, name))
+            if not isinstance(control, ComboBox) or value in control.choices:  # e.g. a GPU this machine lacks
+                control.value = value
         config_panel.show_values(self.settings, config)
         config_panel.show_values(self.augmentations, config.augmentations)
 
@@ -305,8 +310,6 @@ class MiaWidget(Container):
             return
         try:
             config = self.config()
-            if self.model_config is not None:
-                self._check_compatible(config)
             train_samples, validation_samples = self._training_samples(config)
             frame, channel_axis, self._preview_index = self._current_frame(image_layer)
             self.trainer = Trainer(config, train_samples, validation_samples, model=self.model,
@@ -314,7 +317,8 @@ class MiaWidget(Container):
         except ValueError as error:  # ConfigError, DataError, missing weights
             show_error(f"Cannot train on '{image_layer.name}' / {annotations}: {error}")
             return
-        self.model, self.model_config, self.history = self.trainer.model, config, []
+        # The trainer's config: detection training writes its calibrated peak thresholds into it.
+        self.model, self.model_config = self.trainer.model, self.trainer.config
         self._training_layer = image_layer
         self._open_train_data().reset()
         self._run_training()
@@ -383,14 +387,6 @@ class MiaWidget(Container):
             # title bar to dock it.
             dock.setFloating(True)
         return self.train_data
-
-    def _check_compatible(self, config: TrainingConfig) -> None:
-        fixed = ("application", "architecture", "backbone", "classes", "input_channels", "color_mode",
-                 "downscale", "sparse_labels")
-        changed = [f for f in fixed if getattr(config, f) != getattr(self.model_config, f)]
-        if changed:
-            raise ValueError(f"the current model was built with other {', '.join(changed)}; "
-                             "press Reset model to start a new one, or restore those settings")
 
     def shutdown(self, timeout_ms: int = 30_000) -> None:
         """Stop training at the next batch and wait for the worker: called when napari or the dock closes."""
@@ -465,6 +461,7 @@ class MiaWidget(Container):
                                         self._label_colors(), suffix="preview")
         elif isinstance(event, TrainingDone):
             self._stopped = event.reason == "stopped"
+            self._run_ended_well = not event.message  # out of memory: no prediction after it
             summary = f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s)."
             if event.message:
                 show_error(f"Training on '{self._training_layer.name}' stopped: {event.message}")
@@ -476,15 +473,21 @@ class MiaWidget(Container):
     def _on_training_finished(self) -> None:
         self.worker = None
         self._set_running(False)
-        if self.predict_after.value and self.image_layer.value is not None and not self._closing:
+        ended_well, self._run_ended_well = self._run_ended_well, False
+        if ended_well and self.predict_after.value and self.image_layer.value is not None and not self._closing:
             self.start_prediction()
 
     def _on_worker_error(self, error: Exception) -> None:
+        self._run_ended_well = False
         logger.error("napari-mia worker failed", exc_info=error)
         show_error(f"napari-mia: {type(error).__name__}: {error}")
 
     def _set_running(self, running: bool) -> None:
         has_model = self.model is not None
+        fixed = fields_fixed_by_model()
+        for name, control in self._config_controls().items():  # as in MIA: Reset model unlocks them
+            if name in fixed or name.startswith("pretrained"):
+                control.enabled = not has_model
         self.train_button.enabled = self.load_button.enabled = not running
         for button in (self.predict_button, self.save_button, self.reset_button, self.export_button):
             button.enabled = not running and has_model
@@ -656,7 +659,11 @@ class MiaWidget(Container):
     def save_model(self, path) -> None:
         from ..core.io import save_model
 
-        saved = save_model(path, self.model, self.model_config, self.history)
+        try:
+            saved = save_model(path, self.model, self.model_config, self.history)
+        except OSError as error:  # the model stays in the dock: the user can save elsewhere
+            show_error(f"Cannot save the model to {path}: {error.strerror or error}")
+            return
         show_info(f"Model saved to {saved}")
 
     def load_model(self, path) -> None:
@@ -667,13 +674,14 @@ class MiaWidget(Container):
             if str(path).endswith(".zip"):
                 from ..core.bioimageio import load_bioimageio
 
-                model, config, _ = load_bioimageio(path, resolve_device())
+                model, config, history = load_bioimageio(path, resolve_device())
             else:
-                model, config, _ = load_model(path, resolve_device())
+                model, config, history = load_model(path, resolve_device())
         except (ValueError, ImportError) as error:
             show_error(str(error))
             return
-        self.model, self.model_config, self.trainer, self.history = model, config, None, []
+        self.model, self.model_config, self.trainer = model, config, None
+        self.history = list(history)  # further training adds to it, and Save writes it all
         self._show_config(config)
         self._set_running(False)
         show_info(f"Model loaded from {path}")
@@ -692,8 +700,8 @@ class MiaWidget(Container):
             show_error(f"Cannot export to {path}: use .onnx, .pt (TorchScript) or .zip (bioimage.io)")
             return
         try:
-            saved, difference = export(self.model, self.model_config, format, path)
-        except ValueError as error:
+            saved, difference = export(self.model, self.model_config, format, path, history=self.history)
+        except (ValueError, OSError) as error:  # ExportError names the extra to install
             show_error(f"Cannot export the model: {error}")
             return
         show_info(f"Model exported to {saved} (largest difference from PyTorch {difference:.1e})")
@@ -743,3 +751,22 @@ class MiaWidget(Container):
                                               "Models (*.safetensors *.zip);;bioimage.io package (*.zip)")
         if path:
             self.load_model(path)
+
+
+def _from_control(name: str, value):
+    """A control's value as the config holds it."""
+    if name == "classes":
+        return [n.strip() for n in value.split(",") if n.strip()]
+    if name == "pretrained_path":
+        return value or None
+    if name == "downscale":
+        return round(value, 3)
+    return value
+
+
+def _to_control(name: str, value):
+    if name == "classes":
+        return ", ".join(value)
+    if name == "pretrained_path":
+        return value or ""
+    return value
