@@ -8,8 +8,8 @@ import time
 import imageio.v3 as iio
 import numpy as np
 import tifffile
-
 from dsb_semantic import DATA, N_VALIDATION
+
 from napari_mia.core import Trainer, TrainingConfig, make_samples, predict
 from napari_mia.core.infer import run
 

@@ -19,9 +19,10 @@ from qtpy.QtCore import QEventLoop, Qt, QTimer
 from qtpy.QtTest import QTest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from napari_mia.core.events import BatchEnd  # noqa: E402
 from conftest import blobs  # noqa: E402
 from run import WARMUP_STEPS  # noqa: E402
+
+from napari_mia.core.events import BatchEnd  # noqa: E402
 
 
 class StallMeter:

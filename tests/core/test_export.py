@@ -23,10 +23,11 @@ def _model(**settings):
     return build_model(config).eval(), config
 
 
-@pytest.mark.parametrize("format", ["onnx", "torchscript"])
-def test_exported_models_match_pytorch_and_carry_the_config(tmp_path, format):
+@pytest.mark.parametrize("file_format", ["onnx", "torchscript"])
+def test_exported_models_match_pytorch_and_carry_the_config(tmp_path, file_format):
     model, config = _model(classes=["bg", "a", "b"])
-    path, difference = export(model, config, format, tmp_path / f"m.{'onnx' if format == 'onnx' else 'pt'}")
+    suffix = "onnx" if file_format == "onnx" else "pt"
+    path, difference = export(model, config, file_format, tmp_path / f"m.{suffix}")
     assert difference < 1e-4  # checked on two batches, one of another image size
     assert read_exported_config(path).classes == ["bg", "a", "b"]
 

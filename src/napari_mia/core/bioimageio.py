@@ -84,10 +84,10 @@ def _cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
 
 def export_bioimageio(model: torch.nn.Module, config: TrainingConfig, path: str | Path,
                       tolerance: float = ABSOLUTE_TOLERANCE, history=(), authors=(),
-                      license: str | None = None) -> tuple[Path, float]:
+                      license_id: str | None = None) -> tuple[Path, float]:
     """Write a bioimage.io model package (.zip) and validate it with bioimageio.spec; returns the path
     and the largest probability difference between the package's ONNX/TorchScript weights and PyTorch.
-    ``authors`` (names) and ``license`` (an SPDX id) describe the model; the license defaults to
+    ``authors`` (names) and ``license_id`` (SPDX) describe the model; the license defaults to
     napari-mia's own."""
     try:
         from bioimageio.spec import save_bioimageio_package
@@ -135,7 +135,7 @@ def export_bioimageio(model: torch.nn.Module, config: TrainingConfig, path: str 
                     f"{'heatmap' if config.application == 'detection' else 'class'} logits.",
         authors=[spec.Author(name=name) for name in authors] or [spec.Author(name=getpass.getuser())],
         cite=[spec.CiteEntry(text=MIA_CITATION, url="https://github.com/MIAnalyzer/MIA")],
-        license=spec.LicenseId(license or project_license()),
+        license=spec.LicenseId(license_id or project_license()),
         documentation=spec.FileDescr(source=work / "README.md"),
         covers=[spec.FileDescr(source=_cover(test_input, test_output, work / "cover.png"))],
         tags=["napari-mia", config.application, "2d"],

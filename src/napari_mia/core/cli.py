@@ -12,15 +12,15 @@ import numpy as np
 from .config import (
     APPLICATIONS,
     ARCHITECTURES,
-    CLASSIFICATION_ARCHITECTURES,
     BACKBONES,
     CLASS_WEIGHTING,
+    CLASSIFICATION_ARCHITECTURES,
     LOSSES,
     LR_SCHEDULES,
-    default_classes,
-    losses_for,
     OPTIMIZERS,
     TrainingConfig,
+    default_classes,
+    losses_for,
 )
 
 

@@ -138,20 +138,20 @@ def read_exported_config(path: str | Path) -> TrainingConfig:
     return TrainingConfig.from_dict(json.loads(extra[_CONFIG_KEY]))
 
 
-def export(model: torch.nn.Module, config: TrainingConfig, format: str, path: str | Path,
+def export(model: torch.nn.Module, config: TrainingConfig, file_format: str, path: str | Path,
            tolerance: float = ABSOLUTE_TOLERANCE, history=(), authors=(),
-           license: str | None = None) -> tuple[Path, float]:
+           license_id: str | None = None) -> tuple[Path, float]:
     """Export and check: returns the path and the largest probability difference from PyTorch
     (ExportError where a probability differs by more than ``tolerance`` + RELATIVE_TOLERANCE of it).
-    ``history``, ``authors`` and ``license`` go into bioimage.io packages."""
-    if format not in FORMATS:
-        raise ExportError(f"format {format!r} is not one of {', '.join(FORMATS)}")
-    if format == "bioimageio":
+    ``history``, ``authors`` and ``license_id`` (SPDX) go into bioimage.io packages."""
+    if file_format not in FORMATS:
+        raise ExportError(f"format {file_format!r} is not one of {', '.join(FORMATS)}")
+    if file_format == "bioimageio":
         from .bioimageio import export_bioimageio
 
-        return export_bioimageio(model, config, path, tolerance, history, authors, license)
+        return export_bioimageio(model, config, path, tolerance, history, authors, license_id)
     path = Path(path)
-    written = (export_onnx if format == "onnx" else export_torchscript)(model, config, path)
+    written = (export_onnx if file_format == "onnx" else export_torchscript)(model, config, path)
     difference, agree = compare_with_pytorch(model, config, written, tolerance)
     if not agree:
         written.unlink()

@@ -34,8 +34,8 @@ from .metrics import (
     headline_metric,
     segmentation_metrics,
 )
-from .postprocess import calibrate_peak_thresholds, config_instances, config_points
 from .models import bf16_autocast, build_model, channels_last, resolve_device, uses_bf16
+from .postprocess import calibrate_peak_thresholds, config_instances, config_points
 
 OPTIMIZERS = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),

@@ -347,8 +347,13 @@ class MiaWidget(Container):
 
     def _training_samples(self, config: TrainingConfig):
         """Snapshot the layers as samples: edits made during training apply to the next run."""
-        from ..core.data import make_class_samples, make_point_samples, make_samples, split_frames
-        from ..core.data import split_train_validation
+        from ..core.data import (
+            make_class_samples,
+            make_point_samples,
+            make_samples,
+            split_frames,
+            split_train_validation,
+        )
 
         image, channel_axis = layers.image_array(self.image_layer.value)
         if config.application == "detection":
@@ -695,12 +700,12 @@ class MiaWidget(Container):
         """ONNX (.onnx), TorchScript (.pt) or a bioimage.io package (.zip), checked against PyTorch."""
         from ..core.export import export
 
-        format = {".onnx": "onnx", ".pt": "torchscript", ".zip": "bioimageio"}.get(Path(path).suffix.lower())
-        if format is None:
+        file_format = {".onnx": "onnx", ".pt": "torchscript", ".zip": "bioimageio"}.get(Path(path).suffix.lower())
+        if file_format is None:
             show_error(f"Cannot export to {path}: use .onnx, .pt (TorchScript) or .zip (bioimage.io)")
             return
         try:
-            saved, difference = export(self.model, self.model_config, format, path, history=self.history)
+            saved, difference = export(self.model, self.model_config, file_format, path, history=self.history)
         except (ValueError, OSError) as error:  # ExportError names the extra to install
             show_error(f"Cannot export the model: {error}")
             return
