@@ -7,3 +7,9 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/gui" in str(item.fspath):
             item.add_marker(pytest.mark.gui)
+
+
+def wait_until_idle(qtbot, widget, timeout=120_000):
+    """Wait until the dock's job, and the prediction that may follow training, are done (the timeout
+    guards against a hang; it is no speed check)."""
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)

@@ -10,15 +10,12 @@ from napari_mia.gui.layers import is_prediction_layer, viewer_camera
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import instance_blobs
+from .conftest import wait_until_idle
 
 
 def _shown(control) -> bool:
     """Set visible (the dock itself is not shown in headless tests)."""
     return not control.native.isHidden()
-
-
-def _wait(qtbot, widget, timeout=120_000):
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
 
 
 @pytest.fixture
@@ -34,10 +31,10 @@ def viewer_and_widget(make_napari_viewer):
 def _train_and_predict(qtbot, widget):
     widget.predict_after.value = False
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     assert widget.model is not None, widget.status.value
     widget.predict_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
 
 
 def test_instance_segmentation_writes_object_ids(viewer_and_widget, qtbot):
@@ -97,7 +94,7 @@ def test_classification_of_frames_and_objects(viewer_and_widget, qtbot):
     objects = viewer.add_labels(instances, name="cells")
     widget.image_layer.value, widget.objects_layer.value = viewer.layers["field"], objects
     widget.predict_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     classified = viewer.layers["cells classes"]
     assert isinstance(classified, Labels) and is_prediction_layer(classified)
     table = classified.features.set_index("index")
@@ -126,7 +123,7 @@ def test_visible_region_measurements_export_and_cancel(viewer_and_widget, qtbot,
     widget.labels_layer.value = viewer.add_labels(instances, name="nuclei")
     widget.predict_after.value = False
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
 
     camera = viewer_camera(viewer)
     camera.center = (64, 64)
@@ -135,7 +132,7 @@ def test_visible_region_measurements_export_and_cancel(viewer_and_widget, qtbot,
     assert crop.shape[0] < 256 and crop.shape[1] < 256 and index[0].start < 64 < index[0].stop
     widget.visible_region_only.value = True
     widget.predict_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     prediction = viewer.layers["cells prediction"].data
     assert prediction.shape == (256, 256) and not prediction[200:, 200:].any()  # outside the view: untouched
 
@@ -149,5 +146,5 @@ def test_visible_region_measurements_export_and_cancel(viewer_and_widget, qtbot,
     widget.predict_button.clicked()
     assert widget.stop_button.enabled
     widget.stop_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     assert widget.status.value == "Prediction cancelled." and widget.train_button.enabled

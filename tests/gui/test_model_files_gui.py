@@ -13,10 +13,7 @@ from napari_mia.core.models import build_model
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import blobs, instance_blobs
-
-
-def _wait(qtbot, widget, timeout=120_000):
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+from .conftest import wait_until_idle
 
 
 @pytest.fixture
@@ -52,7 +49,7 @@ def test_load_train_save_load_keeps_every_setting_and_the_history(make_napari_vi
 
     widget.predict_after.value = False
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: widget.save_button.enabled, timeout=60_000)
     widget.save_model(tmp_path / "again.safetensors")
     _, saved, saved_history = load_model(tmp_path / "again.safetensors")  # the weights fit the settings
@@ -76,7 +73,7 @@ def test_a_retrained_detection_model_keeps_its_calibrated_thresholds(make_napari
     widget.points_layer.value = points
     widget.predict_after.value = False
     widget.train_button.clicked()  # no validation frames: nothing to calibrate on
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     assert widget.trainer.history and widget.model_config.peak_thresholds == [0.42]
 
 
@@ -121,6 +118,6 @@ def test_no_prediction_follows_a_run_that_ran_out_of_memory(make_napari_viewer, 
     monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
     monkeypatch.setattr(Trainer, "_train_step", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     assert errors and "cells prediction" not in viewer.layers and widget.predict_button.enabled
     assert np.array_equal(viewer.layers["labels"].data, labels)

@@ -11,6 +11,7 @@ from napari_mia.core.train import Trainer
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import blobs
+from .conftest import wait_until_idle
 
 
 @pytest.fixture
@@ -26,10 +27,6 @@ def setup(make_napari_viewer, monkeypatch):
     errors = []
     monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
     return viewer, widget, errors
-
-
-def _wait(qtbot, widget, timeout=120_000):
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
 
 
 def test_out_of_range_settings_are_reported(setup):
@@ -50,7 +47,7 @@ def test_exception_in_the_worker_becomes_a_notification_and_the_buttons_recover(
     _, widget, errors = setup
     monkeypatch.setattr(Trainer, "_train_step", lambda *a: (_ for _ in ()).throw(ValueError("broken batch")))
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: bool(errors), timeout=10_000)
     assert "broken batch" in errors[0]
     assert widget.train_button.enabled and not widget.stop_button.enabled
@@ -60,7 +57,7 @@ def test_out_of_memory_is_reported_with_advice(setup, qtbot, monkeypatch):
     _, widget, errors = setup
     monkeypatch.setattr(Trainer, "_train_step", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: bool(errors), timeout=10_000)
     assert "lower Batch Size or Patch size" in errors[0]
     assert widget.model is not None and widget.save_button.enabled  # last good weights kept
@@ -82,7 +79,7 @@ def test_deleting_or_editing_input_layers_during_training_changes_nothing(setup,
     viewer.layers["labels"].data[:] = 0  # edits apply to the next run only
     viewer.layers.remove("cells")
     edited.set()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     assert widget.trainer.epoch == 6 and not errors
     assert "cells prediction" not in viewer.layers  # nothing to predict: the image is gone
 
@@ -109,7 +106,7 @@ def test_rgb_layers_follow_their_rgb_flag(make_napari_viewer, qtbot, monkeypatch
     widget.color_mode.value = "color"
     assert widget.input_channels.value == 3
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: "colour prediction" in viewer.layers, timeout=60_000)
     assert viewer.layers["colour prediction"].data.shape == (96, 96)  # the channel axis is not a frame axis
     errors = []

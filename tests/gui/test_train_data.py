@@ -9,6 +9,7 @@ from qtpy.QtCore import QTimer
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import blobs
+from .conftest import wait_until_idle
 
 
 @pytest.fixture
@@ -29,11 +30,6 @@ def widget(make_napari_viewer):
     return widget
 
 
-def _wait(qtbot, widget, timeout=120_000):
-    """Wait until training and the prediction that may follow it are done."""
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
-
-
 def test_optional_validation_layers_default_to_none(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((8, 8)), name="a")
@@ -49,13 +45,13 @@ def test_train_data_window_plots_stops_resumes_and_exports(widget, qtbot, tmp_pa
     assert window.parent().isFloating()  # opening it must not shrink napari's canvas
     qtbot.waitUntil(lambda: len(window.epochs) >= 2, timeout=120_000)
     window.stop_button.click()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: window.resume_button.isEnabled(), timeout=10_000)
     steps_at_stop = window.steps[-1]
     window.resume_button.click()
     qtbot.waitUntil(lambda: window.steps[-1] > steps_at_stop and len(window.epochs) >= 3, timeout=120_000)
     window.stop_button.click()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     window.redraw()
 
     x = window.batch_curve.xData
@@ -92,7 +88,7 @@ def test_event_loop_never_stalls_while_training(widget, qtbot, capsys):
     timer.timeout.connect(tick)
     timer.start(10)
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     timer.stop()
     worst_stall_ms = (max(gaps[1:]) - 0.010) * 1000
     with capsys.disabled():
@@ -121,7 +117,7 @@ def test_settings_and_augmentations_sections_reach_the_training(widget, qtbot):
     widget.train_button.clicked()
     assert isinstance(widget.trainer.optimizer, torch.optim.SGD)
     assert widget.trainer.class_weights == pytest.approx([0.4, 1.6])
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: "cells preview" in widget.viewer.layers, timeout=60_000)
 
 

@@ -7,11 +7,7 @@ from napari_mia.gui.sample_data import nuclei_sample
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import blobs
-
-
-def _wait(qtbot, widget, timeout=120_000):
-    """Wait until training and the prediction that may follow it are done."""
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+from .conftest import wait_until_idle
 
 
 def _small_settings(widget):
@@ -125,9 +121,9 @@ def test_train_predict_correct_retrain_loop(widget_with_data, qtbot):
 
     widget.train_button.clicked()
     assert widget.stop_button.enabled and not widget.train_button.enabled
-    _wait(qtbot, widget)  # training; predicting afterwards starts its own worker
+    wait_until_idle(qtbot, widget)  # training; predicting afterwards starts its own worker
     qtbot.waitUntil(lambda: "cells prediction" in viewer.layers, timeout=120_000)
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     prediction = viewer.layers["cells prediction"]
     assert is_prediction_layer(prediction) and prediction.data.shape == (128, 128)
     assert prediction.data.dtype == np.uint16
@@ -140,7 +136,7 @@ def test_train_predict_correct_retrain_loop(widget_with_data, qtbot):
     widget.use_prediction_button.clicked()
     assert widget.labels_layer.value is prediction
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: widget.train_button.enabled, timeout=120_000)
     assert widget.model is model_before
     np.testing.assert_array_equal(user_labels.data, original)
@@ -154,14 +150,14 @@ def test_stop_and_resume(widget_with_data, qtbot):
     widget.train_button.clicked()
     qtbot.waitUntil(lambda: widget.trainer is not None and widget.trainer.step >= 1, timeout=60_000)
     widget.stop_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: widget.resume_button.enabled, timeout=10_000)
     stopped_at = widget.trainer.step
     assert stopped_at < 50 * widget.trainer.batches_per_epoch
     widget.resume_button.clicked()
     qtbot.waitUntil(lambda: widget.trainer.step > stopped_at, timeout=60_000)
     widget.stop_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
 
 
 def test_prediction_never_replaces_a_user_layer_of_the_same_name(widget_with_data, qtbot, tmp_path):
@@ -170,13 +166,13 @@ def test_prediction_never_replaces_a_user_layer_of_the_same_name(widget_with_dat
     widget.predict_after.value = False
     widget.epochs.value = 1
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: widget.predict_button.enabled, timeout=60_000)
     widget.save_model(tmp_path / "m.safetensors")
     widget.reset_model()
     widget.load_model(tmp_path / "m.safetensors")
     widget.predict_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=60_000)
     assert (mine.data == 7).all()
     assert is_prediction_layer(viewer.layers[-1]) and viewer.layers[-1] is not mine
@@ -189,13 +185,13 @@ def test_test_time_augmentation_checkbox_averages_flipped_tiles(widget_with_data
     widget.predict_after.value = False
     widget.epochs.value = 1
     widget.train_button.clicked()
-    _wait(qtbot, widget)
+    wait_until_idle(qtbot, widget)
     flips_used, forward = [], infer._forward
     monkeypatch.setattr(infer, "_forward", lambda *args: flips_used.append(args[3]) or forward(*args))
     for checked in (True, False):
         widget.test_time_augmentation.value = checked
         widget.predict_button.clicked()
-        _wait(qtbot, widget)
+        wait_until_idle(qtbot, widget)
         assert flips_used and set(flips_used) == {checked}
         flips_used.clear()
     assert widget.model_config.test_time_augmentation is False  # a prediction option, not saved in the model
