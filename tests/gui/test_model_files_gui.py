@@ -77,26 +77,27 @@ def test_a_retrained_detection_model_keeps_its_calibrated_thresholds(make_napari
     assert widget.trainer.history and widget.model_config.peak_thresholds == [0.42]
 
 
-def test_onnx_export_without_onnx_installed_says_what_to_install(make_napari_viewer, tmp_path, monkeypatch):
-    viewer = make_napari_viewer()
-    widget = MiaWidget(viewer)
+@pytest.fixture
+def dock_with_a_model(make_napari_viewer, monkeypatch):
+    """A dock holding an untrained model, and the error messages it shows."""
+    widget = MiaWidget(make_napari_viewer())
     config = TrainingConfig(patch_size=64)
     widget.model, widget.model_config = build_model(config).eval(), config
     errors = []
     monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
+    return widget, errors
+
+
+def test_onnx_export_without_onnx_installed_says_what_to_install(dock_with_a_model, tmp_path, monkeypatch):
+    widget, errors = dock_with_a_model
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the export extra were not installed
     widget.export_model(tmp_path / "m.onnx")
     assert len(errors) == 1 and 'pip install "napari-mia[export]"' in errors[0]
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_a_failing_save_is_reported_and_the_model_kept(make_napari_viewer, tmp_path, monkeypatch):
-    viewer = make_napari_viewer()
-    widget = MiaWidget(viewer)
-    config = TrainingConfig(patch_size=64)
-    widget.model, widget.model_config = build_model(config).eval(), config
-    errors = []
-    monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
+def test_a_failing_save_is_reported_and_the_model_kept(dock_with_a_model, tmp_path):
+    widget, errors = dock_with_a_model
     (tmp_path / "file").write_text("not a folder")
     widget.save_model(tmp_path / "file" / "m.safetensors")
     assert len(errors) == 1 and "Cannot save the model to" in errors[0] and widget.model is not None
