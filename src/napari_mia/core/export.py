@@ -8,6 +8,7 @@ background/interior/boundary), heatmap logits (detection) or class logits per im
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from pathlib import Path
@@ -23,7 +24,6 @@ _CONFIG_KEY = "napari_mia_config"
 # kind of test bioimage.io runs). Logits are not compared raw: float32 reordering in a deep network moves
 # them by 1e-4 and more where that changes no probability.
 ABSOLUTE_TOLERANCE, RELATIVE_TOLERANCE = 1e-4, 1e-3
-_EXTRA = {"onnx": "onnx", "onnxruntime": "onnx", "bioimageio": "bioimage.io"}
 
 
 class ExportError(ValueError):
@@ -47,21 +47,17 @@ def export_torchscript(model: torch.nn.Module, config: TrainingConfig, path: str
     return path
 
 
-def _import_for_export(name: str):
-    """``import name``, or an ExportError naming the extra that installs it."""
-    import importlib
-
+def _import_onnx(name: str):
+    """``import onnx`` or ``onnxruntime``, or an ExportError naming the extra that installs them."""
     try:
         return importlib.import_module(name)
     except ImportError as error:
-        extra = "export" if name.startswith("onnx") else "bioimageio"
-        raise ExportError(f"{_EXTRA[name.split('.')[0]]} export needs {name.split('.')[0]}: "
-                          f'pip install "napari-mia[{extra}]"') from error
+        raise ExportError(f'ONNX export needs {name}: pip install "napari-mia[export]"') from error
 
 
 def export_onnx(model: torch.nn.Module, config: TrainingConfig, path: str | Path) -> Path:
     """An ONNX file (opset 17) with dynamic batch and image size and the config in its metadata."""
-    onnx = _import_for_export("onnx")
+    onnx = _import_onnx("onnx")
 
     path = Path(path)
     model = model.cpu().eval()
@@ -83,7 +79,7 @@ def run_exported(path: str | Path, images: np.ndarray) -> np.ndarray:
     """Output of an exported ONNX or TorchScript file for ``images`` (N, C, H, W) float32."""
     path = Path(path)
     if path.suffix == ".onnx":
-        onnxruntime = _import_for_export("onnxruntime")
+        onnxruntime = _import_onnx("onnxruntime")
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(None, {"input": images.astype(np.float32)})[0]
     with torch.inference_mode():
@@ -130,7 +126,7 @@ def read_exported_config(path: str | Path) -> TrainingConfig:
     """The config stored in an exported ONNX or TorchScript file."""
     path = Path(path)
     if path.suffix == ".onnx":
-        onnx = _import_for_export("onnx")
+        onnx = _import_onnx("onnx")
         stored = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         return TrainingConfig.from_dict(json.loads(stored[_CONFIG_KEY]))
     extra = {_CONFIG_KEY: ""}
