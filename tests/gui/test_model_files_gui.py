@@ -45,6 +45,7 @@ def test_load_train_save_load_keeps_every_setting_and_the_history(make_napari_vi
     widget.load_model(cli_model)
     assert widget.history == history and len(history) == 1
     assert not widget.backbone.enabled and not widget.classes.enabled  # fixed by the model, as in MIA
+    assert "Reset model" in widget.backbone.tooltip
     assert widget.config().to_dict() == trained.to_dict()  # nothing the dock does not show is lost
 
     widget.predict_after.value = False

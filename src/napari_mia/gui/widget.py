@@ -493,6 +493,7 @@ class MiaWidget(Container):
         for name, control in self._config_controls().items():  # as in MIA: Reset model unlocks them
             if name in fixed or name.startswith("pretrained"):
                 control.enabled = not has_model
+                control.tooltip = "Set by the current model: Reset model to change it" if has_model else ""
         self.train_button.enabled = self.load_button.enabled = not running
         for button in (self.predict_button, self.save_button, self.reset_button, self.export_button):
             button.enabled = not running and has_model
