@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 VIEWER_FIRST = """
+import sys
 import time
 import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
 viewer = napari.Viewer()  # the OpenGL context exists before anything of the plugin is imported
-assert "torch" not in __import__("sys").modules
+assert "torch" not in sys.modules
 viewer.open_sample("napari-mia", "nuclei")
 _, widget = viewer.window.add_plugin_dock_widget("napari-mia", "MIA Training")
 widget.epochs.value, widget.batch_size.value, widget.patch_size.value = 1, 4, 64

@@ -55,10 +55,6 @@ DEFAULT_COLORS = (
 FIXED_BY_MODEL = {"fixed_by_model": True}
 
 
-def fields_fixed_by_model() -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.metadata.get("fixed_by_model"))
-
-
 class ConfigError(ValueError):
     """A training setting is out of range or unknown; the message names the field and the fix."""
 
@@ -315,6 +311,9 @@ class TrainingConfig:
 
     def replace(self, **changes) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
+
+
+FIELDS_FIXED_BY_MODEL = tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.metadata.get("fixed_by_model"))
 
 
 def _refuse_unknown(cls, record: dict, prefix: str) -> None:

@@ -80,6 +80,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Return ``(model, config, history)``: the model in eval mode on ``device``, the history as the
     ``EpochEnd`` events of every run that trained it."""
+    path = resolve_model_path(path)
     metadata = read_metadata(path)
     try:
         config = TrainingConfig.from_dict(json.loads(metadata["config"]))
@@ -88,7 +89,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
     # The weights come from the file, so ImageNet weights need not be present to load a model.
     model = build_model(config.replace(pretrained=False))
     try:
-        model.load_state_dict(load_file(str(resolve_model_path(path))))
+        model.load_state_dict(load_file(str(path)))
     except (SafetensorError, RuntimeError) as error:
         raise ModelFileError(f"{path}: weights do not fit the saved settings: {error}") from error
     history = [EpochEnd(**epoch) for epoch in json.loads(metadata.get("history", "[]"))]

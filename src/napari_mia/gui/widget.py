@@ -30,10 +30,10 @@ from qtpy.QtWidgets import QSizePolicy
 from ..core.config import (
     APPLICATIONS,
     BACKBONES,
+    FIELDS_FIXED_BY_MODEL,
     TrainingConfig,
     architectures_for,
     default_classes,
-    fields_fixed_by_model,
     losses_for,
 )
 from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
@@ -288,8 +288,8 @@ class MiaWidget(Container):
                       augmentations=config_panel.augmentation_values(self.augmentations))
         if self.model_config is None:
             return TrainingConfig(**values)
-        fixed = fields_fixed_by_model()
-        return self.model_config.replace(**{name: v for name, v in values.items() if name not in fixed})
+        return self.model_config.replace(
+            **{name: v for name, v in values.items() if name not in FIELDS_FIXED_BY_MODEL})
 
     def _show_config(self, config: TrainingConfig) -> None:
         for name, control in self._config_controls().items():  # application first: it sets the choices
@@ -483,15 +483,13 @@ class MiaWidget(Container):
             self.start_prediction()
 
     def _on_worker_error(self, error: Exception) -> None:
-        self._run_ended_well = False
         logger.error("napari-mia worker failed", exc_info=error)
         show_error(f"napari-mia: {type(error).__name__}: {error}")
 
     def _set_running(self, running: bool) -> None:
         has_model = self.model is not None
-        fixed = fields_fixed_by_model()
         for name, control in self._config_controls().items():  # as in MIA: Reset model unlocks them
-            if name in fixed or name.startswith("pretrained"):
+            if name in FIELDS_FIXED_BY_MODEL or name.startswith("pretrained"):
                 control.enabled = not has_model
                 control.tooltip = "Set by the current model: Reset model to change it" if has_model else ""
         self.train_button.enabled = self.load_button.enabled = not running
