@@ -37,6 +37,7 @@ def test_nan_images_are_refused():
 def test_rgba_mono_and_color_conversion():
     rgba = np.random.default_rng(0).integers(0, 255, (32, 40, 4), dtype=np.uint8)
     labels = np.zeros((32, 40), np.uint8)
+    labels[:4] = 1
     mono = make_samples(rgba, labels, TrainingConfig(), channel_axis=-1)
     color = make_samples(rgba, labels, TrainingConfig(color_mode="color"), channel_axis=-1)
     assert mono[0].image.shape == (1, 32, 40)

@@ -57,10 +57,10 @@ def test_bad_data_is_named(image, labels, message):
 
 @pytest.mark.parametrize(
     ("labels", "message"),
-    [(np.zeros((32, 32), np.uint8), "only class 0 \\(background\\)"),
+    [(np.zeros((32, 32), np.uint8), "no labelled pixels"),
      (np.ones((32, 32), np.uint8), "only class 1 \\(foreground\\)")],
 )
-def test_empty_or_single_class_labels_are_refused(labels, message):
+def test_unpainted_or_single_class_labels_are_refused(labels, message):
     with pytest.raises(DataError, match=message):
         Trainer(TINY, make_samples(np.zeros((32, 32)), labels, TINY))
 

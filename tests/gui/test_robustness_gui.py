@@ -38,9 +38,9 @@ def test_out_of_range_settings_are_reported(setup):
 
 def test_single_class_labels_are_reported(setup):
     viewer, widget, errors = setup
-    viewer.layers["labels"].data = np.zeros((128, 128), np.uint8)
+    viewer.layers["labels"].data = np.ones((128, 128), np.uint8)
     widget.train_button.clicked()
-    assert "'labels'" in errors[0] and "only class 0" in errors[0]
+    assert "'labels'" in errors[0] and "only class 1" in errors[0]
 
 
 def test_exception_in_the_worker_becomes_a_notification_and_the_buttons_recover(setup, qtbot, monkeypatch):

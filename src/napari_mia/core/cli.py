@@ -131,22 +131,23 @@ def _stem(name: str) -> str:
     return Path(name.strip()).stem
 
 
-def _load_examples(args, image_folder, label_folder=None) -> list[tuple]:
-    """(name, image, annotation, channel_axis) for every annotated image: the annotation is a label
-    image (semantic, instance), a (points (N, 2), class names) pair (detection) or a class name."""
-    from .files import list_images, pair_by_stem, read_image, read_labels
+def _load_examples(args, image_folder, label_folder=None):
+    """What to train on. Semantic and instance: the experiment of ``image_folder`` (its painted and
+    accepted images, with the roles saved beside them, as the dock leaves them). Detection and
+    classification: (name, image, annotation, channel_axis) for every annotated image, the annotation
+    being a (points (N, 2), class names) pair or a class name."""
+    from .experiment import Experiment
+    from .files import list_images, read_image
 
     if args.application in ("semantic", "instance"):
         if not label_folder:
             raise ValueError(f"--labels is needed for {args.application} segmentation")
-        examples = []
-        for image_path, label_path in pair_by_stem(list_images(image_folder), label_folder):
-            image, channel_axis = read_image(image_path)
-            labels = read_labels(label_path)
-            if args.binarize:
-                labels = (labels > 0).astype(np.uint8)
-            examples.append((image_path.stem, image, labels, channel_axis))
-        return examples
+        if not Path(label_folder).is_dir():
+            raise FileNotFoundError(f"{label_folder}: not a folder")
+        experiment = Experiment.open(image_folder, label_folder)
+        if not experiment.annotated_entries():
+            raise FileNotFoundError(f"no label image in {label_folder} has the name of an image")
+        return experiment
     if args.application == "detection":
         if not args.points:
             raise ValueError("--points CSV (columns image,y,x[,class]) is needed for detection")
@@ -177,23 +178,28 @@ def _load_examples(args, image_folder, label_folder=None) -> list[tuple]:
     return examples
 
 
-def _samples(examples, config):
-    from .data import make_class_samples, make_point_samples, make_samples
+def _samples(examples, config, args, validation_given: bool = False):
+    """(training, validation) samples; with ``validation_given`` all of them train (validation comes
+    from --val-images)."""
+    from .data import make_class_samples, make_point_samples, split_train_validation
+    from .experiment import Experiment
 
+    if validation_given:
+        config = config.replace(validation_fraction=0.0)
+    if isinstance(examples, Experiment):
+        return examples.samples(config, binarize=args.binarize)
     samples = []
     for name, image, annotation, channel_axis in examples:
         try:
             if config.application == "detection":
                 points, class_names = annotation
                 samples += make_point_samples(image, points, _class_ids(class_names, config), config, channel_axis)
-            elif config.application == "classification":
+            else:
                 samples += make_class_samples(image[np.newaxis], _class_ids([annotation], config), config,
                                               None if channel_axis is None else channel_axis % image.ndim + 1)
-            else:
-                samples += make_samples(image, annotation, config, channel_axis)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from error
-    return samples
+    return split_train_validation(samples, config.validation_fraction, config.seed)
 
 
 def _class_ids(names, config) -> np.ndarray:
@@ -212,7 +218,7 @@ def _class_names(args, examples) -> list[str]:
         return sorted({annotation for _, _, annotation, _ in examples})
     if args.application == "instance":
         return default_classes("instance")
-    highest = max(int(labels.max()) for _, _, labels, _ in examples)
+    highest = 1 if args.binarize else examples.highest_label()
     count = max(2, highest if args.sparse else highest + 1)
     return ["background", *(f"class {i}" for i in range(1, count))]
 
@@ -291,7 +297,6 @@ def _train(args, rank: int) -> int:
 
     from tqdm import tqdm
 
-    from .data import split_train_validation
     from .events import BatchEnd, EpochEnd, TrainingDone
     from .io import history_csv_path, load_model, save_model, write_history_csv
     from .models import resolve_device
@@ -303,12 +308,10 @@ def _train(args, rank: int) -> int:
         args.application = previous.application
     examples = _load_examples(args, args.images, args.labels)
     config = _training_config(args, examples, previous)
+    train_samples, validation_samples = _samples(examples, config, args, validation_given=bool(args.val_images))
     if args.val_images:
-        train_samples = _samples(examples, config)
-        validation_samples = _samples(_load_examples(args, args.val_images, args.val_labels), config)
-    else:
-        train_samples, validation_samples = split_train_validation(
-            _samples(examples, config), config.validation_fraction, config.seed)
+        validation_samples = sum(_samples(_load_examples(args, args.val_images, args.val_labels), config, args,
+                                          validation_given=True), [])
     trainer = Trainer(config, train_samples, validation_samples, model=model)
     if rank:  # under torchrun only the first process reports and saves
         for _ in trainer.run():

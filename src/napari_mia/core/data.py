@@ -242,10 +242,17 @@ def prepare_instances(labels: np.ndarray, config: TrainingConfig) -> np.ndarray:
 
 
 def make_samples(
-    image: np.ndarray, labels: np.ndarray, config: TrainingConfig, channel_axis: int | None = None
+    image: np.ndarray,
+    labels: np.ndarray,
+    config: TrainingConfig,
+    channel_axis: int | None = None,
+    keep_empty_frames: bool = False,
 ) -> list[Sample]:
-    """Pair every frame of ``image`` with its labels (class ids; object ids for instance segmentation);
-    frames without any labelled pixel are dropped."""
+    """Pair every frame of ``image`` with its labels (class ids; object ids for instance segmentation).
+
+    A frame whose labels are all 0 was never painted: it is left out, not taught as background (a stack
+    with a few painted frames teaches only those). ``keep_empty_frames`` keeps them, for an image the
+    user accepted as holding no object."""
     image_frames = split_frames(image, channel_axis)
     label_frames = split_label_frames(labels)
     if len(label_frames) == 1 and len(image_frames) > 1:
@@ -257,14 +264,15 @@ def make_samples(
         )
     samples = []
     for frame, frame_labels in zip(image_frames, label_frames):
+        prepared = prepare_image(frame, config)  # first, so that bad data is named even in an empty frame
         if config.application == "instance":
             instances = prepare_instances(frame_labels, config)
-            samples.append(Sample(prepare_image(frame, config), instance_targets(instances), instances))
+            if keep_empty_frames or instances.any():
+                samples.append(Sample(prepared, instance_targets(instances), instances))
             continue
         target = prepare_labels(frame_labels, config)
-        if config.sparse_labels and not (target != IGNORE).any():
-            continue
-        samples.append(Sample(prepare_image(frame, config), target))
+        if keep_empty_frames or (target > (IGNORE if config.sparse_labels else 0)).any():
+            samples.append(Sample(prepared, target))
     return samples
 
 

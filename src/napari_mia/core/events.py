@@ -53,3 +53,13 @@ class TrainingDone:
 class TileDone:
     done: int
     total: int
+
+
+@dataclass(frozen=True)
+class ImagePredicted:
+    """One image of an experiment predicted (and saved) by Predict all: ``done`` of ``total``."""
+
+    name: str
+    done: int
+    total: int
+    labels: object

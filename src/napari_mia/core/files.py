@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -17,11 +21,18 @@ def is_zarr(path: Path) -> bool:
         path / ".zgroup").is_file()
 
 
+def natural_key(path: Path) -> list:
+    """Sort key that puts ``img2`` before ``img10``, as a file browser does."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
 def list_images(folder: str | Path) -> list[Path]:
+    """The images of ``folder`` in natural order (hidden files, such as half-written ones, left out)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES or is_zarr(p))
+    files = sorted((p for p in folder.iterdir() if not p.name.startswith(".") and (
+        p.suffix.lower() in IMAGE_SUFFIXES or is_zarr(p))), key=natural_key)
     if not files:
         raise FileNotFoundError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -80,6 +91,24 @@ def pair_by_stem(images: list[Path], label_folder: str | Path) -> list[tuple[Pat
     return pairs
 
 
-def write_labels(path: str | Path, labels: np.ndarray) -> None:
+def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write`` on a hidden file beside ``path``, flush it to disk, then rename it to ``path``: a
+    crash or a kill at any moment leaves either the previous file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}-{threading.get_ident()}.partial{path.suffix}")
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def write_labels(path: str | Path, labels: np.ndarray) -> Path:
+    """A label image as a zlib TIFF (uint16, uint32 for more ids), written atomically."""
+    labels = np.asarray(labels)
     dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
-    tifffile.imwrite(path, labels.astype(dtype), compression="zlib")
+    return write_atomically(path, lambda file: tifffile.imwrite(file, labels.astype(dtype), compression="zlib"))

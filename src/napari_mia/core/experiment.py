@@ -1,0 +1,240 @@
+"""An experiment: the images a user works through, what they painted or accepted, roles and statuses.
+
+A folder of images is an experiment, laid out as MIA keeps its training folder and as the command line
+reads it (``napari-mia train --images DIR --labels DIR/labels`` trains on exactly what was painted)::
+
+    DIR/<images>                      tif/tiff/png/jpg, natural order, stacks allowed
+    DIR/labels/<stem>.tif             labels the user painted or accepted (the only training labels)
+    DIR/predictions/<stem>.tif        the model's predictions, until the user accepts them
+    DIR/napari-mia.json               role and status of every image
+    DIR/napari-mia-model.safetensors  the last model trained on the experiment (and its history CSV)
+
+Every file is written atomically (see :func:`files.write_atomically`). Images already open in napari join
+the same experiment as in-memory entries (:meth:`Experiment.add_array`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import TrainingConfig
+from .data import DataError, Sample, make_samples, split_train_validation
+from .events import ImagePredicted
+from .files import IMAGE_SUFFIXES, list_images, read_image, read_labels, write_atomically, write_labels
+
+ROLES = ("train", "validation", "test")
+# unlabelled: nothing yet; predicted: the model's labels wait for the user; labelled: the user painted;
+# accepted: the user accepted (and maybe corrected) a prediction. Only the last two teach the network.
+STATUSES = ("unlabelled", "predicted", "labelled", "accepted")
+ANNOTATED = ("labelled", "accepted")
+STATE_FILE = "napari-mia.json"
+MODEL_FILE = "napari-mia-model.safetensors"
+
+
+@dataclass
+class Entry:
+    """One image of the experiment. File entries read their image and labels when needed; in-memory
+    entries (napari layers) hold them."""
+
+    name: str
+    path: Path | None = None
+    image: np.ndarray | None = None
+    channel_axis: int | None = None
+    labels: np.ndarray | None = None
+    role: str = "train"
+    status: str = "unlabelled"
+    annotated: int = 0  # labelled pixels, for the table
+
+    @property
+    def teaches(self) -> bool:
+        return self.status in ANNOTATED and self.role != "test"
+
+
+class Experiment:
+    """The entries of one experiment and the files that keep them. Methods that write are safe to call
+    from worker threads (each file is replaced atomically; the state file under a lock)."""
+
+    def __init__(self, folder: str | Path | None = None, label_folder: str | Path | None = None):
+        self.folder = None if folder is None else Path(folder)
+        self.label_folder = Path(label_folder) if label_folder else (
+            None if self.folder is None else self.folder / "labels")
+        self.entries: list[Entry] = []
+        self._label_files: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, folder: str | Path, label_folder: str | Path | None = None) -> Experiment:
+        """The images of ``folder`` with the labels, roles and statuses saved beside them."""
+        experiment = cls(folder, label_folder)
+        state = experiment._read_state()
+        if experiment.label_folder.is_dir():  # labels written elsewhere may be png or tif
+            experiment._label_files = {p.stem: p for p in experiment.label_folder.iterdir() if (
+                not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)}
+        for path in list_images(folder):
+            saved = state.get(path.stem, {})
+            entry = Entry(path.stem, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0))
+            has_labels = path.stem in experiment._label_files
+            status = saved.get("status")
+            if has_labels:  # the label file decides: a file written by hand, or by a crashed session, counts
+                entry.status = status if status in ANNOTATED else "labelled"
+            else:
+                entry.status = "predicted" if experiment.prediction_path(entry).is_file() else "unlabelled"
+            experiment.entries.append(entry)
+        return experiment
+
+    def _read_state(self) -> dict:
+        path = self.folder / STATE_FILE
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text()).get("images", {})
+        except (ValueError, AttributeError) as error:
+            raise DataError(f"{path}: not a napari-mia experiment file ({error}); move it away to start "
+                            "afresh") from error
+
+    def save_state(self) -> None:
+        if self.folder is None:
+            return
+        with self._lock:
+            state = {"version": 1, "images": {e.name: {"role": e.role, "status": e.status, "annotated": e.annotated}
+                                              for e in self.entries if e.path is not None}}
+            text = json.dumps(state, indent=1)
+            write_atomically(self.folder / STATE_FILE, lambda file: file.write_text(text))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries)
+
+    def __getitem__(self, name: str) -> Entry:
+        for entry in self.entries:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    @property
+    def model_path(self) -> Path | None:
+        return None if self.folder is None else self.folder / MODEL_FILE
+
+    def add_array(self, name: str, image: np.ndarray, channel_axis: int | None = None,
+                  labels: np.ndarray | None = None, role: str = "train") -> Entry:
+        """An image open in napari (and its labels) joins the experiment; a name already there is replaced."""
+        self.entries = [e for e in self.entries if e.name != name]
+        entry = Entry(name, image=image, channel_axis=channel_axis, role=role)
+        self.entries.append(entry)
+        if labels is not None:
+            self.save_labels(entry, labels)
+        return entry
+
+    # ---- files -------------------------------------------------------------------------------------
+    def labels_path(self, entry: Entry) -> Path | None:
+        if entry.path is None:
+            return None
+        return self._label_files.setdefault(entry.name, self.label_folder / f"{entry.name}.tif")
+
+    def prediction_path(self, entry: Entry) -> Path | None:
+        return None if entry.path is None else self.folder / "predictions" / f"{entry.name}.tif"
+
+    def read_image(self, entry: Entry) -> tuple[np.ndarray, int | None]:
+        if entry.image is not None:
+            return entry.image, entry.channel_axis
+        return read_image(entry.path)
+
+    def read_labels(self, entry: Entry) -> np.ndarray | None:
+        """The user's labels of ``entry`` (painted or accepted), or None."""
+        if entry.labels is not None or entry.path is None:
+            return entry.labels
+        path = self.labels_path(entry)
+        return read_labels(path) if path.is_file() else None
+
+    def read_prediction(self, entry: Entry) -> np.ndarray | None:
+        path = self.prediction_path(entry)
+        return read_labels(path) if path is not None and path.is_file() else None
+
+    def save_labels(self, entry: Entry, labels: np.ndarray, status: str = "labelled") -> None:
+        """Keep what the user painted (or accepted, with ``status="accepted"``): it teaches from now on. A
+        test image the user paints becomes a training image, as a corrected test image does in MIA."""
+        labels = np.array(labels)  # a copy: the layer goes on changing while this is written
+        if entry.path is None:
+            entry.labels = labels
+        else:
+            write_labels(self.labels_path(entry), labels)
+        entry.annotated = int(np.count_nonzero(labels))
+        entry.status = status if status in ANNOTATED else "labelled"
+        if entry.role == "test":
+            entry.role = "train"
+        self.save_state()
+
+    def accept(self, entry: Entry, labels: np.ndarray) -> None:
+        """The user's corrected prediction becomes the image's labels and joins the training set."""
+        self.save_labels(entry, labels, status="accepted")
+
+    def save_prediction(self, entry: Entry, labels: np.ndarray) -> None:
+        """Keep the model's labels of ``entry`` until the user accepts them; they never teach."""
+        if entry.path is not None:
+            write_labels(self.prediction_path(entry), labels)
+        if entry.status == "unlabelled":
+            entry.status = "predicted"
+        self.save_state()
+
+    def set_role(self, entry: Entry, role: str) -> None:
+        if role not in ROLES:
+            raise DataError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        entry.role = role
+        self.save_state()
+
+    # ---- training ----------------------------------------------------------------------------------
+    def annotated_entries(self, role: str | None = None) -> list[Entry]:
+        return [e for e in self.entries if e.teaches and (role is None or e.role == role)]
+
+    def highest_label(self) -> int:
+        return max((int(self.read_labels(e).max()) for e in self.annotated_entries()), default=0)
+
+    def entry_samples(self, entry: Entry, config: TrainingConfig, binarize: bool = False) -> list[Sample]:
+        image, channel_axis = self.read_image(entry)
+        labels = self.read_labels(entry)
+        if binarize:
+            labels = (labels > 0).astype(np.uint8)
+        try:  # an image accepted with no object teaches that it holds none
+            return make_samples(image, labels, config, channel_axis, keep_empty_frames=entry.status == "accepted")
+        except ValueError as error:
+            raise DataError(f"{entry.name}: {error}") from error
+
+    def samples(self, config: TrainingConfig, binarize: bool = False) -> tuple[list[Sample], list[Sample]]:
+        """(training, validation) samples from every image the user painted or accepted, of any size.
+
+        Validation is by whole images: those whose role is validation, else a ``validation_fraction``
+        of the annotated images (of the frames when there is only one image)."""
+        training = self.annotated_entries("train")
+        validation = self.annotated_entries("validation")
+        if not validation and len(training) > 1 and config.validation_fraction > 0:
+            order = np.random.default_rng(config.seed).permutation(len(training))
+            count = min(len(training) - 1, max(1, round(config.validation_fraction * len(training))))
+            validation = [training[i] for i in sorted(order[:count])]
+            training = [training[i] for i in sorted(order[count:])]
+        train_samples = [s for e in training for s in self.entry_samples(e, config, binarize)]
+        validation_samples = [s for e in validation for s in self.entry_samples(e, config, binarize)]
+        if len(training) == 1 and not validation:
+            return split_train_validation(train_samples, config.validation_fraction, config.seed)
+        return train_samples, validation_samples
+
+
+def predict_all(model, config: TrainingConfig, experiment: Experiment, entries: list[Entry],
+                device="cpu") -> Generator[ImagePredicted, None, int]:
+    """Predict ``entries`` one by one, each saved (atomically) as soon as it is done; stopping between
+    two images leaves every finished one saved. Returns how many were predicted."""
+    from .infer import predict
+
+    for done, entry in enumerate(entries, start=1):
+        image, channel_axis = experiment.read_image(entry)
+        labels = predict(model, image, config, channel_axis, device)
+        experiment.save_prediction(entry, labels)
+        yield ImagePredicted(entry.name, done, len(entries), labels)
+    return len(entries)

@@ -1,0 +1,181 @@
+"""The experiment (a folder of images with what the user painted and accepted), without Qt."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_mia.core import TrainingConfig
+from napari_mia.core.cli import main
+from napari_mia.core.experiment import Experiment, predict_all
+from napari_mia.core.files import read_labels
+from napari_mia.core.models import build_model
+
+from ..conftest import instance_blobs
+
+TINY = TrainingConfig(application="instance", classes=["background", "object"], epochs=1, batch_size=2,
+                      patch_size=32, validation_fraction=0.0, decoder_channels=(16, 16, 16, 16, 16))
+
+
+def _folder(tmp_path, names=("im1", "im2", "im10"), shapes=((96, 96), (64, 80), (80, 64))):
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    truth = {}
+    for index, (name, shape) in enumerate(zip(names, shapes)):
+        image, instances, _ = instance_blobs(shape, n=3, seed=index)
+        tifffile.imwrite(folder / f"{name}.tif", image)
+        truth[name] = instances
+    return folder, truth
+
+
+def _hidden_files(folder):
+    return [p for p in folder.rglob(".*")]
+
+
+def test_a_folder_opens_in_natural_order_with_nothing_labelled(tmp_path):
+    folder, _ = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    assert [e.name for e in experiment] == ["im1", "im2", "im10"]
+    assert {e.status for e in experiment} == {"unlabelled"} and {e.role for e in experiment} == {"train"}
+    assert experiment.annotated_entries() == []
+
+
+def test_labels_roles_and_statuses_come_back_when_the_folder_is_reopened(tmp_path):
+    folder, truth = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    experiment.save_labels(experiment["im1"], truth["im1"])
+    experiment.accept(experiment["im2"], truth["im2"])
+    experiment.set_role(experiment["im10"], "test")
+    again = Experiment.open(folder)
+    assert [(e.status, e.role) for e in again] == [("labelled", "train"), ("accepted", "train"), ("unlabelled", "test")]
+    np.testing.assert_array_equal(again.read_labels(again["im2"]), truth["im2"])
+    assert (folder / "labels" / "im1.tif").is_file() and not _hidden_files(folder)
+    assert json.loads((folder / "napari-mia.json").read_text())["images"]["im10"]["role"] == "test"
+
+
+def test_a_label_file_without_a_state_file_still_counts(tmp_path):
+    """Labels written by hand (or by a session that crashed before its state file) teach."""
+    folder, truth = _folder(tmp_path)
+    (folder / "labels").mkdir()
+    tifffile.imwrite(folder / "labels" / "im2.tif", truth["im2"])
+    assert [e.name for e in Experiment.open(folder).annotated_entries()] == ["im2"]
+
+
+def test_samples_come_from_every_painted_or_accepted_image_of_any_size(tmp_path):
+    folder, truth = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    experiment.save_labels(experiment["im1"], truth["im1"])
+    experiment.accept(experiment["im2"], truth["im2"])
+    experiment.save_prediction(experiment["im10"], truth["im10"])  # a prediction nobody accepted
+    train, validation = experiment.samples(TINY)
+    assert sorted(s.image.shape for s in train) == [(1, 64, 80), (1, 96, 96)] and validation == []
+    assert experiment["im10"].status == "predicted" and not experiment["im10"].teaches
+
+
+def test_painting_a_test_image_makes_it_a_training_image(tmp_path):
+    folder, truth = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    experiment.set_role(experiment["im1"], "test")
+    experiment.save_labels(experiment["im1"], truth["im1"])
+    assert experiment["im1"].role == "train" and experiment["im1"].teaches
+
+
+def test_validation_is_by_whole_images_a_role_first(tmp_path):
+    folder, truth = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    for name in truth:
+        experiment.save_labels(experiment[name], truth[name])
+    experiment.set_role(experiment["im2"], "validation")
+    train, validation = experiment.samples(TINY)
+    assert [s.image.shape for s in validation] == [(1, 64, 80)] and len(train) == 2
+    experiment.set_role(experiment["im2"], "train")
+    train, validation = experiment.samples(TINY.replace(validation_fraction=0.34))
+    assert len(validation) == 1 and len(train) == 2
+    assert {s.image.shape for s in train + validation} == {(1, 96, 96), (1, 64, 80), (1, 80, 64)}
+
+
+def test_frames_of_a_stack_never_painted_do_not_teach_background(tmp_path):
+    image, instances, _ = instance_blobs((64, 64), n=3)
+    stack, labels = np.stack([image] * 4), np.zeros((4, 64, 64), np.int32)
+    labels[2] = instances
+    experiment = Experiment()
+    experiment.add_array("stack", stack, labels=labels)
+    train, _ = experiment.samples(TINY)
+    assert len(train) == 1 and train[0].truth.max() == 3
+
+
+def test_an_image_accepted_with_no_object_teaches_that_it_holds_none(tmp_path):
+    folder, _ = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    experiment.save_labels(experiment["im1"], np.zeros((96, 96), np.uint16))  # painted, then erased
+    assert experiment.samples(TINY)[0] == []
+    experiment.accept(experiment["im1"], np.zeros((96, 96), np.uint16))
+    [sample], _ = experiment.samples(TINY)
+    assert not sample.truth.any()
+
+
+def test_predict_all_stopped_half_way_keeps_every_finished_image(tmp_path):
+    folder, _ = _folder(tmp_path, names=("a", "b", "c", "d"), shapes=((64, 64),) * 4)
+    experiment = Experiment.open(folder)
+    events = predict_all(build_model(TINY), TINY, experiment, list(experiment))
+    done = [next(events), next(events)]
+    events.close()  # what a worker's Stop does between two images
+    assert [e.done for e in done] == [1, 2] and done[0].total == 4
+    assert sorted(p.name for p in (folder / "predictions").iterdir()) == ["a.tif", "b.tif"]
+    assert read_labels(folder / "predictions" / "b.tif").shape == (64, 64)
+    reopened = Experiment.open(folder)
+    assert [e.status for e in reopened] == ["predicted", "predicted", "unlabelled", "unlabelled"]
+    assert reopened.annotated_entries() == [] and not _hidden_files(folder)
+
+
+def test_the_command_line_trains_on_the_folder_with_its_roles(tmp_path, capsys):
+    folder, truth = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    for name in truth:
+        experiment.save_labels(experiment[name], truth[name])
+    experiment.set_role(experiment["im10"], "validation")
+    model = tmp_path / "model.safetensors"
+    assert main(["train", "--application", "instance", "--images", str(folder), "--labels",
+                 str(folder / "labels"), "--out", str(model), "--epochs", "1", "--batch-size", "2",
+                 "--patch-size", "32"]) == 0
+    assert "2 training and 1 validation frames" in capsys.readouterr().err and model.is_file()
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from napari_mia.core.experiment import Experiment
+    experiment = Experiment.open(sys.argv[1])
+    entry = experiment["im1"]
+    for value in range(1, 10_000):
+        experiment.save_labels(entry, np.full((96, 96), value, np.uint16))
+        print(value, flush=True)
+""")
+
+
+def test_a_process_killed_while_saving_leaves_the_last_saved_labels_intact(tmp_path):
+    folder, _ = _folder(tmp_path)
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        saved = [int(writer.stdout.readline()) for _ in range(5)]  # it is saving, again and again
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    labels = read_labels(folder / "labels" / "im1.tif")  # whole, whatever moment the kill hit
+    assert labels.shape == (96, 96) and len(np.unique(labels)) == 1 and labels[0, 0] >= saved[-1]
+    reopened = Experiment.open(folder)
+    assert reopened["im1"].status == "labelled"
+
+
+@pytest.mark.parametrize("content", ["{", "[]"])
+def test_a_broken_state_file_is_named(tmp_path, content):
+    folder, _ = _folder(tmp_path)
+    (folder / "napari-mia.json").write_text(content)
+    with pytest.raises(ValueError, match="napari-mia.json: not a napari-mia experiment file"):
+        Experiment.open(folder)
