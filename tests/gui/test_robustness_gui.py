@@ -36,11 +36,12 @@ def test_out_of_range_settings_are_reported(setup):
     assert widget.worker is None and "patch_size" in errors[0] and "'cells'" in errors[0]
 
 
-def test_single_class_labels_are_reported(setup):
+def test_single_class_labels_are_reported(setup, qtbot):
     viewer, widget, errors = setup
     viewer.layers["labels"].data = np.ones((128, 128), np.uint8)
-    widget.train_button.clicked()
-    assert "'labels'" in errors[0] and "only class 1" in errors[0]
+    widget.train_button.clicked()  # samples are built in the worker: the message comes from there
+    qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
+    assert widget.worker is None and widget.model is None and "'labels'" in errors[0] and "only class 1" in errors[0]
 
 
 def test_exception_in_the_worker_becomes_a_notification_and_the_buttons_recover(setup, qtbot, monkeypatch):
@@ -75,7 +76,7 @@ def test_deleting_or_editing_input_layers_during_training_changes_nothing(setup,
 
     monkeypatch.setattr(Trainer, "_train_step", step_after_the_edit)
     widget.train_button.clicked()
-    qtbot.waitUntil(lambda: widget.trainer.step >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.trainer.step >= 1, timeout=60_000)
     viewer.layers["labels"].data[:] = 0  # edits apply to the next run only
     viewer.layers.remove("cells")
     edited.set()
@@ -88,7 +89,7 @@ def test_closing_napari_during_training_stops_the_worker(setup, qtbot):
     viewer, widget, _ = setup
     widget.epochs.value = 10_000
     widget.train_button.clicked()
-    qtbot.waitUntil(lambda: widget.trainer.step >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.trainer.step >= 1, timeout=60_000)
     viewer.close()
     qtbot.waitUntil(lambda: not WorkerBase._worker_set, timeout=30_000)
     assert widget.trainer.step < 10_000 * widget.trainer.batches_per_epoch
@@ -115,4 +116,5 @@ def test_rgb_layers_follow_their_rgb_flag(make_napari_viewer, qtbot, monkeypatch
     widget.color_mode.value = "mono"
     widget.input_channels.value = 2
     widget.train_button.clicked()
+    qtbot.waitUntil(lambda: bool(errors), timeout=30_000)
     assert "3 channel(s) but the model expects 2" in errors[0]

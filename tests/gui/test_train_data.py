@@ -115,6 +115,7 @@ def test_settings_and_augmentations_sections_reach_the_training(widget, qtbot):
     assert config.augmentations.affine_probability == 0.5 and config.augmentations.translate == (-0.1, 0.1)
     widget.epochs.value = 1
     widget.train_button.clicked()
+    qtbot.waitUntil(lambda: widget.trainer is not None, timeout=30_000)
     assert isinstance(widget.trainer.optimizer, torch.optim.SGD)
     assert widget.trainer.class_weights == pytest.approx([0.4, 1.6])
     wait_until_idle(qtbot, widget)

@@ -115,7 +115,6 @@ def test_dock_stays_still_while_train_data_shows_the_run_and_speaks_again_once_i
 
 def test_train_predict_correct_retrain_loop(widget_with_data, qtbot):
     viewer, widget, user_labels = widget_with_data
-    original = user_labels.data.copy()
     assert widget.image_layer.value.name == "cells" and widget.labels_layer.value is user_labels
     assert widget.classes.value == "background, foreground"
 
@@ -130,17 +129,46 @@ def test_train_predict_correct_retrain_loop(widget_with_data, qtbot):
     assert widget.train_button.enabled and widget.predict_button.enabled and not widget.stop_button.enabled
     assert widget.history and widget.history[-1].epoch == 1
 
-    # The user corrects the prediction in place and trains again from the current weights.
+    # The user corrects the prediction in place, accepts it into their labels and trains again.
     prediction.data[:10, :10] = 1
     model_before = widget.model
     widget.use_prediction_button.clicked()
-    assert widget.labels_layer.value is prediction
+    assert widget.labels_layer.value is user_labels  # their labels layer stays the one that trains
+    np.testing.assert_array_equal(user_labels.data, prediction.data)
     widget.train_button.clicked()
     wait_until_idle(qtbot, widget)
     qtbot.waitUntil(lambda: widget.train_button.enabled, timeout=120_000)
     assert widget.model is model_before
-    np.testing.assert_array_equal(user_labels.data, original)
     assert [layer.name for layer in viewer.layers].count("cells prediction") == 1
+
+
+def test_accepting_the_prediction_of_one_frame_keeps_the_other_frames_painted(make_napari_viewer, qtbot):
+    """Predict current frame only, then Accept: only that frame's labels change; the frames the user
+    painted keep their strokes, and frames never painted stay unlabelled (they do not teach background)."""
+    viewer = make_napari_viewer()
+    image, labels = blobs(shape=(64, 64), n=3)
+    viewer.add_image(np.stack([image] * 3), name="stack")
+    painted = np.zeros((3, 64, 64), np.uint8)
+    painted[0] = labels
+    user_labels = viewer.add_labels(painted.copy(), name="strokes")
+    widget = MiaWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    _small_settings(widget)
+    viewer.dims.set_current_step(0, 0)
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: "stack prediction" in viewer.layers, timeout=120_000)
+    wait_until_idle(qtbot, widget)
+    assert widget._predicted_index == (0,)
+    viewer.dims.set_current_step(0, 1)
+    widget.predict_button.clicked()
+    qtbot.waitUntil(lambda: widget._predicted_index == (1,), timeout=60_000)
+    wait_until_idle(qtbot, widget)
+    prediction = viewer.layers["stack prediction"]
+    prediction.data[1, :5, :5] = 1  # the user's correction
+    widget.use_prediction_button.clicked()
+    np.testing.assert_array_equal(user_labels.data[0], painted[0])
+    np.testing.assert_array_equal(user_labels.data[1], prediction.data[1])
+    assert not user_labels.data[2].any()
 
 
 def test_stop_and_resume(widget_with_data, qtbot):
@@ -205,7 +233,9 @@ def test_bad_labels_are_reported_and_nothing_is_lost(make_napari_viewer, qtbot, 
     messages = []
     monkeypatch.setattr("napari_mia.gui.widget.show_error", messages.append)
     widget.train_button.clicked()
-    assert widget.worker is None and "wrong size" in messages[0] and "do not match" in messages[0]
+    qtbot.waitUntil(lambda: bool(messages), timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    assert "wrong size" in messages[0] and "do not match" in messages[0] and widget.model is None
     assert viewer.layers["wrong size"].data.shape == (32, 32)
 
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import napari
@@ -40,6 +41,7 @@ from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
 from ..core.models import available_devices
 from . import config_panel, layers
 from .background import create_background_worker
+from .experiment_panel import ExperimentPanel
 from .train_plot import TrainDataWindow
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,13 @@ APPLICATION_NAMES = {
     "detection": "Object detection / counting",
     "classification": "Classification",
 }
+
+
+@dataclass(frozen=True)
+class _TrainerReady:
+    """The training worker built its trainer (samples are built in the worker, not on the GUI thread)."""
+
+    trainer: object
 
 
 class _CloseWatcher(QObject):
@@ -103,6 +112,7 @@ class MiaWidget(Container):
         self._predicting = self._cancelled = False
         self._run_ended_well = False  # the last training run ended without an error (then it predicts)
         self.predicted_frame_classes = ""
+        self._predicted_index: tuple | None = None  # the frame (or region) the last prediction covers
 
         self.application = ComboBox(label="Application", value="semantic",
                                     choices=[(APPLICATION_NAMES[a], a) for a in APPLICATIONS])
@@ -161,9 +171,12 @@ class MiaWidget(Container):
         self.train_data: TrainDataWindow | None = None
         self.progress = ProgressBar(label="Progress", value=0, max=1)
         self.status = Label(label="Status", value="Label some pixels, then Train.")
+        self.experiment_panel = ExperimentPanel(self)
+        self.experiment_title = Label(value="<b>Experiment (a folder of images)</b>")
 
         self.extend([
-            self.application, self.image_layer, self.labels_layer, self.points_layer, self.frame_classes,
+            self.application, self.experiment_title, self.experiment_panel,
+            self.image_layer, self.labels_layer, self.points_layer, self.frame_classes,
             self.objects_layer, self.validation_image, self.validation_labels,
             Label(value="<b>Deep Learning Model</b>"),
             self.architecture, self.backbone, self.pretrained, self.pretrained_path,
@@ -229,6 +242,7 @@ class MiaWidget(Container):
         self.points_layer.visible = self.object_size.visible = application == "detection"
         self.frame_classes.visible = self.objects_layer.visible = application == "classification"
         self.sparse.visible = application == "semantic"
+        self.experiment_panel.visible = self.experiment_title.visible = application in ("semantic", "instance")
         self.sparse.value = self.sparse.value and application == "semantic"
         architectures = architectures_for(application)
         self.architecture.choices = architectures
@@ -301,27 +315,41 @@ class MiaWidget(Container):
 
     # ---- training ---------------------------------------------------------------------------------
     def start_training(self, *_) -> None:
-        """Train on a snapshot of the chosen layers, continuing from the current weights if any."""
-        from ..core.train import Trainer
-
-        image_layer, annotations = self.image_layer.value, self._annotation_layer_name()
+        """Train on every image of the open experiment (semantic, instance), or on a snapshot of the
+        chosen layers, continuing from the current weights if any. Samples are built in the worker."""
+        image_layer, experiment = self.image_layer.value, self._open_experiment()
+        annotations = "the experiment" if experiment is not None else self._annotation_layer_name()
         if image_layer is None or annotations is None:
             show_error(f"Choose an image layer and {self._annotation_kind()} to train on.")
             return
         try:
             config = self.config()
-            train_samples, validation_samples = self._training_samples(config)
+            build_samples = self._sample_builder(config)
             frame, channel_axis, self._preview_index = self._current_frame(image_layer)
-            self.trainer = Trainer(config, train_samples, validation_samples, model=self.model,
-                                   preview_image=(frame, channel_axis))
-        except ValueError as error:  # ConfigError, DataError, missing weights
+        except ValueError as error:  # ConfigError, frame classes
             show_error(f"Cannot train on '{image_layer.name}' / {annotations}: {error}")
             return
-        # The trainer's config: detection training writes its calibrated peak thresholds into it.
-        self.model, self.model_config = self.trainer.model, self.trainer.config
         self._training_layer = image_layer
+
+        def prepare():
+            from ..core.train import Trainer
+
+            try:
+                train_samples, validation_samples = build_samples()
+                return Trainer(config, train_samples, validation_samples, model=self.model,
+                               preview_image=(frame, channel_axis))
+            except ValueError as error:  # DataError, missing weights
+                raise ValueError(f"Cannot train on '{image_layer.name}' / {annotations}: {error}") from error
+
+        self.trainer = None
         self._open_train_data().reset()
-        self._run_training()
+        self._run_training(prepare)
+
+    def _open_experiment(self):
+        """The experiment the dock trains on: the open folder, for the applications it holds labels of."""
+        if self.application.value in ("semantic", "instance"):
+            return self.experiment_panel.experiment
+        return None
 
     def _annotation_kind(self) -> str:
         return {"detection": "a points layer", "classification": "frame classes"}.get(
@@ -345,31 +373,36 @@ class MiaWidget(Container):
             raise ValueError(f"Frame classes {unknown} are not in Classes ({', '.join(config.classes)})")
         return [config.classes.index(n) if n else None for n in names]
 
-    def _training_samples(self, config: TrainingConfig):
-        """Snapshot the layers as samples: edits made during training apply to the next run."""
-        from ..core.data import (
-            make_class_samples,
-            make_point_samples,
-            make_samples,
-            split_frames,
-            split_train_validation,
-        )
+    def _sample_builder(self, config: TrainingConfig):
+        """On the GUI thread, snapshot what training reads (edits made during training apply to the next
+        run); return the function that builds (training, validation) samples from it, in a worker."""
+        from ..core.data import make_class_samples, make_point_samples, split_frames, split_train_validation
+        from ..core.experiment import Experiment
 
+        experiment = self._open_experiment()
+        if experiment is not None:
+            self.experiment_panel.flush_for_training()
+
+            def from_experiment():
+                self.experiment_panel.write_pending()  # the last edits first
+                return experiment.samples(config)
+            return from_experiment
         image, channel_axis = layers.image_array(self.image_layer.value)
+        split = lambda samples: split_train_validation(samples, config.validation_fraction, config.seed)  # noqa: E731
         if config.application == "detection":
             points, classes = layers.point_annotations(self.points_layer.value, config.classes)
-            samples = make_point_samples(image, points, classes, config, channel_axis)
-            return split_train_validation(samples, config.validation_fraction, config.seed)
+            return lambda: split(make_point_samples(image, points, classes, config, channel_axis))
         if config.application == "classification":
-            n_frames = len(split_frames(image, channel_axis))
-            samples = make_class_samples(image, self._frame_class_ids(config, n_frames), config, channel_axis)
-            return split_train_validation(samples, config.validation_fraction, config.seed)
-        samples = make_samples(image, np.asarray(self.labels_layer.value.data), config, channel_axis)
+            class_ids = self._frame_class_ids(config, len(split_frames(image, channel_axis)))
+            return lambda: split(make_class_samples(image, class_ids, config, channel_axis))
+        layer_set = Experiment()  # the chosen layers, as an experiment of one or two images
+        layer_set.add_array(self.image_layer.value.name, image, channel_axis, np.array(self.labels_layer.value.data))
         validation_image, validation_labels = self.validation_image.value, self.validation_labels.value
-        if validation_image is None or validation_labels is None:
-            return split_train_validation(samples, config.validation_fraction, config.seed)
-        image, channel_axis = layers.image_array(validation_image)
-        return samples, make_samples(image, np.asarray(validation_labels.data), config, channel_axis)
+        if validation_image is not None and validation_labels is not None:
+            image, channel_axis = layers.image_array(validation_image)
+            layer_set.add_array(validation_image.name, image, channel_axis, np.array(validation_labels.data),
+                                role="validation")
+        return lambda: layer_set.samples(config)
 
     def _current_frame(self, image_layer, region: bool = False):
         """(image, channel_axis, index) of what the viewer shows now (the current frame, and with
@@ -396,6 +429,7 @@ class MiaWidget(Container):
     def shutdown(self, timeout_ms: int = 30_000) -> None:
         """Stop training at the next batch and wait for the worker: called when napari or the dock closes."""
         self._closing = True
+        self.experiment_panel.save_now()
         if self.trainer is not None:
             self.trainer.request_stop()
         worker, self.worker = self.worker, None
@@ -410,18 +444,31 @@ class MiaWidget(Container):
         if self._close_watcher is None:
             self._close_watcher = _CloseWatcher(self.native, self.shutdown)
 
-    def _run_training(self) -> None:
+    def _run_training(self, prepare=None) -> None:
+        """Run the trainer (made first by ``prepare`` in the worker, when given) in a worker."""
         self._watch_for_close()
-        self.progress.max = self.trainer.config.epochs * self.trainer.batches_per_epoch
         # Connecting "errored" here also stops the worker from re-raising errors in the event loop.
-        self.worker = create_background_worker(self.trainer.run, _connect={
+        self.worker = create_background_worker(self._train_in_worker, prepare, list(self.history), _connect={
             "yielded": self._on_training_event,
             "errored": self._on_worker_error,
             "finished": self._on_training_finished,
         }, _start_thread=False)
-        self._set_running(True)
+        self.set_running(True)
         self._stopped = False
         self._start_job(self.worker, f"Training on '{self._training_layer.name}': progress in Train Data.")
+
+    def _train_in_worker(self, prepare, history_before: list):
+        """Worker: build the trainer if asked, train, and save the model into the open experiment (so that
+        reopening the folder another day brings it back)."""
+        from ..core.io import save_model
+
+        trainer = self.trainer if prepare is None else prepare()
+        if prepare is not None:
+            yield _TrainerReady(trainer)
+        yield from trainer.run()
+        experiment = self._open_experiment()
+        if experiment is not None and experiment.model_path is not None:
+            save_model(experiment.model_path, trainer.model, trainer.config, history_before + trainer.history)
 
     def _start_job(self, worker, status: str) -> None:
         """Show ``status`` and start ``worker`` once napari has repainted the new button states (and shown
@@ -448,6 +495,12 @@ class MiaWidget(Container):
             self._run_training()
 
     def _on_training_event(self, event) -> None:
+        if isinstance(event, _TrainerReady):
+            self.trainer = event.trainer
+            # The trainer's config: detection training writes its calibrated peak thresholds into it.
+            self.model, self.model_config = self.trainer.model, self.trainer.config
+            self.progress.max = self.trainer.config.epochs * self.trainer.batches_per_epoch
+            return
         if self.train_data is not None:
             self.train_data.on_event(event)
         if isinstance(event, BatchEnd):
@@ -463,7 +516,7 @@ class MiaWidget(Container):
             image_layer = self._training_layer
             if image_layer in self.viewer.layers:
                 layers.write_prediction(self.viewer, image_layer, event.labels, self._preview_index,
-                                        self._label_colors(), suffix="preview")
+                                        self.label_colors(), suffix="preview")
         elif isinstance(event, TrainingDone):
             self._stopped = event.reason == "stopped"
             self._run_ended_well = not event.message  # out of memory: no prediction after it
@@ -477,16 +530,19 @@ class MiaWidget(Container):
 
     def _on_training_finished(self) -> None:
         self.worker = None
-        self._set_running(False)
+        self.set_running(False)
         ended_well, self._run_ended_well = self._run_ended_well, False
         if ended_well and self.predict_after.value and self.image_layer.value is not None and not self._closing:
             self.start_prediction()
 
     def _on_worker_error(self, error: Exception) -> None:
+        if isinstance(error, ValueError):  # a problem with the user's data or settings, named in the message
+            show_error(str(error))
+            return
         logger.error("napari-mia worker failed", exc_info=error)
         show_error(f"napari-mia: {type(error).__name__}: {error}")
 
-    def _set_running(self, running: bool) -> None:
+    def set_running(self, running: bool) -> None:
         has_model = self.model is not None
         for name, control in self._config_controls().items():  # as in MIA: Reset model unlocks them
             if name in FIELDS_FIXED_BY_MODEL or name.startswith("pretrained"):
@@ -495,11 +551,12 @@ class MiaWidget(Container):
         self.train_button.enabled = self.load_button.enabled = not running
         for button in (self.predict_button, self.save_button, self.reset_button, self.export_button):
             button.enabled = not running and has_model
-        self.measure_button.enabled = not running and isinstance(self._prediction_layer(), napari.layers.Labels)
+        self.measure_button.enabled = not running and isinstance(self.prediction_layer(), napari.layers.Labels)
         self.stop_button.enabled = running
         self.resume_button.enabled = not running and self._stopped
+        self.experiment_panel.refresh()
         self.use_prediction_button.enabled = not running and (
-            self._prediction_layer() is not None or bool(self.predicted_frame_classes))
+            self.prediction_layer() is not None or bool(self.predicted_frame_classes))
 
     # ---- prediction -------------------------------------------------------------------------------
     def start_prediction(self, *_) -> None:
@@ -531,16 +588,19 @@ class MiaWidget(Container):
             else:
                 job = (infer.iter_predict, self.model, image, config, channel_axis, device)
                 shown = lambda labels: self._show_prediction(image_layer, labels, index)  # noqa: E731
-        connections = {"returned": shown, "errored": self._on_worker_error, "finished": self._on_prediction_finished}
+        connections = {"returned": shown, "errored": self._on_worker_error, "finished": self.on_prediction_finished}
         if config.application != "classification":  # tiled predictions report progress per tile
             connections["yielded"] = self._on_tile
-        worker = create_background_worker(*job, _connect=connections, _start_thread=False)
-        self.worker = worker
-        self._predicting = True
-        self._set_running(True)  # Stop cancels the prediction at the next tile
-        self._start_job(worker, f"Predicting '{image_layer.name}'…")
+        self.start_prediction_job(create_background_worker(*job, _connect=connections, _start_thread=False),
+                                  f"Predicting '{image_layer.name}'…")
 
-    def _label_colors(self):
+    def start_prediction_job(self, worker, status: str) -> None:
+        """Start a prediction worker: Stop cancels it at the next tile (or image)."""
+        self.worker, self._predicting = worker, True
+        self.set_running(True)
+        self._start_job(worker, status)
+
+    def label_colors(self):
         """Class colours for class-id labels; None (napari's colours for ids) for instance labels."""
         return None if self.model_config.application == "instance" else self.model_config.class_colors
 
@@ -572,11 +632,11 @@ class MiaWidget(Container):
         counts = ", ".join(f"{name} {int((classes == i).sum())}" for i, name in enumerate(config.classes))
         self.status.value = f"{len(ids)} objects classified ({counts}) in '{objects.name} classes'."
 
-    def _on_prediction_finished(self) -> None:
+    def on_prediction_finished(self) -> None:
         self.worker, self._predicting = None, False
         if self._cancelled:
             self.status.value, self._cancelled = "Prediction cancelled.", False
-        self._set_running(False)
+        self.set_running(False)
 
     def _on_tile(self, event: TileDone) -> None:
         self._show_status(f"predicting: tile {event.done} of {event.total}", event.done, event.total,
@@ -605,13 +665,14 @@ class MiaWidget(Container):
 
     def _show_prediction(self, image_layer, labels: np.ndarray, index: tuple[int, ...]) -> None:
         try:
-            layers.write_prediction(self.viewer, image_layer, labels, index, self._label_colors())
+            layers.write_prediction(self.viewer, image_layer, labels, index, self.label_colors())
         except (KeyError, ValueError) as error:
             show_error(f"Cannot show the prediction of '{image_layer.name}': {error}")
             return
+        self._predicted_index = index
         self.status.value = f"Prediction written to '{image_layer.name} prediction'. Correct it, then retrain."
 
-    def _prediction_layer(self):
+    def prediction_layer(self):
         image_layer = self.image_layer.value
         if image_layer is None:
             return None
@@ -622,15 +683,29 @@ class MiaWidget(Container):
         return None
 
     def use_prediction_as_labels(self, *_) -> None:
-        """Make the prediction (after the user corrected it) the training annotations: an explicit action."""
-        if self.application.value == "classification":
+        """Accept the prediction (after the user corrected it) as training annotations: an explicit action.
+        Labels: the predicted frame (or region) is copied into the chosen labels layer, the rest of the
+        user's labels stay; in an experiment, the image's labels become the prediction (Accept)."""
+        application = self.application.value
+        if application == "classification":
             if self.predicted_frame_classes:
                 self.frame_classes.value = self.predicted_frame_classes
             return
-        layer = self._prediction_layer()
-        if layer is not None:
-            target = self.points_layer if self.application.value == "detection" else self.labels_layer
-            target.value = layer
+        layer = self.prediction_layer()
+        if layer is None:
+            return
+        if application == "detection":
+            self.points_layer.value = layer
+        elif self._open_experiment() is not None and self.experiment_panel.current is not None:
+            self.experiment_panel.accept()
+        elif self.labels_layer.value is not None and self._predicted_index is not None:
+            target, index = self.labels_layer.value, self._predicted_index
+            if target.data.shape != layer.data.shape:
+                show_error(f"'{layer.name}' and '{target.name}' differ in shape; choose the labels of this image")
+                return
+            target.data[index] = layer.data[index]
+            target.refresh()
+            self.status.value = f"'{layer.name}' copied into '{target.name}': it trains from the next Train."
 
     def preview_augmentations(self, *_) -> None:
         """Show a batch of augmented training patches (image + labels) as the network sees them."""
@@ -639,7 +714,7 @@ class MiaWidget(Container):
 
         try:
             config = self.config()
-            samples, _ = self._training_samples(config.replace(validation_fraction=0.0))
+            samples, _ = self._sample_builder(config.replace(validation_fraction=0.0))()
             dataset = make_dataset(samples, config, build_train_transform(config))
         except (ValueError, AttributeError) as error:  # AttributeError: no layer chosen
             show_error(f"Cannot preview augmentations: {error}")
@@ -687,12 +762,12 @@ class MiaWidget(Container):
         self.model, self.model_config, self.trainer = model, config, None
         self.history = list(history)  # further training adds to it, and Save writes it all
         self._show_config(config)
-        self._set_running(False)
+        self.set_running(False)
         show_info(f"Model loaded from {path}")
 
     def reset_model(self, *_) -> None:
         self.model, self.model_config, self.trainer, self.history = None, None, None, []
-        self._set_running(False)
+        self.set_running(False)
         self._classes_from_labels()
 
     def export_model(self, path) -> None:
@@ -715,7 +790,7 @@ class MiaWidget(Container):
         perimeter) of the current frame, as CSV."""
         from ..core.measure import measure_prediction, write_measurements_csv
 
-        layer, image_layer = self._prediction_layer(), self.image_layer.value
+        layer, image_layer = self.prediction_layer(), self.image_layer.value
         index = layers.current_frame_index(image_layer, self.viewer.dims.current_step)
         image, channel_axis = layers.image_array(image_layer)
         try:

@@ -1,0 +1,311 @@
+"""MIA's training folder in the dock: open a folder, step through its images, paint, accept predictions.
+
+The panel is a view of a core :class:`~napari_mia.core.experiment.Experiment`. One image is open at a
+time, as in MIA: its Image layer, ``<image> labels`` (what the user paints: saved on every edit) and,
+once predicted, ``<image> prediction`` (what Accept makes the image's labels). Files are read, predicted
+and written in workers; the GUI thread only copies the labels layer when an edit has settled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
+
+from ..core.events import ImagePredicted
+from ..core.experiment import ROLES, Entry, Experiment
+from . import layers
+from .background import create_background_worker
+
+AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
+LABELS_SUFFIX = "labels"
+_COLUMNS = ("Image", "Size", "Role", "Status", "Labelled px")
+
+
+class ExperimentPanel(Container):
+    def __init__(self, dock):
+        super().__init__(labels=False)
+        self.dock, self.viewer = dock, dock.viewer
+        self.experiment: Experiment | None = None
+        self.current: Entry | None = None
+        self._shapes: dict[str, str] = {}
+        self._pending: tuple[Entry, np.ndarray] | None = None
+        self._save_lock = threading.Lock()
+        self._setting_labels = False  # the panel itself writes into the labels layer: no autosave
+        self._save_timer = QTimer()
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(AUTOSAVE_MS)
+        self._save_timer.timeout.connect(self.save_soon)
+
+        self.open_button = PushButton(text="Open folder…")
+        self.open_button.tooltip = "A folder of images: labels, predictions and the model are saved beside them"
+        self.table = Table(value={"data": [], "columns": list(_COLUMNS)})
+        self.table.read_only = True
+        self.table.native.setMinimumHeight(140)
+        self.previous_button = PushButton(text="◀ Previous (A)", enabled=False)
+        self.next_button = PushButton(text="Next (D) ▶", enabled=False)
+        self.next_button.tooltip = "The next image; an unlabelled one is predicted first, ready to correct"
+        self.accept_button = PushButton(text="Accept", enabled=False)
+        self.accept_button.tooltip = "The corrected prediction becomes this image's labels and trains from now on"
+        self.predict_all_button = PushButton(text="Predict all", enabled=False)
+        self.predict_all_button.tooltip = "Predict every image not yet labelled, saved in predictions/"
+        self.role = ComboBox(label="Role", choices=ROLES, value="train", enabled=False)
+        self.summary = Label(value="Open a folder of images (MIA's training folder), or train on layers below.")
+        self.summary.native.setWordWrap(True)
+        self.extend([
+            self.open_button, self.table,
+            Container(widgets=[self.previous_button, self.next_button, self.accept_button], layout="horizontal",
+                      labels=False),
+            Container(widgets=[self.role, self.predict_all_button], layout="horizontal"),
+            self.summary,
+        ])
+        self.open_button.changed.connect(self._ask_folder)
+        self.previous_button.changed.connect(lambda: self.step(-1))
+        self.next_button.changed.connect(lambda: self.step(1))
+        self.accept_button.changed.connect(self.accept)
+        self.predict_all_button.changed.connect(self.predict_all)
+        self.role.changed.connect(self._on_role)
+        self.table.native.cellClicked.connect(lambda row, _: self.show_entry(row))
+        for key, step in (("a", -1), ("d", 1)):  # MIA's keys for the previous and next image
+            self.viewer.bind_key(key, lambda _viewer, step=step: self.step(step), overwrite=True)
+
+    # ---- opening ------------------------------------------------------------------------------------
+    def _ask_folder(self, *_) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        folder = QFileDialog.getExistingDirectory(None, "Open a folder of images")
+        if folder:
+            self.open_folder(folder)
+
+    def open_folder(self, folder: str | Path) -> None:
+        """Open ``folder`` as the experiment, with its saved labels, roles, statuses and last model."""
+        try:
+            experiment = Experiment.open(folder)
+        except (ValueError, OSError) as error:
+            show_error(f"Cannot open the folder {folder}: {error}")
+            return
+        self.close_experiment()
+        self.experiment, self._shapes = experiment, {}
+        if experiment.model_path.is_file():
+            self.dock.load_model(experiment.model_path)
+        self.refresh()
+        self.show_entry(0)
+
+    def close_experiment(self) -> None:
+        """Save what is pending and take the open image's layers out of the viewer."""
+        self.save_now()
+        for name in self._layer_names():
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.current = None
+
+    def _layer_names(self) -> list[str]:
+        if self.current is None:
+            return []
+        name = self.current.name
+        return [name, f"{name} {LABELS_SUFFIX}", f"{name} prediction", f"{name} preview"]
+
+    # ---- the table ----------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Redraw the table and the buttons from the experiment (cheap: no file is read)."""
+        experiment = self.experiment
+        has = experiment is not None
+        rows = [] if not has else [
+            [e.name, self._shapes.get(e.name, ""), e.role, e.status, e.annotated] for e in experiment]
+        self.table.value = {"data": rows, "columns": list(_COLUMNS)}
+        current = None if self.current is None else experiment.entries.index(self.current)
+        if current is not None:
+            self.table.native.selectRow(current)
+        idle = self.dock.worker is None
+        self.previous_button.enabled = has and idle and bool(current)
+        self.next_button.enabled = has and idle and current is not None and current < len(experiment) - 1
+        self.accept_button.enabled = has and idle and self.current is not None
+        self.predict_all_button.enabled = has and idle and self.dock.model is not None
+        self.role.enabled = self.current is not None
+        if has:
+            teaching = experiment.annotated_entries()
+            self.summary.value = (
+                f"{len(experiment)} images in {experiment.folder}; {len(teaching)} labelled or accepted "
+                f"(they train), {sum(e.status == 'predicted' for e in experiment)} predicted.")
+
+    # ---- navigation ---------------------------------------------------------------------------------
+    def step(self, step: int) -> None:
+        """Previous (-1) or next (+1) image: A and D, as in MIA."""
+        if self.experiment is None or self.current is None or self.dock.worker is not None:
+            return
+        index = self.experiment.entries.index(self.current) + step
+        if 0 <= index < len(self.experiment):
+            self.show_entry(index, predict=step > 0)
+
+    def show_entry(self, index: int, predict: bool = False) -> None:
+        """Open image ``index`` (its labels and prediction) in a worker; with ``predict``, an image with
+        neither is predicted first with the current model, so the user starts from a prediction."""
+        if self.experiment is None or self.dock.worker is not None or not 0 <= index < len(self.experiment):
+            return
+        self._snapshot()
+        entry = self.experiment.entries[index]
+        model = self.dock.model if predict and entry.status == "unlabelled" else None
+        worker = create_background_worker(self._read_entry, entry, model, _connect={
+            "returned": self._show_read_entry, "errored": self._on_error,
+            "finished": self._on_job_finished}, _start_thread=False)
+        self.dock.worker = worker
+        self.refresh()
+        self.summary.value = f"Opening {entry.name}" + (" and predicting it…" if model is not None else "…")
+        worker.start()
+
+    def _read_entry(self, entry: Entry, model):
+        """Worker: save what is pending, read the image, its labels and prediction (made now if asked)."""
+        from ..core.infer import predict
+
+        self.write_pending()
+        image, channel_axis = self.experiment.read_image(entry)
+        labels, prediction = self.experiment.read_labels(entry), self.experiment.read_prediction(entry)
+        if model is not None and labels is None and prediction is None:
+            config = self.dock.model_config
+            prediction = predict(model, image, config, channel_axis, next(model.parameters()).device)
+            self.experiment.save_prediction(entry, prediction)
+        return entry, image, channel_axis, labels, prediction
+
+    def _show_read_entry(self, result) -> None:
+        entry, image, channel_axis, labels, prediction = result
+        self.close_experiment_layers()
+        self.current = entry
+        spatial = image.shape[:-1] if channel_axis is not None else image.shape
+        self._shapes[entry.name] = " × ".join(map(str, spatial))
+        image_layer = self.viewer.add_image(image, name=entry.name, rgb=channel_axis is not None)
+        labels_layer = self.viewer.add_labels(
+            np.zeros(spatial, np.uint16) if labels is None else labels.astype(np.uint16, copy=False),
+            name=f"{entry.name} {LABELS_SUFFIX}")
+        if prediction is not None:
+            layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
+        for event in (labels_layer.events.paint, labels_layer.events.data):  # strokes, fills; replaced data
+            event.connect(self._on_edit)
+        self.viewer.layers.selection.active = labels_layer
+        self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
+        with contextlib.suppress(ValueError):
+            self.role.value = entry.role
+
+    def close_experiment_layers(self) -> None:
+        for name in self._layer_names():
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+
+    # ---- saving -------------------------------------------------------------------------------------
+    def _labels_layer(self):
+        name = None if self.current is None else f"{self.current.name} {LABELS_SUFFIX}"
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _on_edit(self, *_) -> None:
+        if not self._setting_labels:
+            self._save_timer.start()  # restarted by every stroke: saved once the edits settle
+
+    def _snapshot(self, settled: bool = False) -> None:
+        """GUI thread: copy the labels layer if it was edited (``settled``: the autosave delay is over)
+        since the last copy; a worker writes it."""
+        if not (settled or self._save_timer.isActive()) or self.current is None:
+            return
+        self._save_timer.stop()
+        layer = self._labels_layer()
+        if layer is not None:
+            self._pending = (self.current, np.array(layer.data))
+
+    def write_pending(self) -> None:
+        """Any thread: write the last snapshot, if any (one write at a time, the latest labels last)."""
+        with self._save_lock:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self.experiment.save_labels(*pending)
+
+    def save_soon(self) -> None:
+        """The edits settled: write them in a worker."""
+        self._snapshot(settled=True)
+        if self._pending is not None:
+            create_background_worker(self.write_pending, _connect={
+                "returned": lambda _: self.refresh(), "errored": self._on_error})
+
+    def save_now(self) -> None:
+        """Save pending edits before this thread goes on (Train reads the files; napari closes)."""
+        if self.experiment is not None:
+            self._snapshot()
+            self.write_pending()
+
+    def flush_for_training(self) -> None:
+        """Snapshot pending edits: the training worker writes them before it reads the labels."""
+        self._snapshot()
+
+    # ---- accepting, roles ---------------------------------------------------------------------------
+    def accept(self, *_) -> None:
+        """The (corrected) prediction becomes the image's labels; without one, the labels as they are."""
+        if self.current is None:
+            return
+        entry, labels_layer = self.current, self._labels_layer()
+        prediction = self.dock.prediction_layer()
+        accepted = np.array(prediction.data if prediction is not None else labels_layer.data)
+        if prediction is not None:
+            self._setting_labels = True
+            try:
+                labels_layer.data = accepted.astype(np.uint16, copy=False)
+            finally:
+                self._setting_labels = False
+            self.viewer.layers.remove(prediction)
+        self._save_timer.stop()
+        with self._save_lock:
+            self._pending = None
+        create_background_worker(self.experiment.accept, entry, accepted, _connect={
+            "returned": lambda _: self.refresh(), "errored": self._on_error})
+        self.summary.value = f"{entry.name} accepted: it trains from now on."
+
+    def _on_role(self, role: str) -> None:
+        if self.current is not None and self.current.role != role:
+            self.experiment.set_role(self.current, role)
+            self.refresh()
+
+    # ---- predict all --------------------------------------------------------------------------------
+    def predict_all(self, *_) -> None:
+        """Predict every image not labelled or accepted, in a worker; each is saved as it finishes."""
+        from ..core.experiment import predict_all
+
+        dock = self.dock
+        if self.experiment is None or dock.model is None or dock.worker is not None:
+            return
+        self.save_now()
+        entries = [e for e in self.experiment if e.status not in ("labelled", "accepted")]
+        self._predicted = 0
+        worker = create_background_worker(
+            predict_all, dock.model, dock.model_config, self.experiment, entries,
+            next(dock.model.parameters()).device,
+            _connect={"yielded": self._on_image_predicted, "errored": self._on_error,
+                      "finished": lambda: self._on_predict_all_finished(len(entries))}, _start_thread=False)
+        dock.start_prediction_job(worker, f"Predicting {len(entries)} images…")
+        self.refresh()
+
+    def _on_image_predicted(self, event: ImagePredicted) -> None:
+        self._predicted = event.done
+        self.dock.progress.max, self.dock.progress.value = event.total, event.done
+        if self.current is not None and event.name == self.current.name and self._labels_layer() is not None:
+            layers.write_prediction(self.viewer, self.viewer.layers[self.current.name], event.labels, (),
+                                    self.dock.label_colors())
+        self.refresh()
+
+    def _on_predict_all_finished(self, total: int) -> None:
+        self.dock.on_prediction_finished()
+        stopped = "stopped: " if self._predicted < total else ""
+        self.summary.value = (f"Predict all {stopped}{self._predicted} of {total} images predicted "
+                              f"(saved in {self.experiment.folder / 'predictions'}).")
+        self.dock.status.value = self.summary.value
+        self.refresh()
+
+    # ---- jobs ---------------------------------------------------------------------------------------
+    def _on_job_finished(self) -> None:
+        self.dock.worker = None
+        self.dock.set_running(False)
+        self.refresh()
+
+    def _on_error(self, error: Exception) -> None:
+        name = "" if self.current is None else f" ({self.current.name})"
+        show_error(f"napari-mia experiment{name}: {error}")

@@ -1,0 +1,156 @@
+"""The loop over a folder of images, as a user works it: open, paint, train, next, correct, accept, retrain,
+close, reopen another day."""
+
+import shutil
+import threading
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+
+from napari_mia.core import TrainingConfig
+from napari_mia.core.cli import main
+from napari_mia.core.experiment import Experiment
+from napari_mia.core.io import save_model
+from napari_mia.core.models import build_model
+from napari_mia.gui.widget import MiaWidget
+
+from ..conftest import SHARED_DATA, instance_blobs
+from .conftest import wait_until_idle
+
+DSB = SHARED_DATA / "dsb2018_nuclei" / "train"
+
+
+def _dsb_folder(tmp_path, count=6):
+    """``count`` grey DSB2018 images, alternately 256x256 and 256x320, and their ground truth."""
+    import csv
+
+    if not DSB.is_dir():
+        pytest.skip("DSB2018 (shared/data) is not on this machine")
+    rows = list(csv.DictReader(open(DSB / "index.csv")))
+    sizes = [("256", "256"), ("256", "320")]
+    chosen = [next(r for r in rows[i:] if (r["height"], r["width"]) == sizes[i % 2] and r["is_grayscale"] == "1")
+              for i in range(count)]
+    folder, truth = tmp_path / "nuclei", {}
+    folder.mkdir()
+    for number, row in enumerate(chosen, start=1):
+        shutil.copy(DSB / "images" / f"{row['image_id']}.png", folder / f"nuclei{number}.png")
+        truth[f"nuclei{number}"] = tifffile.imread(DSB / "labels" / f"{row['image_id']}.tif")
+    return folder, truth
+
+
+def _dock(viewer):
+    widget = MiaWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.application.value = "instance"
+    widget.epochs.value, widget.batch_size.value, widget.patch_size.value = 1, 4, 64
+    widget.validation_fraction.value = 0.0
+    return widget
+
+
+def _open(qtbot, widget, folder):
+    widget.experiment_panel.open_folder(folder)
+    qtbot.waitUntil(lambda: widget.experiment_panel.current is not None, timeout=30_000)
+    wait_until_idle(qtbot, widget)
+
+
+def _trained_samples(monkeypatch):
+    """The training samples of every run, as the Trainer receives them."""
+    from napari_mia.core import train
+
+    runs, original = [], train.Trainer.__init__
+
+    def recording(self, config, train_samples, *args, **kwargs):
+        runs.append(list(train_samples))
+        original(self, config, train_samples, *args, **kwargs)
+
+    monkeypatch.setattr(train.Trainer, "__init__", recording)
+    return runs
+
+
+def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napari_viewer, qtbot, tmp_path,
+                                                                       monkeypatch):
+    folder, truth = _dsb_folder(tmp_path)
+    runs = _trained_samples(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    assert panel.current.name == "nuclei1" and "nuclei1 labels" in viewer.layers
+    assert widget.image_layer.value.name == "nuclei1" and widget.labels_layer.value.name == "nuclei1 labels"
+
+    viewer.layers["nuclei1 labels"].data = truth["nuclei1"]  # the user paints image 1
+    qtbot.waitUntil(lambda: (folder / "labels" / "nuclei1.tif").is_file(), timeout=10_000)  # saved by itself
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: (folder / "napari-mia-model.safetensors").is_file(), timeout=300_000)
+    wait_until_idle(qtbot, widget)
+    first_labels = (folder / "labels" / "nuclei1.tif").read_bytes()
+
+    panel.next_button.clicked()  # image 2 arrives with a prediction to correct
+    qtbot.waitUntil(lambda: "nuclei2 prediction" in viewer.layers, timeout=60_000)
+    wait_until_idle(qtbot, widget)
+    assert panel.current.name == "nuclei2" and panel.current.status == "predicted"
+    viewer.layers["nuclei2 prediction"].data = truth["nuclei2"]  # the user's correction
+    panel.accept_button.clicked()
+    qtbot.waitUntil(lambda: (folder / "labels" / "nuclei2.tif").is_file(), timeout=10_000)
+    assert panel.current.status == "accepted" and "nuclei2 prediction" not in viewer.layers
+
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: len(runs) == 2, timeout=60_000)
+    wait_until_idle(qtbot, widget)
+    second = runs[1]
+    assert sorted(s.image.shape for s in second) == [(1, 256, 256), (1, 256, 320)]
+    assert sorted(int(s.truth.max()) for s in second) == sorted(int(truth[n].max()) for n in ("nuclei1", "nuclei2"))
+    assert (folder / "labels" / "nuclei1.tif").read_bytes() == first_labels
+    viewer.close()
+
+    again = make_napari_viewer()
+    widget = _dock(again)
+    _open(qtbot, widget, folder)
+    statuses = [(e.name, e.status, e.role) for e in widget.experiment_panel.experiment][:3]
+    assert statuses == [("nuclei1", "labelled", "train"), ("nuclei2", "accepted", "train"),
+                        ("nuclei3", "unlabelled", "train")]
+    np.testing.assert_array_equal(again.layers["nuclei1 labels"].data, truth["nuclei1"])
+    assert widget.model is not None and widget.model_config.application == "instance"
+    assert len(widget.history) == 2  # both runs' epochs came back with the model
+
+    # The command line trains on the folder the dock wrote, unchanged.
+    assert main(["train", "--application", "instance", "--images", str(folder), "--labels", str(folder / "labels"),
+                 "--out", str(tmp_path / "cli.safetensors"), "--epochs", "1", "--batch-size", "2",
+                 "--patch-size", "64", "--validation-fraction", "0"]) == 0
+    assert sorted(s.image.shape for s in runs[-1]) == [(1, 256, 256), (1, 256, 320)]
+
+
+def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_mia.core import infer
+
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    for number in range(1, 7):
+        iio.imwrite(folder / f"blob{number}.png", instance_blobs((64, 64), n=3, seed=number)[0])
+    config = TrainingConfig(application="instance", classes=["background", "object"],
+                            decoder_channels=(16, 16, 16, 16, 16))
+    save_model(folder / "napari-mia-model.safetensors", build_model(config), config)
+    calls, stop_clicked, real_predict = [], threading.Event(), infer.predict
+
+    def predict_until_stopped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # the user clicks Stop while the third image is being predicted
+            stop_clicked.wait(30)
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(infer, "predict", predict_until_stopped)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    _open(qtbot, widget, folder)
+    assert widget.model is not None and widget.experiment_panel.predict_all_button.enabled
+    widget.experiment_panel.predict_all_button.clicked()
+    qtbot.waitUntil(lambda: len(calls) == 3, timeout=30_000)
+    widget.stop_button.clicked()
+    stop_clicked.set()
+    wait_until_idle(qtbot, widget)
+    assert "stopped: 3 of 6 images predicted" in widget.status.value
+    assert sorted(p.name for p in (folder / "predictions").iterdir()) == ["blob1.tif", "blob2.tif", "blob3.tif"]
+    assert [e.status for e in Experiment.open(folder)] == ["predicted"] * 3 + ["unlabelled"] * 3
+    assert not list(folder.rglob(".*"))  # no half-written file
