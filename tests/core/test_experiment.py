@@ -179,3 +179,21 @@ def test_a_broken_state_file_is_named(tmp_path, content):
     (folder / "napari-mia.json").write_text(content)
     with pytest.raises(ValueError, match="napari-mia.json: not a napari-mia experiment file"):
         Experiment.open(folder)
+
+
+def test_images_new_since_the_last_run_get_their_share_of_the_patches(tmp_path):
+    from napari_mia.core.data import PatchDataset
+
+    folder, truth = _folder(tmp_path, names=[f"im{i}" for i in range(10)], shapes=[(64, 64)] * 10)
+    experiment = Experiment.open(folder)
+    for name in list(truth)[:9]:
+        experiment.save_labels(experiment[name], truth[name])
+    experiment.samples(TINY)
+    experiment.mark_trained(experiment.last_used)
+    experiment.accept(experiment["im9"], truth["im9"])  # one corrected image among nine trained ones
+    reopened = Experiment.open(folder)  # what was trained is remembered
+    train, _ = reopened.samples(TINY)
+    assert [s.new for s in train] == [False] * 9 + [True]
+    assert PatchDataset(train, TINY).frame_weights[-1] == pytest.approx(0.1)  # off: by area
+    weights = PatchDataset(train, TINY.replace(new_image_share=0.5)).frame_weights
+    assert weights[-1] == pytest.approx(0.5) and weights[:9] == pytest.approx([0.5 / 9] * 9)

@@ -109,3 +109,15 @@ def test_data_loading_workers_are_used(tiny_config):
     trainer = Trainer(config, _samples(config))
     assert trainer._loader().num_workers == 1
     assert list(trainer.run())[-1].reason == "finished"
+
+
+def test_a_model_that_goes_on_training_starts_from_the_retrain_learning_rate(blob_pair, tiny_config):
+
+    image, labels = blob_pair
+    config = tiny_config.replace(retrain_lr_factor=0.25, lr_schedule="constant")
+    samples = make_samples(image, labels, config)
+    first = Trainer(config, samples)
+    again = Trainer(config, samples, model=first.model)
+    assert first.plateau_scale == 1.0 and again.plateau_scale == 0.25
+    events = list(again.run())
+    assert events[0].learning_rate == pytest.approx(0.25 * config.learning_rate)

@@ -154,3 +154,17 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     assert sorted(p.name for p in (folder / "predictions").iterdir()) == ["blob1.tif", "blob2.tif", "blob3.tif"]
     assert [e.status for e in Experiment.open(folder)] == ["predicted"] * 3 + ["unlabelled"] * 3
     assert not list(folder.rglob(".*"))  # no half-written file
+
+    # The user steps through the results: D (MIA's key for the next image) and a click on a table row.
+    from app_model.types import KeyBinding
+
+    viewer.keymap[KeyBinding.from_str("D")](viewer)
+    qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob2", timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    assert "blob2 prediction" in viewer.layers and "blob1" not in viewer.layers  # its saved prediction
+    widget.experiment_panel.table.native.cellClicked.emit(5, 0)
+    qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob6", timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    assert "blob6 labels" in viewer.layers and "blob6 prediction" not in viewer.layers
+    viewer.keymap[KeyBinding.from_str("A")](viewer)
+    qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob5", timeout=30_000)

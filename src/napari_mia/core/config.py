@@ -155,6 +155,11 @@ class TrainingConfig:
     lr_step_every: int = 25
     min_learning_rate: float = 1e-6
     warmup_fraction: float = 0.03
+    # Retraining (the loop): a model that goes on training starts from a lower learning rate, so that it
+    # keeps what it learned, and images new since its last run get at least this share of the patches,
+    # so that a few corrected images count among many old ones.
+    retrain_lr_factor: float = 1.0
+    new_image_share: float = 0.0
     early_stopping_patience: int = 0
     keep_best: bool = True
     preview_every: int = 0
@@ -248,6 +253,10 @@ class TrainingConfig:
             raise ConfigError(f"patch_size: must be a multiple of 32 and at least 32, got {self.patch_size}")
         if not 0 <= self.validation_fraction < 1:
             raise ConfigError(f"validation_fraction: must be in [0, 1), got {self.validation_fraction}")
+        if not 0 < self.retrain_lr_factor <= 1:
+            raise ConfigError(f"retrain_lr_factor: must be in (0, 1], got {self.retrain_lr_factor}")
+        if not 0 <= self.new_image_share < 1:
+            raise ConfigError(f"new_image_share: must be in [0, 1), got {self.new_image_share}")
         if not 0 <= self.foreground_sampling <= 1:
             raise ConfigError(f"foreground_sampling: must be in [0, 1], got {self.foreground_sampling}")
         low, high = self.normalize_percentiles

@@ -40,6 +40,7 @@ class Sample:
     image: np.ndarray
     labels: np.ndarray
     truth: np.ndarray | None = None
+    new: bool = False  # from an image added since the model's last run (see ``new_image_share``)
 
 
 class LazyFrame:
@@ -421,8 +422,7 @@ class PatchDataset:
         self.seed = config.seed
         self.transform = transform
         self.epoch = 0
-        areas = np.array([s.image[0].size for s in samples], dtype=np.float64)
-        self.frame_weights = areas / areas.sum()
+        self.frame_weights = frame_weights(samples, config.new_image_share)
         self.seed_pixels = [self._seed_pixels(s.labels, i) for i, s in enumerate(samples)]
         covering = sum(math.ceil(s.image.shape[1] / self.patch) * math.ceil(s.image.shape[2] / self.patch)
                        for s in samples)
@@ -464,6 +464,18 @@ class PatchDataset:
             image, labels = self.transform(image, labels)
         dtype = np.float32 if labels.ndim == 3 else np.int64
         return np.ascontiguousarray(image), np.ascontiguousarray(labels, dtype=dtype)
+
+
+def frame_weights(samples: list[Sample], new_share: float) -> np.ndarray:
+    """How often each frame is drawn: by area, with the new frames drawn at least ``new_share`` of the
+    time together (a few corrected images among hundreds would otherwise hardly be seen)."""
+    weights = np.array([s.image[0].size for s in samples], dtype=np.float64)
+    new = np.array([s.new for s in samples])
+    natural = weights[new].sum() / weights.sum()
+    if new.any() and not new.all() and natural < new_share:
+        weights[new] *= new_share / natural
+        weights[~new] *= (1 - new_share) / (1 - natural)
+    return weights / weights.sum()
 
 
 def crop_patch(sample: Sample, centre, size: int) -> tuple[np.ndarray, np.ndarray]:

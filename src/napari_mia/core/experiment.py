@@ -50,6 +50,7 @@ class Entry:
     role: str = "train"
     status: str = "unlabelled"
     annotated: int = 0  # labelled pixels, for the table
+    trained: bool = False  # a finished training run used its labels (else it is new: ``new_image_share``)
 
     @property
     def teaches(self) -> bool:
@@ -66,6 +67,7 @@ class Experiment:
             None if self.folder is None else self.folder / "labels")
         self.entries: list[Entry] = []
         self._label_files: dict[str, Path] = {}
+        self.last_used: list[Entry] = []  # the entries the last ``samples`` call drew from
         self._lock = threading.Lock()
 
     @classmethod
@@ -78,7 +80,8 @@ class Experiment:
                 not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)}
         for path in list_images(folder):
             saved = state.get(path.stem, {})
-            entry = Entry(path.stem, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0))
+            entry = Entry(path.stem, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0),
+                          trained=saved.get("trained", False))
             has_labels = path.stem in experiment._label_files
             status = saved.get("status")
             if has_labels:  # the label file decides: a file written by hand, or by a crashed session, counts
@@ -102,8 +105,9 @@ class Experiment:
         if self.folder is None:
             return
         with self._lock:
-            state = {"version": 1, "images": {e.name: {"role": e.role, "status": e.status, "annotated": e.annotated}
-                                              for e in self.entries if e.path is not None}}
+            state = {"version": 1, "images": {
+                e.name: {"role": e.role, "status": e.status, "annotated": e.annotated, "trained": e.trained}
+                for e in self.entries if e.path is not None}}
             text = json.dumps(state, indent=1)
             write_atomically(self.folder / STATE_FILE, lambda file: file.write_text(text))
 
@@ -184,6 +188,12 @@ class Experiment:
             entry.status = "predicted"
         self.save_state()
 
+    def mark_trained(self, entries: list[Entry]) -> None:
+        """A training run used these entries' labels: from now on they are no longer new."""
+        for entry in entries:
+            entry.trained = True
+        self.save_state()
+
     def set_role(self, entry: Entry, role: str) -> None:
         if role not in ROLES:
             raise DataError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
@@ -203,9 +213,12 @@ class Experiment:
         if binarize:
             labels = (labels > 0).astype(np.uint8)
         try:  # an image accepted with no object teaches that it holds none
-            return make_samples(image, labels, config, channel_axis, keep_empty_frames=entry.status == "accepted")
+            samples = make_samples(image, labels, config, channel_axis, keep_empty_frames=entry.status == "accepted")
         except ValueError as error:
             raise DataError(f"{entry.name}: {error}") from error
+        for sample in samples:
+            sample.new = not entry.trained
+        return samples
 
     def samples(self, config: TrainingConfig, binarize: bool = False) -> tuple[list[Sample], list[Sample]]:
         """(training, validation) samples from every image the user painted or accepted, of any size.
@@ -219,6 +232,7 @@ class Experiment:
             count = min(len(training) - 1, max(1, round(config.validation_fraction * len(training))))
             validation = [training[i] for i in sorted(order[:count])]
             training = [training[i] for i in sorted(order[count:])]
+        self.last_used = training + validation
         train_samples = [s for e in training for s in self.entry_samples(e, config, binarize)]
         validation_samples = [s for e in validation for s in self.entry_samples(e, config, binarize)]
         if len(training) == 1 and not validation:

@@ -141,7 +141,8 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0
         self.history: list[EpochEnd] = []
-        self.plateau_scale = 1.0
+        # Going on from trained weights: a lower learning rate keeps what was learned.
+        self.plateau_scale = config.retrain_lr_factor if model is not None else 1.0
         self._last_reduction = 0
         self.best: tuple[float, int, dict] | None = None  # (metric, epoch, weights on CPU)
         self._stop_requested = False

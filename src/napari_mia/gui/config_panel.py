@@ -17,6 +17,8 @@ SETTINGS_LABELS = {
     "lr_step_every": "Reduce every x epochs",
     "min_learning_rate": "Minimum Learning Rate",
     "warmup_fraction": "Warm-up (fraction of run)",
+    "retrain_lr_factor": "Retrain: learning rate factor",
+    "new_image_share": "Retrain: share of new images",
     "loss": "Loss",
     "class_weighting": "Class Weighting",
     "class_weights": "Class weights (manual)",

@@ -462,12 +462,14 @@ class MiaWidget(Container):
         reopening the folder another day brings it back)."""
         from ..core.io import save_model
 
+        experiment = self._open_experiment()
         trainer = self.trainer if prepare is None else prepare()
+        used = [] if experiment is None or prepare is None else list(experiment.last_used)
         if prepare is not None:
             yield _TrainerReady(trainer)
-        yield from trainer.run()
-        experiment = self._open_experiment()
-        if experiment is not None and experiment.model_path is not None:
+        done = yield from trainer.run()
+        if experiment is not None and not done.message:
+            experiment.mark_trained(used)  # no longer new: the next run weighs the images added after it
             save_model(experiment.model_path, trainer.model, trainer.config, history_before + trainer.history)
 
     def _start_job(self, worker, status: str) -> None:
