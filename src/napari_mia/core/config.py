@@ -158,8 +158,8 @@ class TrainingConfig:
     # Retraining (the loop): a model that goes on training starts from a lower learning rate, so that it
     # keeps what it learned, and images new since its last run get at least this share of the patches,
     # so that a few corrected images count among many old ones.
-    retrain_lr_factor: float = 1.0
-    new_image_share: float = 0.0
+    retrain_lr_factor: float = 0.3  # chosen by benchmarks/hitl.py (docs/results.md)
+    new_image_share: float = 0.5
     early_stopping_patience: int = 0
     keep_best: bool = True
     preview_every: int = 0

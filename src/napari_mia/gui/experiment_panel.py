@@ -84,6 +84,9 @@ class ExperimentPanel(Container):
 
     def open_folder(self, folder: str | Path) -> None:
         """Open ``folder`` as the experiment, with its saved labels, roles, statuses and last model."""
+        if self.dock.worker is not None:
+            show_error(f"Cannot open {folder} while a job runs: stop it or wait for it first.")
+            return
         try:
             experiment = Experiment.open(folder)
         except (ValueError, OSError) as error:
@@ -99,9 +102,7 @@ class ExperimentPanel(Container):
     def close_experiment(self) -> None:
         """Save what is pending and take the open image's layers out of the viewer."""
         self.save_now()
-        for name in self._layer_names():
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+        self.close_experiment_layers()
         self.current = None
 
     def _layer_names(self) -> list[str]:
