@@ -166,5 +166,9 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob6", timeout=30_000)
     wait_until_idle(qtbot, widget)
     assert "blob6 labels" in viewer.layers and "blob6 prediction" not in viewer.layers
+    assert len(viewer.layers) == 2  # one image open at a time: its image and its labels
+    viewer.layers["blob6 labels"].data = instance_blobs((64, 64), n=3, seed=6)[1]  # painting it saves it
+    qtbot.waitUntil(lambda: (folder / "labels" / "blob6.tif").is_file(), timeout=10_000)
+    assert widget.experiment_panel.current.status == "labelled" and not (folder / "labels" / "blob2.tif").exists()
     viewer.keymap[KeyBinding.from_str("A")](viewer)
     qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob5", timeout=30_000)

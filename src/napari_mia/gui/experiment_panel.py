@@ -174,22 +174,48 @@ class ExperimentPanel(Container):
 
     def _show_read_entry(self, result) -> None:
         entry, image, channel_axis, labels, prediction = result
-        self.close_experiment_layers()
-        self.current = entry
         spatial = image.shape[:-1] if channel_axis is not None else image.shape
+        labels = np.zeros(spatial, np.uint16) if labels is None else labels.astype(np.uint16, copy=False)
+        image_layer, labels_layer = self._reused_layers(image, channel_axis is not None, labels, entry.name)
+        self.current = entry
         self._shapes[entry.name] = " × ".join(map(str, spatial))
-        image_layer = self.viewer.add_image(image, name=entry.name, rgb=channel_axis is not None)
-        labels_layer = self.viewer.add_labels(
-            np.zeros(spatial, np.uint16) if labels is None else labels.astype(np.uint16, copy=False),
-            name=f"{entry.name} {LABELS_SUFFIX}")
+        if image_layer is None:
+            image_layer = self.viewer.add_image(image, name=entry.name, rgb=channel_axis is not None)
+            labels_layer = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}")
+            for event in (labels_layer.events.paint, labels_layer.events.data):  # strokes, fills; new data
+                event.connect(self._on_edit)
         if prediction is not None:
             layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
-        for event in (labels_layer.events.paint, labels_layer.events.data):  # strokes, fills; replaced data
-            event.connect(self._on_edit)
         self.viewer.layers.selection.active = labels_layer
         self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
+
+    def _reused_layers(self, image, rgb: bool, labels, name: str):
+        """The open image's Image and Labels layers, given the next image's data and name (taking layers
+        out of napari's canvas costs far more than new data), or (None, None) when there are none to
+        reuse; the other layers of the open image are taken out."""
+        previous = self.current
+        image_layer = self.viewer.layers[previous.name] if (
+            previous is not None and previous.name in self.viewer.layers) else None
+        labels_layer = self._labels_layer()
+        reusable = image_layer is not None and labels_layer is not None and image_layer.rgb == rgb
+        for layer_name in self._layer_names():
+            if layer_name in self.viewer.layers and not (reusable and layer_name in (
+                    image_layer.name, labels_layer.name)):
+                self.viewer.layers.remove(layer_name)
+        if not reusable:
+            return None, None
+        image_layer.data = image
+        image_layer.reset_contrast_limits()
+        image_layer.name = name
+        self._setting_labels = True  # new data, not an edit
+        try:
+            labels_layer.data = labels
+        finally:
+            self._setting_labels = False
+        labels_layer.name = f"{name} {LABELS_SUFFIX}"
+        return image_layer, labels_layer
 
     def close_experiment_layers(self) -> None:
         for name in self._layer_names():
