@@ -151,7 +151,7 @@ class ExperimentPanel(Container):
         self._snapshot()
         entry = self.experiment.entries[index]
         model = self.dock.model if predict and entry.status == "unlabelled" else None
-        worker = create_background_worker(self._read_entry, entry, model, _connect={
+        worker = create_background_worker(self._read_entry, entry, model, collect_garbage=False, _connect={
             "returned": self._show_read_entry, "errored": self._on_error,
             "finished": self._on_job_finished}, _start_thread=False)
         self.dock.worker = worker
@@ -176,7 +176,8 @@ class ExperimentPanel(Container):
         entry, image, channel_axis, labels, prediction = result
         spatial = image.shape[:-1] if channel_axis is not None else image.shape
         labels = np.zeros(spatial, np.uint16) if labels is None else labels.astype(np.uint16, copy=False)
-        image_layer, labels_layer = self._reused_layers(image, channel_axis is not None, labels, entry.name)
+        image_layer, labels_layer = self._reused_layers(image, channel_axis is not None, labels, prediction,
+                                                        entry.name)
         self.current = entry
         self._shapes[entry.name] = " × ".join(map(str, spatial))
         if image_layer is None:
@@ -191,21 +192,28 @@ class ExperimentPanel(Container):
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
 
-    def _reused_layers(self, image, rgb: bool, labels, name: str):
-        """The open image's Image and Labels layers, given the next image's data and name (taking layers
-        out of napari's canvas costs far more than new data), or (None, None) when there are none to
-        reuse; the other layers of the open image are taken out."""
+    def _reused_layers(self, image, rgb: bool, labels, prediction, name: str):
+        """The open image's Image and Labels layers, given the next image's data and name, or (None, None)
+        when there are none to reuse; its prediction layer is renamed for the next image's prediction
+        (``write_prediction`` then fills it), the rest taken out. Taking a layer out of napari's canvas
+        costs far more than new data: napari collects garbage each time."""
         previous = self.current
         image_layer = self.viewer.layers[previous.name] if (
             previous is not None and previous.name in self.viewer.layers) else None
         labels_layer = self._labels_layer()
         reusable = image_layer is not None and labels_layer is not None and image_layer.rgb == rgb
+        old_prediction = self.dock.prediction_layer() if reusable else None
+        if old_prediction is not None and (prediction is None or old_prediction.data.shape != prediction.shape
+                                           or old_prediction.data.dtype != prediction.dtype):
+            old_prediction = None
+        kept = () if not reusable else (image_layer, labels_layer, old_prediction)
         for layer_name in self._layer_names():
-            if layer_name in self.viewer.layers and not (reusable and layer_name in (
-                    image_layer.name, labels_layer.name)):
+            if layer_name in self.viewer.layers and self.viewer.layers[layer_name] not in kept:
                 self.viewer.layers.remove(layer_name)
         if not reusable:
             return None, None
+        if old_prediction is not None:
+            old_prediction.name = f"{name} prediction"
         image_layer.data = image
         image_layer.reset_contrast_limits()
         image_layer.name = name
@@ -252,7 +260,7 @@ class ExperimentPanel(Container):
         """The edits settled: write them in a worker."""
         self._snapshot(settled=True)
         if self._pending is not None:
-            create_background_worker(self.write_pending, _connect={
+            create_background_worker(self.write_pending, collect_garbage=False, _connect={
                 "returned": lambda _: self.refresh(), "errored": self._on_error})
 
     def save_now(self) -> None:
@@ -283,7 +291,7 @@ class ExperimentPanel(Container):
         self._save_timer.stop()
         with self._save_lock:
             self._pending = None
-        create_background_worker(self.experiment.accept, entry, accepted, _connect={
+        create_background_worker(self.experiment.accept, entry, accepted, collect_garbage=False, _connect={
             "returned": lambda _: self.refresh(), "errored": self._on_error})
         self.summary.value = f"{entry.name} accepted: it trains from now on."
 
