@@ -194,6 +194,6 @@ def test_images_new_since_the_last_run_get_their_share_of_the_patches(tmp_path):
     reopened = Experiment.open(folder)  # what was trained is remembered
     train, _ = reopened.samples(TINY)
     assert [s.new for s in train] == [False] * 9 + [True]
-    assert PatchDataset(train, TINY).frame_weights[-1] == pytest.approx(0.1)  # off: by area
+    assert PatchDataset(train, TINY.replace(new_image_share=0.0)).frame_weights[-1] == pytest.approx(0.1)  # by area
     weights = PatchDataset(train, TINY.replace(new_image_share=0.5)).frame_weights
     assert weights[-1] == pytest.approx(0.5) and weights[:9] == pytest.approx([0.5 / 9] * 9)
