@@ -37,14 +37,16 @@ class Meter:
 
     def _tick(self):
         now = time.perf_counter()
-        self.worst = max(self.worst, (now - self.last - 0.010) * 1000)
+        gap = (now - self.last - 0.010) * 1000
+        if gap > self.worst:
+            self.worst, self.worst_at = gap, now - self.started
         self.last = now
 
     def measure(self, click, until, timeout_s: float = 900) -> tuple[float, float]:
         """(worst stall in ms, seconds) from ``click()`` until ``until()``."""
-        self.worst, self.last = 0.0, time.perf_counter()
+        self.worst, self.worst_at, self.last = 0.0, 0.0, time.perf_counter()
         self.timer.start(10)
-        started = time.perf_counter()
+        started = self.started = time.perf_counter()
         click()
         while not until():
             QApplication.processEvents()
@@ -56,7 +58,7 @@ class Meter:
             QApplication.processEvents()
             time.sleep(0.002)
         self.timer.stop()
-        return max(0.0, self.worst), seconds
+        return max(0.0, self.worst), seconds, self.worst_at
 
 
 def make_folder(root: Path, size: int, count: int) -> np.ndarray:
@@ -96,16 +98,17 @@ def main() -> None:
     next_seconds = []
     for number in range(2, 5):
         name = f"field{number:02d}"
-        stall, seconds = meter.measure(panel.next_button.clicked,
+        stall, seconds, at = meter.measure(panel.next_button.clicked,
                                        lambda name=name: idle() and f"{name} prediction" in viewer.layers)
-        results[f"next to {name}"] = (stall, seconds)
+        results[f"next to {name}"] = (stall, seconds, at)
         next_seconds.append(seconds)
     results["predict all"] = meter.measure(panel.predict_all_button.clicked, idle)
     print(f"{args.images} images of {args.size}², window shown; {widget.model_config.backbone} "
           f"{widget.model_config.architecture}")
-    for name, (stall, seconds) in results.items():
+    for name, (stall, seconds, at) in results.items():
         print(f"stall_{name.replace(' ', '_')}_ms {stall:.0f} {STALL_TARGET_MS} "
-              f"{'pass' if stall < STALL_TARGET_MS else 'fail'}  ({seconds:.1f} s from the click to its end)")
+              f"{'pass' if stall < STALL_TARGET_MS else 'fail'}  (at {at:.2f} s; {seconds:.1f} s from the click to "
+              "its end)")
     median = float(np.median(next_seconds))
     verdict = "pass" if median < NEXT_TARGET_S else "fail"
     print(f"next_image_shown_with_prediction_s {median:.2f} {NEXT_TARGET_S} {verdict}"

@@ -68,12 +68,13 @@ def create_background_worker(function, *args, collect_garbage: bool = True, **kw
 
 
 def freeze_startup_objects() -> None:
-    """Once, after a collection: move the objects alive now (napari's window, its widgets, the modules)
+    """Once, after a full collection: move the objects alive now (napari's window, its widgets, the modules)
     out of every later collection (``gc.freeze``). A full collection, including the one napari runs each
     time a layer is removed, then walks only the objects made since: a fraction of the 0.3-0.5 s. Objects
     frozen are only never *cycle*-collected; the session's long-lived objects are what is frozen."""
     global _frozen
     if not _frozen:
+        gc.collect()
         gc.freeze()
         _frozen = True
 

@@ -40,7 +40,7 @@ from ..core.config import (
 from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
 from ..core.models import available_devices
 from . import config_panel, layers
-from .background import create_background_worker
+from .background import create_background_worker, freeze_startup_objects
 from .experiment_panel import ExperimentPanel
 from .train_plot import TrainDataWindow
 
@@ -218,6 +218,7 @@ class MiaWidget(Container):
         self.viewer.layers.events.removed.connect(self.reset_choices)
         self._on_application(self.application.value)
         self.native.setMaximumWidth(560)  # leave the canvas its room
+        freeze_startup_objects()  # while the dock opens, not at the first click (see gui/background.py)
         # Status text changes often during training; it must never resize the dock (and so the canvas).
         self.status.native.setWordWrap(True)
         self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
