@@ -62,3 +62,24 @@ def test_a_full_garbage_collection_runs_when_the_job_starts_not_during_it():
     finally:
         gc.callbacks.remove(record)
     assert 2 in generations  # the oldest generation: every object of napari's process was visited
+
+
+def test_short_jobs_start_without_a_collection_and_the_dock_freezes_startup_objects(make_napari_viewer):
+    from napari_mia.gui.widget import MiaWidget
+
+    generations = []
+
+    def record(phase, info):
+        if phase == "stop":
+            generations.append(info["generation"])
+
+    gc.callbacks.append(record)
+    gc.disable()  # only an explicit gc.collect() can run now
+    try:
+        create_background_worker(_plain, 1, collect_garbage=False, _start_thread=False)
+    finally:
+        gc.enable()
+        gc.callbacks.remove(record)
+    assert generations == []
+    MiaWidget(make_napari_viewer())
+    assert gc.get_freeze_count() > 0  # napari's window and modules are out of every later collection
