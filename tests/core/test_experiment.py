@@ -78,6 +78,16 @@ def test_samples_come_from_every_painted_or_accepted_image_of_any_size(tmp_path)
     assert experiment["im10"].status == "predicted" and not experiment["im10"].teaches
 
 
+def test_an_accepted_image_touched_up_afterwards_stays_accepted(tmp_path):
+    folder, truth = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    experiment.accept(experiment["im1"], truth["im1"])
+    experiment.save_labels(experiment["im1"], np.zeros_like(truth["im1"]))  # everything erased, on purpose
+    assert Experiment.open(folder)["im1"].status == "accepted"
+    [sample], _ = experiment.samples(TINY)  # it now teaches that the image holds no object
+    assert not sample.truth.any()
+
+
 def test_painting_a_test_image_makes_it_a_training_image(tmp_path):
     folder, truth = _folder(tmp_path)
     experiment = Experiment.open(folder)

@@ -171,7 +171,7 @@ class Experiment:
         else:
             write_labels(self.labels_path(entry), labels)
         entry.annotated = int(np.count_nonzero(labels))
-        entry.status = status if status in ANNOTATED else "labelled"
+        entry.status = "accepted" if "accepted" in (status, entry.status) else "labelled"  # touched up after Accept
         if entry.role == "test":
             entry.role = "train"
         self.save_state()

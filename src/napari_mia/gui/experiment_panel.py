@@ -34,7 +34,7 @@ class ExperimentPanel(Container):
         self.experiment: Experiment | None = None
         self.current: Entry | None = None
         self._shapes: dict[str, str] = {}
-        self._pending: tuple[Entry, np.ndarray] | None = None
+        self._pending: tuple[Entry, np.ndarray, str] | None = None  # labels to write, and their status
         self._save_lock = threading.Lock()
         self._setting_labels = False  # the panel itself writes into the labels layer: no autosave
         self._save_timer = QTimer()
@@ -247,7 +247,9 @@ class ExperimentPanel(Container):
         self._save_timer.stop()
         layer = self._labels_layer()
         if layer is not None:
-            self._pending = (self.current, np.array(layer.data))
+            accepted = self._pending is not None and self._pending[0] is self.current and (
+                self._pending[2] == "accepted")  # edits after an Accept not yet written keep it accepted
+            self._pending = (self.current, np.array(layer.data), "accepted" if accepted else "labelled")
 
     def write_pending(self) -> None:
         """Any thread: write the last snapshot, if any (one write at a time, the latest labels last)."""
@@ -259,6 +261,9 @@ class ExperimentPanel(Container):
     def save_soon(self) -> None:
         """The edits settled: write them in a worker."""
         self._snapshot(settled=True)
+        self._write_in_worker()
+
+    def _write_in_worker(self) -> None:
         if self._pending is not None:
             create_background_worker(self.write_pending, collect_garbage=False, _connect={
                 "returned": lambda _: self.refresh(), "errored": self._on_error})
@@ -289,10 +294,8 @@ class ExperimentPanel(Container):
                 self._setting_labels = False
             self.viewer.layers.remove(prediction)
         self._save_timer.stop()
-        with self._save_lock:
-            self._pending = None
-        create_background_worker(self.experiment.accept, entry, accepted, collect_garbage=False, _connect={
-            "returned": lambda _: self.refresh(), "errored": self._on_error})
+        self._pending = (entry, accepted, "accepted")  # written in turn with the edits: never overtaken
+        self._write_in_worker()
         self.summary.value = f"{entry.name} accepted: it trains from now on."
 
     def _on_role(self, role: str) -> None:
