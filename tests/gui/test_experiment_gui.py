@@ -151,6 +151,9 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     stop_clicked.set()
     wait_until_idle(qtbot, widget)
     assert "stopped: 3 of 6 images predicted" in widget.status.value
+    table = widget.experiment_panel.table
+    assert table.column_headers == ("Image", "Size", "Role", "Status", "Labelled px") and table.shape == (6, 5)
+    assert [row[3] for row in table.data.to_list()] == ["predicted"] * 3 + ["unlabelled"] * 3
     assert sorted(p.name for p in (folder / "predictions").iterdir()) == ["blob1.tif", "blob2.tif", "blob3.tif"]
     assert [e.status for e in Experiment.open(folder)] == ["predicted"] * 3 + ["unlabelled"] * 3
     assert not list(folder.rglob(".*"))  # no half-written file

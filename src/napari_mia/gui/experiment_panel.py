@@ -44,7 +44,7 @@ class ExperimentPanel(Container):
 
         self.open_button = PushButton(text="Open folder…")
         self.open_button.tooltip = "A folder of images: labels, predictions and the model are saved beside them"
-        self.table = Table(value={"data": [], "columns": list(_COLUMNS)})
+        self.table = Table(value=_table_value([]))
         self.table.read_only = True
         self.table.native.setMinimumHeight(140)
         self.previous_button = PushButton(text="◀ Previous (A)", enabled=False)
@@ -118,7 +118,8 @@ class ExperimentPanel(Container):
         has = experiment is not None
         rows = [] if not has else [
             [e.name, self._shapes.get(e.name, ""), e.role, e.status, e.annotated] for e in experiment]
-        self.table.value = {"data": rows, "columns": list(_COLUMNS)}
+        self.table.value = _table_value(rows)
+        self.table.native.resizeColumnsToContents()
         current = None if self.current is None else experiment.entries.index(self.current)
         if current is not None:
             self.table.native.selectRow(current)
@@ -180,6 +181,8 @@ class ExperimentPanel(Container):
                                                         entry.name)
         self.current = entry
         self._shapes[entry.name] = " × ".join(map(str, spatial))
+        if entry.status in ("labelled", "accepted"):  # label files written elsewhere have no count yet
+            entry.annotated = int(np.count_nonzero(labels))
         if image_layer is None:
             image_layer = self.viewer.add_image(image, name=entry.name, rgb=channel_axis is not None)
             labels_layer = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}")
@@ -347,3 +350,8 @@ class ExperimentPanel(Container):
     def _on_error(self, error: Exception) -> None:
         name = "" if self.current is None else f" ({self.current.name})"
         show_error(f"napari-mia experiment{name}: {error}")
+
+
+def _table_value(rows: list[list]) -> dict:
+    """Rows for magicgui's Table, numbered from 1 (without "index" it reads the keys as column names)."""
+    return {"data": rows, "index": list(range(1, len(rows) + 1)), "columns": list(_COLUMNS)}
