@@ -67,6 +67,20 @@ def test_a_label_file_without_a_state_file_still_counts(tmp_path):
     assert [e.name for e in Experiment.open(folder).annotated_entries()] == ["im2"]
 
 
+def test_painting_over_png_labels_saves_a_tiff_and_leaves_the_png_as_it_was(tmp_path):
+    import imageio.v3 as iio
+
+    folder, truth = _folder(tmp_path)
+    (folder / "labels").mkdir()
+    iio.imwrite(folder / "labels" / "im1.png", truth["im1"].astype(np.uint8))
+    before = (folder / "labels" / "im1.png").read_bytes()
+    experiment = Experiment.open(folder)
+    np.testing.assert_array_equal(experiment.read_labels(experiment["im1"]), truth["im1"])
+    experiment.save_labels(experiment["im1"], truth["im1"] * 2)
+    assert (folder / "labels" / "im1.png").read_bytes() == before
+    np.testing.assert_array_equal(Experiment.open(folder).read_labels(experiment["im1"]), truth["im1"] * 2)
+
+
 def test_samples_come_from_every_painted_or_accepted_image_of_any_size(tmp_path):
     folder, truth = _folder(tmp_path)
     experiment = Experiment.open(folder)

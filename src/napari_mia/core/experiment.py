@@ -15,6 +15,7 @@ the same experiment as in-memory entries (:meth:`Experiment.add_array`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Generator, Iterator
@@ -26,12 +27,12 @@ import numpy as np
 from .config import TrainingConfig
 from .data import DataError, Sample, make_samples, split_train_validation
 from .events import ImagePredicted
-from .files import IMAGE_SUFFIXES, list_images, read_image, read_labels, write_atomically, write_labels
+from .files import list_images, read_image, read_labels, write_atomically, write_labels
 
 ROLES = ("train", "validation", "test")
-# unlabelled: nothing yet; predicted: the model's labels wait for the user; labelled: the user painted;
-# accepted: the user accepted (and maybe corrected) a prediction. Only the last two teach the network.
-STATUSES = ("unlabelled", "predicted", "labelled", "accepted")
+# An entry's status: unlabelled (nothing yet), predicted (the model's labels wait for the user), labelled
+# (the user painted) or accepted (the user accepted, and maybe corrected, a prediction). Only the last two
+# teach the network.
 ANNOTATED = ("labelled", "accepted")
 STATE_FILE = "napari-mia.json"
 MODEL_FILE = "napari-mia-model.safetensors"
@@ -75,9 +76,10 @@ class Experiment:
         """The images of ``folder`` with the labels, roles and statuses saved beside them."""
         experiment = cls(folder, label_folder)
         state = experiment._read_state()
-        if experiment.label_folder.is_dir():  # labels written elsewhere may be png or tif
-            experiment._label_files = {p.stem: p for p in experiment.label_folder.iterdir() if (
-                not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)}
+        with contextlib.suppress(FileNotFoundError):  # no label folder yet, or nothing in it
+            # Labels written elsewhere may be png; the .tif the dock writes wins over an older one.
+            experiment._label_files = {p.stem: p for p in sorted(
+                list_images(experiment.label_folder), key=lambda p: p.suffix.lower() == ".tif")}
         for path in list_images(folder):
             saved = state.get(path.stem, {})
             entry = Entry(path.stem, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0),
@@ -139,9 +141,10 @@ class Experiment:
 
     # ---- files -------------------------------------------------------------------------------------
     def labels_path(self, entry: Entry) -> Path | None:
+        """The label file of ``entry`` found when the folder was opened, else the one it is saved to."""
         if entry.path is None:
             return None
-        return self._label_files.setdefault(entry.name, self.label_folder / f"{entry.name}.tif")
+        return self._label_files.get(entry.name, self.label_folder / f"{entry.name}.tif")
 
     def prediction_path(self, entry: Entry) -> Path | None:
         return None if entry.path is None else self.folder / "predictions" / f"{entry.name}.tif"
@@ -168,8 +171,8 @@ class Experiment:
         labels = np.array(labels)  # a copy: the layer goes on changing while this is written
         if entry.path is None:
             entry.labels = labels
-        else:
-            write_labels(self.labels_path(entry), labels)
+        else:  # always a TIFF: a png label file found at opening is left as it was
+            self._label_files[entry.name] = write_labels(self.label_folder / f"{entry.name}.tif", labels)
         entry.annotated = int(np.count_nonzero(labels))
         entry.status = "accepted" if "accepted" in (status, entry.status) else "labelled"  # touched up after Accept
         if entry.role == "test":
