@@ -83,14 +83,6 @@ def read_labels(path: str | Path) -> np.ndarray:
     return array
 
 
-def pair_by_stem(images: list[Path], label_folder: str | Path) -> list[tuple[Path, Path]]:
-    labels = {p.stem: p for p in list_images(label_folder)}
-    pairs = [(image, labels[image.stem]) for image in images if image.stem in labels]
-    if not pairs:
-        raise FileNotFoundError(f"no label image in {label_folder} has the name of an image")
-    return pairs
-
-
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write`` on a hidden file beside ``path``, flush it to disk, then rename it to ``path``: a
     crash or a kill at any moment leaves either the previous file or the new one, never a partial one."""

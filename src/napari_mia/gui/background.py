@@ -63,7 +63,6 @@ def create_background_worker(function, *args, collect_garbage: bool = True, **kw
     garbage first (see the module's note) unless the job is short (opening an image, saving)."""
     if collect_garbage:
         gc.collect()
-        freeze_startup_objects()
     return create_worker(_at_low_priority(function), *args, **kwargs)
 
 

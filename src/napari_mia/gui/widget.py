@@ -397,11 +397,11 @@ class MiaWidget(Container):
             class_ids = self._frame_class_ids(config, len(split_frames(image, channel_axis)))
             return lambda: split(make_class_samples(image, class_ids, config, channel_axis))
         layer_set = Experiment()  # the chosen layers, as an experiment of one or two images
-        layer_set.add_array(self.image_layer.value.name, image, channel_axis, np.array(self.labels_layer.value.data))
+        layer_set.add_array(self.image_layer.value.name, image, channel_axis, self.labels_layer.value.data)
         validation_image, validation_labels = self.validation_image.value, self.validation_labels.value
         if validation_image is not None and validation_labels is not None:
             image, channel_axis = layers.image_array(validation_image)
-            layer_set.add_array(validation_image.name, image, channel_axis, np.array(validation_labels.data),
+            layer_set.add_array(validation_image.name, image, channel_axis, validation_labels.data,
                                 role="validation")
         return lambda: layer_set.samples(config)
 
