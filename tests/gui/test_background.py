@@ -49,24 +49,8 @@ def test_function_worker_runs_below_napari_and_returns(qtbot):
     assert results[0][0] == 42 and results[0][1] >= NICENESS
 
 
-def test_a_full_garbage_collection_runs_when_the_job_starts_not_during_it():
-    generations = []
-
-    def record(phase, info):
-        if phase == "stop":
-            generations.append(info["generation"])
-
-    gc.callbacks.append(record)
-    try:
-        create_background_worker(_plain, 1, _start_thread=False)
-    finally:
-        gc.callbacks.remove(record)
-    assert 2 in generations  # the oldest generation: every object of napari's process was visited
-
-
-def test_short_jobs_start_without_a_collection_and_the_dock_freezes_startup_objects(make_napari_viewer):
-    from napari_mia.gui.widget import MiaWidget
-
+def _collections(action) -> list[int]:
+    """The generations of the garbage collections ``action()`` ran."""
     generations = []
 
     def record(phase, info):
@@ -76,10 +60,20 @@ def test_short_jobs_start_without_a_collection_and_the_dock_freezes_startup_obje
     gc.callbacks.append(record)
     gc.disable()  # only an explicit gc.collect() can run now
     try:
-        create_background_worker(_plain, 1, collect_garbage=False, _start_thread=False)
+        action()
     finally:
         gc.enable()
         gc.callbacks.remove(record)
-    assert generations == []
-    MiaWidget(make_napari_viewer())
+    return generations
+
+
+def test_a_job_collects_garbage_when_it_starts_not_in_the_click_nor_during_it(make_napari_viewer, qtbot):
+    from napari_mia.gui.widget import MiaWidget
+
+    widget = MiaWidget(make_napari_viewer())
     assert gc.get_freeze_count() > 0  # napari's window and modules are out of every later collection
+    worker = create_background_worker(_plain, 1, _start_thread=False)
+    assert _collections(lambda: widget.start_prediction_job(worker, "predicting")) == []  # the click
+    blocker = qtbot.waitSignal(worker.finished, timeout=10_000)
+    generations = _collections(blocker.wait)  # the settle delay, the start, the job
+    assert 2 in generations  # the oldest generation: every object not frozen was visited, before the job

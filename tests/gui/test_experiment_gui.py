@@ -94,7 +94,8 @@ def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napar
     viewer.layers["nuclei2 prediction"].data = truth["nuclei2"]  # the user's correction
     panel.accept_button.clicked()
     qtbot.waitUntil(lambda: (folder / "labels" / "nuclei2.tif").is_file(), timeout=10_000)
-    assert panel.current.status == "accepted" and "nuclei2 prediction" not in viewer.layers
+    assert panel.current.status == "accepted" and not viewer.layers["nuclei2 prediction"].data.any()
+    np.testing.assert_array_equal(viewer.layers["nuclei2 labels"].data, truth["nuclei2"])
 
     widget.train_button.clicked()
     qtbot.waitUntil(lambda: len(runs) == 2, timeout=60_000)
@@ -168,10 +169,15 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     widget.experiment_panel.table.native.cellClicked.emit(5, 0)
     qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob6", timeout=30_000)
     wait_until_idle(qtbot, widget)
-    assert "blob6 labels" in viewer.layers and "blob6 prediction" not in viewer.layers
-    assert len(viewer.layers) == 2  # one image open at a time: its image and its labels
-    viewer.layers["blob6 labels"].data = instance_blobs((64, 64), n=3, seed=6)[1]  # painting it saves it
+    assert not viewer.layers["blob6 prediction"].data.any()  # not predicted: its prediction layer is empty
+    assert len(viewer.layers) == 3  # one image open at a time: its image, labels and prediction
+    painted = instance_blobs((64, 64), n=3, seed=6)[1]
+    viewer.layers["blob6 labels"].data = painted  # painting it saves it
     qtbot.waitUntil(lambda: (folder / "labels" / "blob6.tif").is_file(), timeout=10_000)
     assert widget.experiment_panel.current.status == "labelled" and not (folder / "labels" / "blob2.tif").exists()
+    widget.experiment_panel.accept_button.clicked()  # nothing predicted: the labels as painted are accepted
+    qtbot.waitUntil(lambda: widget.experiment_panel.current.status == "accepted", timeout=10_000)
+    wait_until_idle(qtbot, widget)
+    np.testing.assert_array_equal(tifffile.imread(folder / "labels" / "blob6.tif"), painted)
     viewer.keymap[KeyBinding.from_str("A")](viewer)
     qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob5", timeout=30_000)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from qtpy.QtWidgets import QPushButton
 
+from napari_mia.gui import layers
 from napari_mia.gui.layers import is_prediction_layer
 from napari_mia.gui.sample_data import nuclei_sample
 from napari_mia.gui.widget import MiaWidget
@@ -265,3 +266,18 @@ def test_sample_data_and_manifest(make_napari_viewer):
     assert [layer.name for layer in viewer.layers] == ["nuclei", "nuclei labels"]
     _, widget = viewer.window.add_plugin_dock_widget("napari-mia", "MIA Training")
     assert isinstance(widget, MiaWidget)
+
+
+def test_a_prediction_layer_is_written_in_place_recoloured_and_widened_when_ids_outgrow_it(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((8, 8), np.float32), name="cells")
+    empty = layers.write_prediction(viewer, image, np.zeros((8, 8), np.uint16), (), None)  # before a model
+    classes = np.zeros((8, 8), np.uint16)
+    classes[:4] = 2
+    same = layers.write_prediction(viewer, image, classes, (), ["#000000", "#ff0000", "#00ff00"])
+    assert same is empty and same.data.dtype == np.uint16  # new data, not a new layer
+    np.testing.assert_allclose(same.colormap.map(2)[..., :3].ravel(), [0, 1, 0])  # the class colours now
+    many = np.arange(64, dtype=np.uint32).reshape(8, 8) + 70_000
+    wider = layers.write_prediction(viewer, image, many, (), None)
+    assert [layer.name for layer in viewer.layers] == ["cells", "cells prediction"]  # replaced, not doubled
+    assert wider.data.dtype == np.uint32 and wider.data.max() == many.max()

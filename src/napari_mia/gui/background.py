@@ -6,8 +6,9 @@ time. Run at a lower scheduling priority, the worker (and the OpenMP threads PyT
 still gets every cycle napari leaves idle, but napari gets the CPU as soon as it needs it.
 
 Python's full garbage collection walks every object of the process (about 650,000 in a napari session)
-while holding the interpreter: 0.3-0.5 s here. Collecting when the job starts, in the click that starts
-it, keeps that freeze from landing in the middle of the run.
+while holding the interpreter: 0.3-0.5 s here (a fraction of it once :func:`freeze_startup_objects` ran).
+The dock collects just before it starts a long job, a moment after the click, so that freeze neither adds
+to the click's repaints nor lands in the middle of the run.
 """
 
 from __future__ import annotations
@@ -58,11 +59,8 @@ def _at_low_priority(function):
     return plain
 
 
-def create_background_worker(function, *args, collect_garbage: bool = True, **kwargs):
-    """napari's ``create_worker`` for ``function`` run at a lowered priority in the worker thread; collects
-    garbage first (see the module's note) unless the job is short (opening an image, saving)."""
-    if collect_garbage:
-        gc.collect()
+def create_background_worker(function, *args, **kwargs):
+    """napari's ``create_worker`` for ``function`` run at a lowered priority in the worker thread."""
     return create_worker(_at_low_priority(function), *args, **kwargs)
 
 

@@ -1,9 +1,11 @@
 """MIA's training folder in the dock: open a folder, step through its images, paint, accept predictions.
 
 The panel is a view of a core :class:`~napari_mia.core.experiment.Experiment`. One image is open at a
-time, as in MIA: its Image layer, ``<image> labels`` (what the user paints: saved on every edit) and,
-once predicted, ``<image> prediction`` (what Accept makes the image's labels). Files are read, predicted
-and written in workers; the GUI thread only copies the labels layer when an edit has settled.
+time, as in MIA: its Image layer, ``<image> labels`` (what the user paints: saved on every edit) and
+``<image> prediction`` (empty until the image is predicted; what Accept makes the image's labels). The
+three layers are made once and given each image's data in turn: adding a layer to napari's window stalls
+it far longer than new data. Files are read, predicted and written in workers; the GUI thread only copies
+the labels layer when an edit has settled.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ class ExperimentPanel(Container):
         self._snapshot()
         entry = self.experiment.entries[index]
         model = self.dock.model if predict and entry.status == "unlabelled" else None
-        worker = create_background_worker(self._read_entry, entry, model, collect_garbage=False, _connect={
+        worker = create_background_worker(self._read_entry, entry, model, _connect={
             "returned": self._show_read_entry, "errored": self._on_error,
             "finished": self._on_job_finished}, _start_thread=False)
         self.dock.worker = worker
@@ -177,8 +179,7 @@ class ExperimentPanel(Container):
         entry, image, channel_axis, labels, prediction = result
         spatial = image.shape[:-1] if channel_axis is not None else image.shape
         labels = np.zeros(spatial, np.uint16) if labels is None else labels.astype(np.uint16, copy=False)
-        image_layer, labels_layer = self._reused_layers(image, channel_axis is not None, labels, prediction,
-                                                        entry.name)
+        image_layer, labels_layer = self._reused_layers(image, channel_axis is not None, labels, entry.name)
         self.current = entry
         self._shapes[entry.name] = " × ".join(map(str, spatial))
         if entry.status in ("labelled", "accepted"):  # label files written elsewhere have no count yet
@@ -188,14 +189,14 @@ class ExperimentPanel(Container):
             labels_layer = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}")
             for event in (labels_layer.events.paint, labels_layer.events.data):  # strokes, fills; new data
                 event.connect(self._on_edit)
-        if prediction is not None:
-            layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
+        prediction = np.zeros(spatial, np.uint16) if prediction is None else prediction
+        layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
         self.viewer.layers.selection.active = labels_layer
         self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
 
-    def _reused_layers(self, image, rgb: bool, labels, prediction, name: str):
+    def _reused_layers(self, image, rgb: bool, labels, name: str):
         """The open image's Image and Labels layers, given the next image's data and name, or (None, None)
         when there are none to reuse; its prediction layer is renamed for the next image's prediction
         (``write_prediction`` then fills it), the rest taken out. Taking a layer out of napari's canvas
@@ -206,9 +207,6 @@ class ExperimentPanel(Container):
         labels_layer = self._labels_layer()
         reusable = image_layer is not None and labels_layer is not None and image_layer.rgb == rgb
         old_prediction = self.dock.prediction_layer() if reusable else None
-        if old_prediction is not None and (prediction is None or old_prediction.data.shape != prediction.shape
-                                           or old_prediction.data.dtype != prediction.dtype):
-            old_prediction = None
         kept = () if not reusable else (image_layer, labels_layer, old_prediction)
         for layer_name in self._layer_names():
             if layer_name in self.viewer.layers and self.viewer.layers[layer_name] not in kept:
@@ -268,7 +266,7 @@ class ExperimentPanel(Container):
 
     def _write_in_worker(self) -> None:
         if self._pending is not None:
-            create_background_worker(self.write_pending, collect_garbage=False, _connect={
+            create_background_worker(self.write_pending, _connect={
                 "returned": lambda _: self.refresh(), "errored": self._on_error})
 
     def save_now(self) -> None:
@@ -283,11 +281,14 @@ class ExperimentPanel(Container):
 
     # ---- accepting, roles ---------------------------------------------------------------------------
     def accept(self, *_) -> None:
-        """The (corrected) prediction becomes the image's labels; without one, the labels as they are."""
+        """The (corrected) prediction becomes the image's labels; without one (an empty prediction layer),
+        the labels as they are."""
         if self.current is None:
             return
         entry, labels_layer = self.current, self._labels_layer()
         prediction = self.dock.prediction_layer()
+        if prediction is not None and not prediction.data.any():
+            prediction = None
         accepted = np.array(prediction.data if prediction is not None else labels_layer.data)
         if prediction is not None:
             self._setting_labels = True
@@ -295,7 +296,7 @@ class ExperimentPanel(Container):
                 labels_layer.data = accepted.astype(np.uint16, copy=False)
             finally:
                 self._setting_labels = False
-            self.viewer.layers.remove(prediction)
+            prediction.data = np.zeros_like(prediction.data)  # now the labels: emptied, kept for the next image
         self._save_timer.stop()
         self._pending = (entry, accepted, "accepted")  # written in turn with the edits: never overtaken
         self._write_in_worker()
