@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "written tile by tile)")
     predict.add_argument("--measure", action="store_true",
                          help="also write measurements.csv: label, class, area, centroid, mean intensity, perimeter")
+    predict.add_argument("--uncertainty", action="store_true",
+                         help="also write <name>_uncertainty.tif (how unsure the model is of each pixel, 0 to 1) "
+                              "and uncertainty.csv: the images, most uncertain first (open those first)")
 
     export = commands.add_parser("export", help="export a model as ONNX, TorchScript or a bioimage.io package")
     export.add_argument("--model", required=True)
@@ -352,7 +355,8 @@ def predict_command(args) -> int:
 
     from tqdm import tqdm
 
-    from .files import list_images, open_image, write_labels
+    from .data import spatial_shape
+    from .files import list_images, open_image, write_labels, write_map
     from .infer import iter_predict, iter_predict_points, predict_classes, run
     from .io import load_model
     from .models import resolve_device
@@ -373,6 +377,10 @@ def predict_command(args) -> int:
     rows, measurements = [], out / "measurements.csv"
     if args.measure and config.application in ("detection", "classification"):
         raise ValueError("--measure measures objects of label images (semantic or instance models)")
+    if args.uncertainty and config.application in ("detection", "classification"):
+        raise ValueError("--uncertainty maps label images (semantic or instance models); detection and "
+                         "classification rows already hold each prediction's score")
+    uncertainty_rows = []
     for path in tqdm(paths, unit="image", file=sys.stderr):
         image, channel_axis = open_image(path)
         in_memory = isinstance(image, np.ndarray)
@@ -392,9 +400,18 @@ def predict_command(args) -> int:
         else:
             as_zarr = args.out_format == "zarr" or (args.out_format is None and not in_memory)
             target = _zarr_labels(out / f"{path.stem}.zarr", image, channel_axis, config) if as_zarr else None
-            labels = run(iter_predict(model, image, image_config, channel_axis, device, out=target))
+            uncertainty = None
+            if args.uncertainty:
+                uncertainty = _zarr_map(out / f"{path.stem}_uncertainty.zarr", target) if as_zarr else np.zeros(
+                    spatial_shape(image, channel_axis), np.float32)
+            labels = run(iter_predict(model, image, image_config, channel_axis, device, out=target,
+                                      uncertainty=uncertainty))
             if not as_zarr:
                 write_labels(out / f"{path.stem}.tif", labels)
+            if args.uncertainty:
+                if not as_zarr:
+                    write_map(out / f"{path.stem}_uncertainty.tif", uncertainty)
+                uncertainty_rows.append(_uncertainty_row(path.stem, labels, uncertainty))
             if args.measure:
                 _measure(measurements, path.stem, labels, image, channel_axis, config, append=path != paths[0])
     if table:
@@ -406,7 +423,33 @@ def predict_command(args) -> int:
               file=sys.stderr)
     else:
         print(f"napari-mia: {len(paths)} label image(s) written to {out}", file=sys.stderr)
+    if args.uncertainty:
+        _write_uncertainty_csv(out / "uncertainty.csv", uncertainty_rows)
     return 0
+
+
+UNCERTAINTY_COLUMNS = ("image", "uncertainty", "objects", "mean_object_confidence", "least_object_confidence")
+
+
+def _uncertainty_row(name: str, labels, uncertainty) -> tuple:
+    """One image's line of uncertainty.csv (see core.uncertainty for the definitions)."""
+    from .uncertainty import image_score, object_confidence
+
+    _, confidences = object_confidence(labels, uncertainty)
+    objects = len(confidences)
+    return (name, image_score(uncertainty), objects, float(confidences.mean()) if objects else "",
+            float(confidences.min()) if objects else "")
+
+
+def _write_uncertainty_csv(path: Path, rows: list[tuple]) -> None:
+    import csv
+
+    rows = sorted(rows, key=lambda row: -row[1])  # the images to open first, first
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(UNCERTAINTY_COLUMNS)
+        writer.writerows([(r[0], f"{r[1]:.4f}", r[2], *(v if v == "" else f"{v:.4f}" for v in r[3:])) for r in rows])
+    print(f"napari-mia: uncertainty of {len(rows)} image(s), most uncertain first, in {path}", file=sys.stderr)
 
 
 def _zarr_labels(path: Path, image, channel_axis, config):
@@ -419,6 +462,13 @@ def _zarr_labels(path: Path, image, channel_axis, config):
     dtype = "uint32" if config.application == "instance" else "uint16"
     chunks = (*([1] * (len(shape) - 2)), *(min(1024, s) for s in shape[-2:]))
     return zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+
+
+def _zarr_map(path: Path, like):
+    """A float32 zarr array of the shape and chunks of ``like`` (the labels being written)."""
+    import zarr
+
+    return zarr.open_array(str(path), mode="w", shape=like.shape, chunks=like.chunks, dtype="float32")
 
 
 def _measure(path: Path, name: str, labels, image, channel_axis, config, append: bool) -> None:

@@ -57,9 +57,11 @@ class TileDone:
 
 @dataclass(frozen=True)
 class ImagePredicted:
-    """One image of an experiment predicted (and saved) by Predict all: ``done`` of ``total``."""
+    """One image of an experiment predicted (and saved) by Predict all: ``done`` of ``total``, its labels
+    and per-pixel uncertainty."""
 
     name: str
     done: int
     total: int
     labels: object
+    uncertainty: object = None

@@ -6,7 +6,8 @@ reads it (``napari-mia train --images DIR --labels DIR/labels`` trains on exactl
     DIR/<images>                      tif/tiff/png/jpg, natural order, stacks allowed
     DIR/labels/<stem>.tif             labels the user painted or accepted (the only training labels)
     DIR/predictions/<stem>.tif        the model's predictions, until the user accepts them
-    DIR/napari-mia.json               role and status of every image
+    DIR/uncertainty/<stem>.tif        how unsure the model was of each pixel of them (float32, 0 to 1)
+    DIR/napari-mia.json               role, status and uncertainty score of every image
     DIR/napari-mia-model.safetensors  the last model trained on the experiment (and its history CSV)
 
 Every file is written atomically (see :func:`files.write_atomically`). Images already open in napari join
@@ -23,17 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from .config import TrainingConfig
 from .data import DataError, Sample, make_samples, split_train_validation
 from .events import ImagePredicted
-from .files import list_images, read_image, read_labels, write_atomically, write_labels
+from .files import list_images, read_image, read_labels, write_atomically, write_labels, write_map
+from .uncertainty import image_score
 
 ROLES = ("train", "validation", "test")
 # An entry's status: unlabelled (nothing yet), predicted (the model's labels wait for the user), labelled
 # (the user painted) or accepted (the user accepted, and maybe corrected, a prediction). Only the last two
 # teach the network.
 ANNOTATED = ("labelled", "accepted")
+ORDERS = ("file order", "most uncertain")  # where Next goes
 STATE_FILE = "napari-mia.json"
 MODEL_FILE = "napari-mia-model.safetensors"
 
@@ -52,6 +56,7 @@ class Entry:
     status: str = "unlabelled"
     annotated: int = 0  # labelled pixels, for the table
     trained: bool = False  # a finished training run used its labels (else it is new: ``new_image_share``)
+    uncertainty: float | None = None  # of its last prediction (see core.uncertainty); None: not predicted
 
     @property
     def teaches(self) -> bool:
@@ -83,7 +88,7 @@ class Experiment:
         for path in list_images(folder):
             saved = state.get(path.stem, {})
             entry = Entry(path.stem, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0),
-                          trained=saved.get("trained", False))
+                          trained=saved.get("trained", False), uncertainty=saved.get("uncertainty"))
             has_labels = path.stem in experiment._label_files
             status = saved.get("status")
             if has_labels:  # the label file decides: a file written by hand, or by a crashed session, counts
@@ -108,7 +113,8 @@ class Experiment:
             return
         with self._lock:
             state = {"version": 1, "images": {
-                e.name: {"role": e.role, "status": e.status, "annotated": e.annotated, "trained": e.trained}
+                e.name: {"role": e.role, "status": e.status, "annotated": e.annotated, "trained": e.trained,
+                         "uncertainty": e.uncertainty}
                 for e in self.entries if e.path is not None}}
             text = json.dumps(state, indent=1)
             write_atomically(self.folder / STATE_FILE, lambda file: file.write_text(text))
@@ -149,6 +155,9 @@ class Experiment:
     def prediction_path(self, entry: Entry) -> Path | None:
         return None if entry.path is None else self.folder / "predictions" / f"{entry.name}.tif"
 
+    def uncertainty_path(self, entry: Entry) -> Path | None:
+        return None if entry.path is None else self.folder / "uncertainty" / f"{entry.name}.tif"
+
     def read_image(self, entry: Entry) -> tuple[np.ndarray, int | None]:
         if entry.image is not None:
             return entry.image, entry.channel_axis
@@ -164,6 +173,11 @@ class Experiment:
     def read_prediction(self, entry: Entry) -> np.ndarray | None:
         path = self.prediction_path(entry)
         return read_labels(path) if path is not None and path.is_file() else None
+
+    def read_uncertainty(self, entry: Entry) -> np.ndarray | None:
+        """The per-pixel uncertainty of ``entry``'s last prediction, or None."""
+        path = self.uncertainty_path(entry)
+        return tifffile.imread(path) if path is not None and path.is_file() else None
 
     def save_labels(self, entry: Entry, labels: np.ndarray, status: str = "labelled") -> None:
         """Keep what the user painted (or accepted, with ``status="accepted"``): it teaches from now on. A
@@ -183,10 +197,16 @@ class Experiment:
         """The user's corrected prediction becomes the image's labels and joins the training set."""
         self.save_labels(entry, labels, status="accepted")
 
-    def save_prediction(self, entry: Entry, labels: np.ndarray) -> None:
-        """Keep the model's labels of ``entry`` until the user accepts them; they never teach."""
+    def save_prediction(self, entry: Entry, labels: np.ndarray, uncertainty: np.ndarray | None = None) -> None:
+        """Keep the model's labels of ``entry`` (and how unsure it was of each pixel) until the user accepts
+        them; they never teach."""
         if entry.path is not None:
             write_labels(self.prediction_path(entry), labels)
+            if uncertainty is not None:
+                write_map(self.uncertainty_path(entry), uncertainty)
+            else:  # an older map would describe another prediction
+                self.uncertainty_path(entry).unlink(missing_ok=True)
+        entry.uncertainty = None if uncertainty is None else image_score(uncertainty)
         if entry.status == "unlabelled":
             entry.status = "predicted"
         self.save_state()
@@ -196,6 +216,20 @@ class Experiment:
         for entry in entries:
             entry.trained = True
         self.save_state()
+
+    def next_entry(self, current: Entry | None, order: str = "file order") -> Entry | None:
+        """Where Next goes from ``current``: the next image in the folder's order, or ("most uncertain")
+        the image not yet labelled or accepted whose prediction the model was least sure of (then, when
+        none is scored, the next in the folder's order)."""
+        if order not in ORDERS:
+            raise DataError(f"the order must be one of {', '.join(ORDERS)}, not {order!r}")
+        if order == "most uncertain":
+            scored = [e for e in self.entries
+                      if e is not current and e.status not in ANNOTATED and e.uncertainty is not None]
+            if scored:
+                return max(scored, key=lambda e: e.uncertainty)  # the first of equal scores
+        index = -1 if current is None else self.entries.index(current)
+        return self.entries[index + 1] if index + 1 < len(self.entries) else None
 
     def set_role(self, entry: Entry, role: str) -> None:
         if role not in ROLES:
@@ -245,13 +279,13 @@ class Experiment:
 
 def predict_all(model, config: TrainingConfig, experiment: Experiment, entries: list[Entry],
                 device="cpu") -> Generator[ImagePredicted, None, int]:
-    """Predict ``entries`` one by one, each saved (atomically) as soon as it is done; stopping between
-    two images leaves every finished one saved. Returns how many were predicted."""
-    from .infer import predict
+    """Predict ``entries`` one by one, each saved (atomically, with its uncertainty) as soon as it is done;
+    stopping between two images leaves every finished one saved. Returns how many were predicted."""
+    from .infer import predict_with_uncertainty
 
     for done, entry in enumerate(entries, start=1):
         image, channel_axis = experiment.read_image(entry)
-        labels = predict(model, image, config, channel_axis, device)
-        experiment.save_prediction(entry, labels)
-        yield ImagePredicted(entry.name, done, len(entries), labels)
+        labels, uncertainty = predict_with_uncertainty(model, image, config, channel_axis, device)
+        experiment.save_prediction(entry, labels, uncertainty)
+        yield ImagePredicted(entry.name, done, len(entries), labels, uncertainty)
     return len(entries)

@@ -104,3 +104,9 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     labels = np.asarray(labels)
     dtype = np.uint16 if labels.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32
     return write_atomically(path, lambda file: tifffile.imwrite(file, labels.astype(dtype), compression="zlib"))
+
+
+def write_map(path: str | Path, values: np.ndarray) -> Path:
+    """A float map (e.g. per-pixel uncertainty) as a float32 zlib TIFF, written atomically."""
+    values = np.asarray(values, np.float32)
+    return write_atomically(path, lambda file: tifffile.imwrite(file, values, compression="zlib"))

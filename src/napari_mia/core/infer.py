@@ -29,6 +29,7 @@ from .data import (
 from .events import TileDone
 from .models import bf16_autocast, channels_last, uses_bf16
 from .postprocess import config_instances, config_points
+from .uncertainty import pixel_uncertainty
 
 _STRIDE = 32
 # Pixels per forward: on a CPU batching tiles gains nothing and a second 1024² tile costs ~0.4 GB of
@@ -242,8 +243,9 @@ def frame_probabilities(model, frame: np.ndarray, config: TrainingConfig, device
 
 
 def iter_predict_instances(model, image, config: TrainingConfig, channel_axis=None, device="cpu", tile=None,
-                           out=None) -> Generator[TileDone, None, np.ndarray]:
-    """Object ids for every frame of ``image``; ids are unique across the frames of a stack."""
+                           out=None, uncertainty=None) -> Generator[TileDone, None, np.ndarray]:
+    """Object ids for every frame of ``image``; ids are unique across the frames of a stack.
+    ``uncertainty``: see :func:`iter_predict`."""
     frames, shape = split_frames(image, channel_axis), spatial_shape(image, channel_axis)
     out = np.zeros(shape, np.uint32) if out is None else out
     next_id = 0
@@ -253,7 +255,14 @@ def iter_predict_instances(model, image, config: TrainingConfig, channel_axis=No
         instances = resize_labels(instances, shape[-2:])
         out[index] = np.where(instances > 0, instances + next_id, 0)
         next_id += int(instances.max())
+        if uncertainty is not None:
+            uncertainty[index] = _full_size(pixel_uncertainty(probabilities), shape[-2:])
     return out
+
+
+def _full_size(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map at the model's scale resized (bilinear) to the image's ``shape``."""
+    return plane if plane.shape == tuple(shape) else upscale_rows(plane[None], shape, 0, shape[0])[0]
 
 
 def iter_predict_points(model, image, config: TrainingConfig, channel_axis=None, device="cpu", tile=None):
@@ -322,15 +331,19 @@ def iter_predict(
     device: torch.device | str = "cpu",
     tile: int | None = None,
     out=None,
+    uncertainty=None,
 ) -> Generator[TileDone, None, np.ndarray]:
     """Label image for every frame of ``image`` (its spatial shape, channel axis removed): class ids,
     or object ids for an instance model.
 
     Labels are written band by band into ``out`` (a new uint16 array, or any array-like such as a
-    zarr array of the right shape), so memory is bounded by a band of tiles, not by the image.
+    zarr array of the right shape), so memory is bounded by a band of tiles, not by the image. Given an
+    ``uncertainty`` array of the same shape (float32), each pixel's uncertainty is written into it too
+    (:mod:`~napari_mia.core.uncertainty`).
     """
     if config.application == "instance":
-        return (yield from iter_predict_instances(model, image, config, channel_axis, device, tile, out))
+        return (yield from iter_predict_instances(model, image, config, channel_axis, device, tile, out,
+                                                  uncertainty))
     if config.application != "semantic":
         raise ValueError(f"{config.application} models predict points or classes, not a label image")
     frames, shape = split_frames(image, channel_axis), spatial_shape(image, channel_axis)
@@ -343,15 +356,28 @@ def iter_predict(
                     yield item
                     continue
                 top, band = item
-                out[(*index, slice(top, top + band.shape[1]))] = probabilities_to_labels(band, config)
+                _write_rows(out, uncertainty, (*index, slice(top, top + band.shape[1])), band, config)
             continue
         probabilities = yield from iter_probabilities(model, prepare_image(frame, config), **options)
         for top in range(0, shape[-2], _YIELD_ROWS):
             bottom = min(top + _YIELD_ROWS, shape[-2])
             rows = upscale_rows(probabilities, shape[-2:], top, bottom)
-            out[(*index, slice(top, bottom))] = probabilities_to_labels(rows, config)
+            _write_rows(out, uncertainty, (*index, slice(top, bottom)), rows, config)
     return out
 
 
-def predict(model, image, config, channel_axis=None, device="cpu", tile=None, out=None) -> np.ndarray:
-    return run(iter_predict(model, image, config, channel_axis, device, tile, out))
+def _write_rows(out, uncertainty, where: tuple, probabilities: np.ndarray, config: TrainingConfig) -> None:
+    out[where] = probabilities_to_labels(probabilities, config)
+    if uncertainty is not None:
+        uncertainty[where] = pixel_uncertainty(probabilities)
+
+
+def predict(model, image, config, channel_axis=None, device="cpu", tile=None, out=None,
+            uncertainty=None) -> np.ndarray:
+    return run(iter_predict(model, image, config, channel_axis, device, tile, out, uncertainty))
+
+
+def predict_with_uncertainty(model, image, config, channel_axis=None, device="cpu", tile=None):
+    """``(labels, per-pixel uncertainty)`` of :func:`predict`: both of the image's spatial shape."""
+    uncertainty = np.zeros(spatial_shape(image, channel_axis), np.float32)
+    return predict(model, image, config, channel_axis, device, tile, uncertainty=uncertainty), uncertainty
