@@ -153,7 +153,8 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     wait_until_idle(qtbot, widget)
     assert "stopped: 3 of 6 images predicted" in widget.status.value
     table = widget.experiment_panel.table
-    assert table.column_headers == ("Image", "Size", "Role", "Status", "Labelled px") and table.shape == (6, 5)
+    assert table.column_headers == ("Image", "Size", "Role", "Status", "Labelled px", "Uncertainty")
+    assert table.shape == (6, 6)
     assert [row[3] for row in table.data.to_list()] == ["predicted"] * 3 + ["unlabelled"] * 3
     assert sorted(p.name for p in (folder / "predictions").iterdir()) == ["blob1.tif", "blob2.tif", "blob3.tif"]
     assert [e.status for e in Experiment.open(folder)] == ["predicted"] * 3 + ["unlabelled"] * 3
@@ -181,3 +182,63 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     np.testing.assert_array_equal(tifffile.imread(folder / "labels" / "blob6.tif"), painted)
     viewer.keymap[KeyBinding.from_str("A")](viewer)
     qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob5", timeout=30_000)
+
+
+def test_next_goes_to_the_most_uncertain_image_and_the_camera_visits_the_least_sure_objects(
+        make_napari_viewer, qtbot, tmp_path):
+    import torch
+
+    from napari_mia.core import Trainer
+
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    truth = {}
+    for number in range(1, 6):
+        # blob4 holds three times as many discs: the most object edges, where the model is least sure
+        image, truth[f"blob{number}"], _ = instance_blobs((96, 96), n=15 if number == 4 else 5, seed=number)
+        iio.imwrite(folder / f"blob{number}.png", image)
+    experiment = Experiment.open(folder)
+    experiment.save_labels(experiment["blob1"], truth["blob1"])
+    config = TrainingConfig(application="instance", classes=["background", "object"], epochs=25, batch_size=4,
+                            patch_size=64, validation_fraction=0.0, decoder_channels=(16, 16, 16, 16, 16))
+    torch.manual_seed(0)
+    trainer = Trainer(config, *experiment.samples(config))
+    for _ in trainer.run():
+        pass
+    save_model(experiment.model_path, trainer.model, trainer.config)
+
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    panel.predict_all_button.clicked()
+    wait_until_idle(qtbot, widget)
+    scores = {e.name: e.uncertainty for e in panel.experiment}
+    assert scores["blob1"] is None and all(isinstance(scores[f"blob{n}"], float) for n in range(2, 6))
+    shown = {row[0]: row[5] for row in panel.table.data.to_list()}
+    assert not shown["blob1"] and float(shown["blob3"]) == pytest.approx(scores["blob3"], abs=1e-3)
+
+    panel.order.value = "most uncertain"
+    panel.next_button.clicked()
+    most = max((n for n in scores if scores[n] is not None), key=scores.get)
+    assert most == "blob4"  # not the next in file order (blob2)
+    qtbot.waitUntil(lambda: panel.current.name == most, timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    prediction = viewer.layers[f"{most} prediction"]
+    confidence = dict(zip(prediction.features["index"], prediction.features["confidence"]))
+    assert len(confidence) >= 2 and set(confidence) == set(np.unique(prediction.data[prediction.data > 0]))
+
+    visited = []
+    for _ in range(4):
+        panel.unsure_button.clicked()
+        object_id = prediction.selected_label
+        centre = np.argwhere(prediction.data == object_id).mean(axis=0)
+        np.testing.assert_allclose(viewer.camera.center[-2:], centre, atol=1e-6)  # the camera went there
+        visited.append(object_id)
+    assert len(set(visited)) == 4  # four objects, the least sure first
+    assert [confidence[i] for i in visited] == sorted(confidence.values())[:4]
+    assert "least sure first" in panel.summary.value
+
+    panel.show_uncertainty.value = True
+    np.testing.assert_array_equal(viewer.layers[f"{most} uncertainty"].data,
+                                  Experiment.open(folder).read_uncertainty(Experiment.open(folder)[most]))

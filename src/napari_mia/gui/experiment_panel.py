@@ -15,18 +15,19 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Table
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
 from ..core.events import ImagePredicted
-from ..core.experiment import ROLES, Entry, Experiment
+from ..core.experiment import ORDERS, ROLES, Entry, Experiment
 from . import layers
 from .background import create_background_worker
 
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
 LABELS_SUFFIX = "labels"
-_COLUMNS = ("Image", "Size", "Role", "Status", "Labelled px")
+_COLUMNS = ("Image", "Size", "Role", "Status", "Labelled px", "Uncertainty")
+UNCERTAINTY_SUFFIX = "uncertainty"
 
 
 class ExperimentPanel(Container):
@@ -37,6 +38,9 @@ class ExperimentPanel(Container):
         self.current: Entry | None = None
         self._shapes: dict[str, str] = {}
         self._pending: tuple[Entry, np.ndarray, str] | None = None  # labels to write, and their status
+        self._uncertainty: np.ndarray | None = None  # per-pixel, of the open image's prediction
+        self._unsure: list[tuple[int, float, tuple]] | None = None  # (id, confidence, centre), least sure first
+        self._unsure_step = 0
         self._save_lock = threading.Lock()
         self._setting_labels = False  # the panel itself writes into the labels layer: no autosave
         self._save_timer = QTimer()
@@ -57,6 +61,14 @@ class ExperimentPanel(Container):
         self.predict_all_button = PushButton(text="Predict all", enabled=False)
         self.predict_all_button.tooltip = "Predict every image not yet labelled, saved in predictions/"
         self.role = ComboBox(label="Role", choices=ROLES, value="train", enabled=False)
+        self.order = ComboBox(label="Next", choices=ORDERS, value=ORDERS[0])
+        self.order.tooltip = ("Where Next goes: the next image of the folder, or the image not yet labelled or "
+                              "accepted whose prediction the model is least sure of (after Predict all)")
+        self.show_uncertainty = CheckBox(text="Show uncertainty", value=False)
+        self.show_uncertainty.tooltip = "A layer '<image> uncertainty': 0 where the model is sure, 1 where unsure"
+        self.unsure_button = PushButton(text="Least sure object ▶", enabled=False)
+        self.unsure_button.tooltip = ("Centre on the predicted objects one by one, least confident first "
+                                      "(confidence: 1 - the object's mean uncertainty)")
         self.summary = Label(value="Open a folder of images (MIA's training folder), or train on layers below.")
         self.summary.native.setWordWrap(True)
         self.extend([
@@ -64,6 +76,8 @@ class ExperimentPanel(Container):
             Container(widgets=[self.previous_button, self.next_button, self.accept_button], layout="horizontal",
                       labels=False),
             Container(widgets=[self.role, self.predict_all_button], layout="horizontal"),
+            Container(widgets=[self.order, self.show_uncertainty], layout="horizontal"),
+            self.unsure_button,
             self.summary,
         ])
         self.open_button.changed.connect(self._ask_folder)
@@ -72,6 +86,8 @@ class ExperimentPanel(Container):
         self.accept_button.changed.connect(self.accept)
         self.predict_all_button.changed.connect(self.predict_all)
         self.role.changed.connect(self._on_role)
+        self.show_uncertainty.changed.connect(lambda _: self._show_uncertainty_layer())
+        self.unsure_button.changed.connect(self.next_unsure_object)
         self.table.native.cellClicked.connect(lambda row, _: self.show_entry(row))
         for key, step in (("a", -1), ("d", 1)):  # MIA's keys for the previous and next image
             self.viewer.bind_key(key, lambda _viewer, step=step: self.step(step), overwrite=True)
@@ -111,7 +127,8 @@ class ExperimentPanel(Container):
         if self.current is None:
             return []
         name = self.current.name
-        return [name, f"{name} {LABELS_SUFFIX}", f"{name} prediction", f"{name} preview"]
+        return [name, f"{name} {LABELS_SUFFIX}", f"{name} prediction", f"{name} preview",
+                f"{name} {UNCERTAINTY_SUFFIX}"]
 
     # ---- the table ----------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -119,7 +136,8 @@ class ExperimentPanel(Container):
         experiment = self.experiment
         has = experiment is not None
         rows = [] if not has else [
-            [e.name, self._shapes.get(e.name, ""), e.role, e.status, e.annotated] for e in experiment]
+            [e.name, self._shapes.get(e.name, ""), e.role, e.status, e.annotated,
+             "" if e.uncertainty is None else f"{e.uncertainty:.3f}"] for e in experiment]
         self.table.value = _table_value(rows)
         self.table.native.resizeColumnsToContents()
         current = None if self.current is None else experiment.entries.index(self.current)
@@ -131,6 +149,7 @@ class ExperimentPanel(Container):
         self.accept_button.enabled = has and idle and self.current is not None
         self.predict_all_button.enabled = has and idle and self.dock.model is not None
         self.role.enabled = self.current is not None
+        self.unsure_button.enabled = has and self._uncertainty is not None
         if has:
             teaching = experiment.annotated_entries()
             self.summary.value = (
@@ -139,12 +158,17 @@ class ExperimentPanel(Container):
 
     # ---- navigation ---------------------------------------------------------------------------------
     def step(self, step: int) -> None:
-        """Previous (-1) or next (+1) image: A and D, as in MIA."""
+        """Previous (-1) or next (+1) image: A and D, as in MIA. Next goes where ``order`` says."""
         if self.experiment is None or self.current is None or self.dock.worker is not None:
+            return
+        if step > 0:
+            following = self.experiment.next_entry(self.current, self.order.value)
+            if following is not None:
+                self.show_entry(self.experiment.entries.index(following), predict=True)
             return
         index = self.experiment.entries.index(self.current) + step
         if 0 <= index < len(self.experiment):
-            self.show_entry(index, predict=step > 0)
+            self.show_entry(index)
 
     def show_entry(self, index: int, predict: bool = False) -> None:
         """Open image ``index`` (its labels and prediction) in a worker; with ``predict``, an image with
@@ -163,20 +187,27 @@ class ExperimentPanel(Container):
         worker.start()
 
     def _read_entry(self, entry: Entry, model):
-        """Worker: save what is pending, read the image, its labels and prediction (made now if asked)."""
-        from ..core.infer import predict
+        """Worker: save what is pending, read the image, its labels and prediction (made now if asked) and
+        how unsure the model was of it."""
+        from ..core.infer import predict_with_uncertainty
+        from ..core.uncertainty import object_confidence
 
         self.write_pending()
         image, channel_axis = self.experiment.read_image(entry)
         labels, prediction = self.experiment.read_labels(entry), self.experiment.read_prediction(entry)
+        uncertainty = self.experiment.read_uncertainty(entry)
         if model is not None and labels is None and prediction is None:
             config = self.dock.model_config
-            prediction = predict(model, image, config, channel_axis, next(model.parameters()).device)
-            self.experiment.save_prediction(entry, prediction)
-        return entry, image, channel_axis, labels, prediction
+            prediction, uncertainty = predict_with_uncertainty(model, image, config, channel_axis,
+                                                               next(model.parameters()).device)
+            self.experiment.save_prediction(entry, prediction, uncertainty)
+        confidences = None
+        if prediction is not None and uncertainty is not None and uncertainty.shape == prediction.shape:
+            confidences = object_confidence(prediction, uncertainty)
+        return entry, image, channel_axis, labels, prediction, uncertainty, confidences
 
     def _show_read_entry(self, result) -> None:
-        entry, image, channel_axis, labels, prediction = result
+        entry, image, channel_axis, labels, prediction, uncertainty, confidences = result
         spatial = image.shape[:-1] if channel_axis is not None else image.shape
         labels = np.zeros(spatial, np.uint16) if labels is None else labels.astype(np.uint16, copy=False)
         image_layer, labels_layer = self._reused_layers(image, channel_axis is not None, labels, entry.name)
@@ -189,8 +220,10 @@ class ExperimentPanel(Container):
             labels_layer = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}")
             for event in (labels_layer.events.paint, labels_layer.events.data):  # strokes, fills; new data
                 event.connect(self._on_edit)
-        prediction = np.zeros(spatial, np.uint16) if prediction is None else prediction
-        layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
+        predicted = prediction is not None
+        prediction = prediction if predicted else np.zeros(spatial, np.uint16)
+        prediction_layer = layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
+        self._set_uncertainty(uncertainty if predicted else None, prediction_layer, confidences)
         self.viewer.layers.selection.active = labels_layer
         self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
         with contextlib.suppress(ValueError):
@@ -207,7 +240,9 @@ class ExperimentPanel(Container):
         labels_layer = self._labels_layer()
         reusable = image_layer is not None and labels_layer is not None and image_layer.rgb == rgb
         old_prediction = self.dock.prediction_layer() if reusable else None
-        kept = () if not reusable else (image_layer, labels_layer, old_prediction)
+        old_uncertainty = self.viewer.layers[f"{previous.name} {UNCERTAINTY_SUFFIX}"] if reusable and (
+            f"{previous.name} {UNCERTAINTY_SUFFIX}" in self.viewer.layers) else None
+        kept = () if not reusable else (image_layer, labels_layer, old_prediction, old_uncertainty)
         for layer_name in self._layer_names():
             if layer_name in self.viewer.layers and self.viewer.layers[layer_name] not in kept:
                 self.viewer.layers.remove(layer_name)
@@ -215,6 +250,8 @@ class ExperimentPanel(Container):
             return None, None
         if old_prediction is not None:
             old_prediction.name = f"{name} prediction"
+        if old_uncertainty is not None:
+            old_uncertainty.name = f"{name} {UNCERTAINTY_SUFFIX}"
         image_layer.data = image
         image_layer.reset_contrast_limits()
         image_layer.name = name
@@ -225,6 +262,74 @@ class ExperimentPanel(Container):
             self._setting_labels = False
         labels_layer.name = f"{name} {LABELS_SUFFIX}"
         return image_layer, labels_layer
+
+    # ---- uncertainty --------------------------------------------------------------------------------
+    def _set_uncertainty(self, uncertainty: np.ndarray | None, prediction_layer, confidences=None) -> None:
+        """The open image's per-pixel uncertainty (None: not predicted, or before maps were kept): shown
+        when asked, and each predicted object's confidence (``(ids, confidences)``, computed here if not
+        given) as a feature of the prediction layer."""
+        from ..core.uncertainty import object_confidence
+
+        if uncertainty is not None and uncertainty.shape != prediction_layer.data.shape:
+            uncertainty = None  # a map saved for another image of this name
+        self._uncertainty, self._unsure, self._unsure_step = uncertainty, None, 0
+        if uncertainty is None:
+            confidences = ([], [])
+        elif confidences is None:
+            confidences = object_confidence(prediction_layer.data, uncertainty)
+        ids, confidences = confidences
+        prediction_layer.features = {"index": np.asarray(ids, np.int64), "confidence": np.asarray(confidences)}
+        self._show_uncertainty_layer()
+        self.refresh()
+
+    def _show_uncertainty_layer(self) -> None:
+        """``<image> uncertainty`` while Show uncertainty is ticked and the image has a map; made once, then
+        given each image's map (or emptied)."""
+        if self.current is None:
+            return
+        name = f"{self.current.name} {UNCERTAINTY_SUFFIX}"
+        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        if not self.show_uncertainty.value or self._uncertainty is None:
+            if existing is not None:
+                self.viewer.layers.remove(existing)
+            return
+        if existing is not None and existing.data.shape == self._uncertainty.shape:
+            existing.data = self._uncertainty
+            return
+        if existing is not None:
+            self.viewer.layers.remove(existing)
+        image_layer = self.viewer.layers[self.current.name]
+        self.viewer.add_image(self._uncertainty, name=name, colormap="magma", contrast_limits=(0.0, 1.0),
+                              opacity=0.5, blending="additive", scale=image_layer.scale[-2:],
+                              translate=image_layer.translate[-2:])
+
+    def next_unsure_object(self, *_) -> None:
+        """Centre the camera on the next predicted object, least confident first, and say how sure the
+        model was of it; the list is made from the prediction as it is at the first click."""
+        from scipy import ndimage
+
+        from ..core.uncertainty import least_confident
+
+        prediction = self.dock.prediction_layer()
+        if self._uncertainty is None or prediction is None:
+            self.summary.value = "No uncertainty for this image: predict it first (Next, or Predict all)."
+            return
+        if self._unsure is None:
+            labels = np.asarray(prediction.data)
+            ranked = least_confident(labels, self._uncertainty)
+            centres = ndimage.center_of_mass(labels > 0, labels, [i for i, _ in ranked]) if ranked else []
+            self._unsure = [(i, c, centre) for (i, c), centre in zip(ranked, centres)]
+            self._unsure_step = 0
+        if not self._unsure:
+            self.summary.value = f"No object predicted in {self.current.name}."
+            return
+        object_id, confidence, centre = self._unsure[self._unsure_step % len(self._unsure)]
+        self.viewer.camera.center = tuple(prediction.data_to_world(centre))
+        prediction.selected_label = object_id  # ready to paint over it
+        self.summary.value = (f"Object {object_id} of {self.current.name}: confidence {confidence:.2f} "
+                              f"({self._unsure_step % len(self._unsure) + 1} of {len(self._unsure)}, least sure "
+                              "first).")
+        self._unsure_step += 1
 
     def close_experiment_layers(self) -> None:
         for name in self._layer_names():
@@ -297,6 +402,7 @@ class ExperimentPanel(Container):
             finally:
                 self._setting_labels = False
             prediction.data = np.zeros_like(prediction.data)  # now the labels: emptied, kept for the next image
+            self._set_uncertainty(None, prediction)
         self._save_timer.stop()
         self._pending = (entry, accepted, "accepted")  # written in turn with the edits: never overtaken
         self._write_in_worker()
@@ -330,8 +436,9 @@ class ExperimentPanel(Container):
         self._predicted = event.done
         self.dock.progress.max, self.dock.progress.value = event.total, event.done
         if self.current is not None and event.name == self.current.name and self._labels_layer() is not None:
-            layers.write_prediction(self.viewer, self.viewer.layers[self.current.name], event.labels, (),
-                                    self.dock.label_colors())
+            prediction_layer = layers.write_prediction(self.viewer, self.viewer.layers[self.current.name],
+                                                       event.labels, (), self.dock.label_colors())
+            self._set_uncertainty(event.uncertainty, prediction_layer)
         self.refresh()
 
     def _on_predict_all_finished(self, total: int) -> None:
