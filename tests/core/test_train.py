@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from napari_mia.core import BatchEnd, EpochEnd, Trainer, TrainingConfig, TrainingDone, make_samples
-from napari_mia.core.train import OPTIMIZERS, learning_rate_at
+from napari_mia.core.optimizers import OPTIMIZERS
+from napari_mia.core.train import learning_rate_at
 
 from ..conftest import blobs
 

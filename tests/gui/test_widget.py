@@ -281,3 +281,16 @@ def test_a_prediction_layer_is_written_in_place_recoloured_and_widened_when_ids_
     wider = layers.write_prediction(viewer, image, many, (), None)
     assert [layer.name for layer in viewer.layers] == ["cells", "cells prediction"]  # replaced, not doubled
     assert wider.data.dtype == np.uint32 and wider.data.max() == many.max()
+
+
+def test_the_dock_offers_the_registries_keys(make_napari_viewer):
+    from napari_mia.core.config import APPLICATIONS
+    from napari_mia.core.losses import losses_for
+    from napari_mia.core.optimizers import OPTIMIZERS
+
+    widget = MiaWidget(make_napari_viewer())
+    assert widget.application.choices == tuple(APPLICATIONS)
+    assert widget.settings["optimizer"].choices == tuple(OPTIMIZERS)
+    for application in APPLICATIONS:
+        widget.application.value = application
+        assert widget.settings["loss"].choices == tuple(losses_for(application))

@@ -15,13 +15,12 @@ from .config import (
     BACKBONES,
     CLASS_WEIGHTING,
     CLASSIFICATION_ARCHITECTURES,
-    LOSSES,
     LR_SCHEDULES,
     OPTIMIZERS,
     TrainingConfig,
     default_classes,
-    losses_for,
 )
+from .losses import all_loss_names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(points and classes of validation images come from the same CSV)")
     train.add_argument("--optimizer", choices=OPTIMIZERS)
     train.add_argument("--lr-schedule", choices=LR_SCHEDULES)
-    train.add_argument("--loss", choices=sorted({*LOSSES, *losses_for("detection"), *losses_for("classification")}))
+    train.add_argument("--loss", choices=all_loss_names())
     train.add_argument("--class-weighting", choices=CLASS_WEIGHTING)
     train.add_argument("--early-stopping", type=int, metavar="EPOCHS", help="patience on the validation metric")
     train.add_argument("--config", metavar="JSON",
@@ -142,7 +141,7 @@ def _load_examples(args, image_folder, label_folder=None):
     from .experiment import Experiment
     from .files import list_images, read_image
 
-    if args.application in ("semantic", "instance"):
+    if APPLICATIONS[args.application].label_images:
         if not label_folder:
             raise ValueError(f"--labels is needed for {args.application} segmentation")
         if not Path(label_folder).is_dir():
@@ -372,12 +371,12 @@ def predict_command(args) -> int:
     paths = [source] if source.is_file() else list_images(source)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = {"detection": ("points.csv", ("image", "y", "x", "class", "score")),
-             "classification": ("classes.csv", ("image", "class", "score"))}.get(config.application)
+    table = {"points": ("points.csv", ("image", "y", "x", "class", "score")),
+             "classes": ("classes.csv", ("image", "class", "score"))}.get(APPLICATIONS[config.application].annotations)
     rows, measurements = [], out / "measurements.csv"
-    if args.measure and config.application in ("detection", "classification"):
+    if args.measure and not APPLICATIONS[config.application].label_images:
         raise ValueError("--measure measures objects of label images (semantic or instance models)")
-    if args.uncertainty and config.application in ("detection", "classification"):
+    if args.uncertainty and not APPLICATIONS[config.application].label_images:
         raise ValueError("--uncertainty maps label images (semantic or instance models); detection and "
                          "classification rows already hold each prediction's score")
     uncertainty_rows = []

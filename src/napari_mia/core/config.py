@@ -9,9 +9,34 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .optimizers import OPTIMIZERS
+
 CONFIG_VERSION = 1
 
-APPLICATIONS = ("semantic", "instance", "detection", "classification")
+
+@dataclass(frozen=True)
+class Application:
+    """What an application trains from and predicts. The registries (``APPLICATIONS`` here, ``OPTIMIZERS``
+    in optimizers.py, the losses in losses.py, ``ARCHITECTURES``) are the only places that list the names
+    of the choices: the config, the dock and the command line offer their keys."""
+
+    title: str  # as the dock names it
+    annotations: str  # what the user gives: "labels" (label images), "points" or "classes"
+    default_classes: tuple[str, ...]
+
+    @property
+    def label_images(self) -> bool:
+        """Trains on and predicts label images, 0 being background (semantic, instance)."""
+        return self.annotations == "labels"
+
+
+APPLICATIONS = {
+    "semantic": Application("Semantic segmentation", "labels", ("background", "foreground")),
+    "instance": Application("Instance segmentation", "labels", ("background", "object")),
+    "detection": Application("Object detection / counting", "points", ("object",)),
+    "classification": Application("Classification", "classes", ("class 1", "class 2")),
+}
+# smp's architectures (what each takes is read from smp: models.build_model).
 ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "Linknet", "PSPNet", "DeepLabV3Plus", "MAnet")
 # MIA's classifier: backbone + global average pooling + one dense layer.
 CLASSIFICATION_ARCHITECTURES = ("Standard",)
@@ -27,11 +52,7 @@ BACKBONES = (
     "tu-efficientnet_lite0",
 )
 COLOR_MODES = ("mono", "color")
-OPTIMIZERS = ("adam", "adamw", "sgd_nesterov", "adamax", "adagrad", "adadelta")
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
-LOSSES = ("ce_dice", "cross_entropy", "dice", "focal", "jaccard", "lovasz")
-HEATMAP_LOSSES = ("heatmap_focal", "mse")
-CLASSIFICATION_LOSSES = ("cross_entropy", "focal")
 # Instance models learn three maps: what separates touching objects is the boundary class.
 INSTANCE_TARGETS = ("background", "interior", "boundary")
 CLASS_WEIGHTING = ("off", "auto", "manual")
@@ -60,21 +81,18 @@ class ConfigError(ValueError):
 
 
 def architectures_for(application: str) -> tuple[str, ...]:
-    return CLASSIFICATION_ARCHITECTURES if application == "classification" else ARCHITECTURES
+    return CLASSIFICATION_ARCHITECTURES if APPLICATIONS[application].annotations == "classes" else ARCHITECTURES
 
 
 def losses_for(application: str) -> tuple[str, ...]:
-    return {"detection": HEATMAP_LOSSES, "classification": CLASSIFICATION_LOSSES}.get(application, LOSSES)
+    from .losses import losses_for as registered  # losses.py builds them (and imports this module)
+
+    return tuple(registered(application))
 
 
 def default_classes(application: str) -> list[str]:
     """Semantic and instance classes start with background; points and image classes do not."""
-    return {
-        "semantic": ["background", "foreground"],
-        "instance": ["background", "object"],
-        "detection": ["object"],
-        "classification": ["class 1", "class 2"],
-    }[application]
+    return list(APPLICATIONS[application].default_classes)
 
 
 @dataclass
@@ -219,7 +237,7 @@ class TrainingConfig:
 
     @property
     def has_background(self) -> bool:
-        return self.application in ("semantic", "instance")
+        return APPLICATIONS[self.application].label_images
 
     def validate(self) -> None:
         _choice("application", self.application, APPLICATIONS)

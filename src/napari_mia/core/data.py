@@ -17,7 +17,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
-from .config import TrainingConfig
+from .config import APPLICATIONS, TrainingConfig
 
 IGNORE = -1
 _MAX_SEED_PIXELS = 50_000
@@ -362,9 +362,9 @@ def classification_input(frame: np.ndarray, config: TrainingConfig) -> np.ndarra
 def check_classes(samples: list[Sample], config: TrainingConfig) -> None:
     """Training needs labelled pixels of at least two classes (or images of two classes, or points)."""
     if not samples:
-        raise DataError({"detection": "no frames to train on; add an image and points",
-                         "classification": "no images with a class to train on; assign classes first"}.get(
-            config.application, "no labelled pixels to train on; paint some labels first"))
+        raise DataError({"points": "no frames to train on; add an image and points",
+                         "classes": "no images with a class to train on; assign classes first"}.get(
+            APPLICATIONS[config.application].annotations, "no labelled pixels to train on; paint some labels first"))
     if config.application == "detection":
         if not any(len(s.truth) for s in samples):
             raise DataError("no points to train on; add points on the objects to detect")

@@ -1,4 +1,7 @@
-"""Losses by name (smp's implementations), all skipping IGNORE pixels, with optional class weights."""
+"""Losses by name (smp's implementations), all skipping IGNORE pixels, with optional class weights.
+
+The registries below are the only lists of loss names: one per kind of annotation, each name mapped to
+a builder ``(weights) -> (logits, target) -> scalar``; the first of each is the default."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import numpy as np
 import torch
 from segmentation_models_pytorch import losses as smp_losses
 
-from .config import TrainingConfig
+from .config import APPLICATIONS, TrainingConfig
 from .data import IGNORE, Sample
 
 
@@ -20,7 +23,7 @@ def class_weights(config: TrainingConfig, samples: Sequence[Sample]) -> list[flo
         return None
     if config.class_weighting == "manual":
         weights = np.asarray(config.class_weights, np.float64)
-    elif config.application in ("detection", "classification"):
+    elif not APPLICATIONS[config.application].label_images:
         counts = np.zeros(config.n_classes, np.float64)
         for sample in samples:
             ids = sample.truth[:, 2] if config.application == "detection" else np.atleast_1d(sample.labels)
@@ -64,30 +67,52 @@ def masked_mse(logits: torch.Tensor, target: torch.Tensor, weights=None) -> torc
     return (error * labelled).sum() / labelled.sum().clamp(min=1)
 
 
+def _cross_entropy(weights):
+    return _on_device(torch.nn.CrossEntropyLoss(
+        weight=None if weights is None else torch.tensor(weights, dtype=torch.float32), ignore_index=IGNORE))
+
+
+def _ce_dice(weights):
+    cross_entropy, dice = _cross_entropy(weights), _dice(weights)
+    return lambda logits, target: cross_entropy(logits, target) + dice(logits, target)
+
+
+def _dice(weights):
+    return smp_losses.DiceLoss("multiclass", ignore_index=IGNORE, class_weights=weights)
+
+
+SEGMENTATION_LOSSES = {
+    "ce_dice": _ce_dice,
+    "cross_entropy": _cross_entropy,
+    "dice": _dice,
+    "focal": lambda weights: smp_losses.FocalLoss("multiclass", ignore_index=IGNORE, class_weights=weights),
+    "jaccard": lambda weights: smp_losses.JaccardLoss("multiclass", ignore_index=IGNORE, class_weights=weights),
+    "lovasz": lambda weights: smp_losses.LovaszLoss("multiclass", ignore_index=IGNORE),
+}
+HEATMAP_LOSSES = {
+    "heatmap_focal": lambda weights: lambda logits, target: heatmap_focal_loss(logits, target, weights),
+    "mse": lambda weights: lambda logits, target: masked_mse(logits, target, weights),
+}
+CLASSIFICATION_LOSSES = {
+    "cross_entropy": _cross_entropy,
+    "focal": lambda weights: smp_losses.FocalLoss("multiclass"),  # accepts (N, K) logits with (N,) targets
+}
+_BY_ANNOTATIONS = {"labels": SEGMENTATION_LOSSES, "points": HEATMAP_LOSSES, "classes": CLASSIFICATION_LOSSES}
+
+
+def losses_for(application: str) -> dict:
+    """The losses ``application`` trains with, by name, the default first."""
+    return _BY_ANNOTATIONS[APPLICATIONS[application].annotations]
+
+
+def all_loss_names() -> list[str]:
+    return sorted({name for losses in _BY_ANNOTATIONS.values() for name in losses})
+
+
 def build_loss(config: TrainingConfig, weights: list[float] | None = None):
     """A callable ``(logits, target) -> scalar``: (N, K, H, W) logits with (N, H, W) class ids,
     (N, K, H, W) heatmaps for detection, or (N, K) logits with (N,) ids for classification."""
-    if config.loss == "heatmap_focal":
-        return lambda logits, target: heatmap_focal_loss(logits, target, weights)
-    if config.loss == "mse":
-        return lambda logits, target: masked_mse(logits, target, weights)
-    if config.application == "classification" and config.loss == "focal":
-        return smp_losses.FocalLoss("multiclass")  # accepts (N, K) logits with (N,) targets
-    cross_entropy = torch.nn.CrossEntropyLoss(
-        weight=None if weights is None else torch.tensor(weights, dtype=torch.float32), ignore_index=IGNORE)
-    if config.loss == "cross_entropy":
-        return _on_device(cross_entropy)
-    if config.loss == "focal":
-        return smp_losses.FocalLoss("multiclass", ignore_index=IGNORE, class_weights=weights)
-    if config.loss == "jaccard":
-        return smp_losses.JaccardLoss("multiclass", ignore_index=IGNORE, class_weights=weights)
-    if config.loss == "lovasz":
-        return smp_losses.LovaszLoss("multiclass", ignore_index=IGNORE)
-    dice = smp_losses.DiceLoss("multiclass", ignore_index=IGNORE, class_weights=weights)
-    if config.loss == "dice":
-        return dice
-    cross_entropy = _on_device(cross_entropy)
-    return lambda logits, target: cross_entropy(logits, target) + dice(logits, target)
+    return losses_for(config.application)[config.loss](weights)
 
 
 def _on_device(loss: torch.nn.CrossEntropyLoss):

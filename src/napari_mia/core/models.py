@@ -6,6 +6,7 @@ Nothing is downloaded: with "Pretrained Net" on, encoder weights come from a loc
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -14,7 +15,6 @@ import torch
 from .config import TrainingConfig
 
 _PREFIXES = ("module.", "model.", "encoder.", "backbone.")
-_TAKES_DECODER_CHANNELS = ("Unet", "UnetPlusPlus", "MAnet")
 
 
 class PretrainedWeightsError(FileNotFoundError):
@@ -83,6 +83,13 @@ class Classifier(torch.nn.Module):
         return self.head(features.mean(dim=(2, 3)))
 
 
+def _takes_decoder_channel_list(architecture: str) -> bool:
+    """Whether smp's ``architecture`` takes one decoder width per stage (Unet, Unet++, MAnet; DeepLabV3+
+    takes one width): asked of smp, not copied from its docs."""
+    parameter = inspect.signature(getattr(smp, architecture)).parameters.get("decoder_channels")
+    return parameter is not None and isinstance(parameter.default, (tuple, list))
+
+
 def build_model(config: TrainingConfig) -> torch.nn.Module:
     """The network for ``config``; ImageNet encoder weights are loaded from disk when asked for."""
     if config.application == "classification":
@@ -91,7 +98,7 @@ def build_model(config: TrainingConfig) -> torch.nn.Module:
             load_encoder_weights(model.encoder, find_pretrained_file(config))
         return model
     options = {}
-    if config.decoder_channels and config.architecture in _TAKES_DECODER_CHANNELS:
+    if config.decoder_channels and _takes_decoder_channel_list(config.architecture):
         options["decoder_channels"] = config.decoder_channels
     model = smp.create_model(
         config.architecture,

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .augment import build_train_transform
-from .config import TrainingConfig
+from .config import APPLICATIONS, TrainingConfig
 from .data import IGNORE, Sample, check_classes, make_dataset
 from .errors import OUT_OF_MEMORY_ADVICE, is_out_of_memory, release_memory
 from .events import BatchEnd, EpochEnd, Preview, TrainingDone
@@ -35,16 +35,8 @@ from .metrics import (
     segmentation_metrics,
 )
 from .models import bf16_autocast, build_model, channels_last, resolve_device, uses_bf16
+from .optimizers import OPTIMIZERS
 from .postprocess import calibrate_peak_thresholds, config_instances, config_points
-
-OPTIMIZERS = {
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=1e-4),
-    "sgd_nesterov": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
-    "adamax": lambda params, lr: torch.optim.Adamax(params, lr=lr),
-    "adagrad": lambda params, lr: torch.optim.Adagrad(params, lr=lr),
-    "adadelta": lambda params, lr: torch.optim.Adadelta(params, lr=lr),
-}
 
 
 def learning_rate_at(config: TrainingConfig, progress: float, epoch: int) -> float:
@@ -264,7 +256,7 @@ class Trainer:
 
     def _preview_due(self) -> bool:
         every = self.config.preview_every
-        pixels_out = self.config.application in ("semantic", "instance")
+        pixels_out = APPLICATIONS[self.config.application].label_images
         return bool(every) and pixels_out and self.preview_image is not None and self.epoch % every == 0
 
     def _patience_spent(self) -> bool:

@@ -7,7 +7,7 @@ import math
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox, TupleEdit
 
-from ..core.config import CLASS_WEIGHTING, LOSSES, LR_SCHEDULES, OPTIMIZERS, Augmentations, TrainingConfig
+from ..core.config import CLASS_WEIGHTING, LR_SCHEDULES, OPTIMIZERS, Augmentations, TrainingConfig, losses_for
 
 SETTINGS_LABELS = {
     "optimizer": "Optimizer",
@@ -30,9 +30,9 @@ SETTINGS_LABELS = {
     "max_minutes": "Time budget, minutes (0 = none)",
 }
 SETTINGS_CHOICES = {
-    "optimizer": OPTIMIZERS,
+    "optimizer": tuple(OPTIMIZERS),
     "lr_schedule": LR_SCHEDULES,
-    "loss": LOSSES,
+    "loss": losses_for(TrainingConfig().application),  # the dock's application sets them
     "class_weighting": CLASS_WEIGHTING,
 }
 AUGMENTATION_LABELS = {

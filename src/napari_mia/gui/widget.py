@@ -52,12 +52,6 @@ logger = logging.getLogger(__name__)
 # training run, the dock does not update at all.
 _STATUS_INTERVAL = 3.0
 _SETTLE_MS = 200  # a job starts this long after its button is pressed, once the window has repainted
-APPLICATION_NAMES = {
-    "semantic": "Semantic segmentation",
-    "instance": "Instance segmentation",
-    "detection": "Object detection / counting",
-    "classification": "Classification",
-}
 
 
 @dataclass(frozen=True)
@@ -116,7 +110,7 @@ class MiaWidget(Container):
         self._predicted_index: tuple | None = None  # the frame (or region) the last prediction covers
 
         self.application = ComboBox(label="Application", value="semantic",
-                                    choices=[(APPLICATION_NAMES[a], a) for a in APPLICATIONS])
+                                    choices=[(a.title, name) for name, a in APPLICATIONS.items()])
         self.image_layer = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
         self.points_layer = create_widget(annotation=napari.layers.Points, label="Points")
@@ -240,12 +234,12 @@ class MiaWidget(Container):
         """Show the inputs this application trains from; a new application needs a new model (as in MIA)."""
         if self.model_config is not None and self.model_config.application != application:
             self.reset_model()
-        self.labels_layer.visible = application in ("semantic", "instance")
-        self.validation_labels.visible = self.validation_image.visible = application in ("semantic", "instance")
+        label_images = APPLICATIONS[application].label_images
+        self.labels_layer.visible = self.validation_labels.visible = self.validation_image.visible = label_images
         self.points_layer.visible = self.object_size.visible = application == "detection"
         self.frame_classes.visible = self.objects_layer.visible = application == "classification"
         self.sparse.visible = application == "semantic"
-        self.experiment_panel.visible = self.experiment_title.visible = application in ("semantic", "instance")
+        self.experiment_panel.visible = self.experiment_title.visible = label_images
         self.sparse.value = self.sparse.value and application == "semantic"
         architectures = architectures_for(application)
         self.architecture.choices = architectures
@@ -350,13 +344,13 @@ class MiaWidget(Container):
 
     def _open_experiment(self):
         """The experiment the dock trains on: the open folder, for the applications it holds labels of."""
-        if self.application.value in ("semantic", "instance"):
+        if APPLICATIONS[self.application.value].label_images:
             return self.experiment_panel.experiment
         return None
 
     def _annotation_kind(self) -> str:
-        return {"detection": "a points layer", "classification": "frame classes"}.get(
-            self.application.value, "a labels layer")
+        return {"points": "a points layer", "classes": "frame classes"}.get(
+            APPLICATIONS[self.application.value].annotations, "a labels layer")
 
     def _annotation_layer_name(self) -> str | None:
         """How the chosen annotations are called in messages, or None if none are chosen."""
