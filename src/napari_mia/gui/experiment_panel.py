@@ -224,7 +224,8 @@ class ExperimentPanel(Container):
         prediction = prediction if predicted else np.zeros(spatial, np.uint16)
         prediction_layer = layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
         self._set_uncertainty(uncertainty if predicted else None, prediction_layer, confidences)
-        self.viewer.layers.selection.active = labels_layer
+        # What the user corrects: the prediction (Accept takes it) until the image has labels of its own.
+        self.viewer.layers.selection.active = prediction_layer if entry.status == "predicted" else labels_layer
         self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
@@ -325,7 +326,8 @@ class ExperimentPanel(Container):
             return
         object_id, confidence, centre = self._unsure[self._unsure_step % len(self._unsure)]
         self.viewer.camera.center = tuple(prediction.data_to_world(centre))
-        prediction.selected_label = object_id  # ready to paint over it
+        self.viewer.layers.selection.active = prediction
+        prediction.selected_label = object_id  # the brush is ready to correct it
         self.summary.value = (f"Object {object_id} of {self.current.name}: confidence {confidence:.2f} "
                               f"({self._unsure_step % len(self._unsure) + 1} of {len(self._unsure)}, least sure "
                               "first).")
