@@ -10,7 +10,7 @@ from napari_mia.gui.layers import is_prediction_layer, viewer_camera
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import instance_blobs
-from .conftest import wait_until_idle
+from .conftest import record_errors, wait_until_idle
 
 
 def _shown(control) -> bool:
@@ -109,7 +109,7 @@ def test_unknown_frame_class_is_reported_not_trained(viewer_and_widget, qtbot, m
     widget.application.value = "classification"
     widget.frame_classes.value = "a, b"  # two names for three frames
     errors = []
-    monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
+    record_errors(monkeypatch, errors)
     widget.train_button.clicked()
     assert widget.worker is None and "Frame classes lists 2 frame(s)" in errors[0] and "'frames'" in errors[0]
 

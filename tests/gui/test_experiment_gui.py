@@ -174,8 +174,8 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     assert len(viewer.layers) == 3  # one image open at a time: its image, labels and prediction
     painted = instance_blobs((64, 64), n=3, seed=6)[1]
     viewer.layers["blob6 labels"].data = painted  # painting it saves it
-    qtbot.waitUntil(lambda: (folder / "labels" / "blob6.tif").is_file(), timeout=10_000)
-    assert widget.experiment_panel.current.status == "labelled" and not (folder / "labels" / "blob2.tif").exists()
+    qtbot.waitUntil(lambda: widget.experiment_panel.current.status == "labelled", timeout=10_000)  # once written
+    assert (folder / "labels" / "blob6.tif").is_file() and not (folder / "labels" / "blob2.tif").exists()
     widget.experiment_panel.accept_button.clicked()  # nothing predicted: the labels as painted are accepted
     qtbot.waitUntil(lambda: widget.experiment_panel.current.status == "accepted", timeout=10_000)
     wait_until_idle(qtbot, widget)

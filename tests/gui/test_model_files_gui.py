@@ -13,7 +13,7 @@ from napari_mia.core.models import build_model
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import blobs, instance_blobs
-from .conftest import wait_until_idle
+from .conftest import record_errors, wait_until_idle
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def dock_with_a_model(make_napari_viewer, monkeypatch):
     config = TrainingConfig(patch_size=64)
     widget.model, widget.model_config = build_model(config).eval(), config
     errors = []
-    monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
+    record_errors(monkeypatch, errors)
     return widget, errors
 
 
@@ -117,7 +117,7 @@ def test_no_prediction_follows_a_run_that_ran_out_of_memory(make_napari_viewer, 
     widget.batch_size.value, widget.patch_size.value, widget.epochs.value = 2, 64, 1
     widget.validation_fraction.value = 0.0
     errors = []
-    monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
+    record_errors(monkeypatch, errors)
     monkeypatch.setattr(Trainer, "_train_step", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
     widget.train_button.clicked()
     wait_until_idle(qtbot, widget)

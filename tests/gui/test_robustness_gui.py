@@ -11,7 +11,7 @@ from napari_mia.core.train import Trainer
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import blobs
-from .conftest import wait_until_idle
+from .conftest import record_errors, wait_until_idle
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def setup(make_napari_viewer, monkeypatch):
     widget.batch_size.value, widget.patch_size.value, widget.epochs.value = 4, 64, 2
     widget.validation_fraction.value = 0.0
     errors = []
-    monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
+    record_errors(monkeypatch, errors)
     return viewer, widget, errors
 
 
@@ -111,7 +111,7 @@ def test_rgb_layers_follow_their_rgb_flag(make_napari_viewer, qtbot, monkeypatch
     qtbot.waitUntil(lambda: "colour prediction" in viewer.layers, timeout=60_000)
     assert viewer.layers["colour prediction"].data.shape == (96, 96)  # the channel axis is not a frame axis
     errors = []
-    monkeypatch.setattr("napari_mia.gui.widget.show_error", errors.append)
+    record_errors(monkeypatch, errors)
     widget.reset_model()
     widget.color_mode.value = "mono"
     widget.input_channels.value = 2

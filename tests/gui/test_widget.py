@@ -8,7 +8,7 @@ from napari_mia.gui.sample_data import nuclei_sample
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import blobs
-from .conftest import wait_until_idle
+from .conftest import record_errors, wait_until_idle
 
 
 def _small_settings(widget):
@@ -232,7 +232,7 @@ def test_bad_labels_are_reported_and_nothing_is_lost(make_napari_viewer, qtbot, 
     viewer.add_labels(np.zeros((32, 32), np.uint8), name="wrong size")
     widget = MiaWidget(viewer)
     messages = []
-    monkeypatch.setattr("napari_mia.gui.widget.show_error", messages.append)
+    record_errors(monkeypatch, messages)
     widget.train_button.clicked()
     qtbot.waitUntil(lambda: bool(messages), timeout=30_000)
     wait_until_idle(qtbot, widget)

@@ -8,7 +8,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import napari
 import numpy as np
@@ -38,11 +37,13 @@ from ..core.config import (
     default_classes,
     losses_for,
 )
-from ..core.events import BatchEnd, EpochEnd, Preview, TileDone, TrainingDone
+from ..core.events import BatchEnd, EpochEnd, Preview, TrainingDone
 from ..core.models import available_devices
 from . import config_panel, layers
 from .background import create_background_worker, freeze_startup_objects
 from .experiment_panel import ExperimentPanel
+from .model_files import ModelFileActions
+from .prediction import PredictionActions
 from .train_plot import TrainDataWindow
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class _CloseWatcher(QObject):
         return False
 
 
-class MiaWidget(Container):
+class MiaWidget(PredictionActions, ModelFileActions, Container):
     """Label, train, predict, correct, retrain: the whole loop in one dock."""
 
     @property
@@ -109,6 +110,19 @@ class MiaWidget(Container):
         self.predicted_frame_classes = ""
         self._predicted_index: tuple | None = None  # the frame (or region) the last prediction covers
 
+        self._make_controls(TrainingConfig())
+        self._lay_out()
+        self._connect_controls()
+        self._on_application(self.application.value)
+        self.native.setMaximumWidth(560)  # leave the canvas its room
+        freeze_startup_objects()  # while the dock opens, not at the first click (see gui/background.py)
+        # Status text changes often during training; it must never resize the dock (and so the canvas).
+        self.status.native.setWordWrap(True)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.status.native.setMinimumHeight(2 * self.status.native.fontMetrics().height())
+
+    def _make_controls(self, defaults: TrainingConfig) -> None:
+        """The Training window's controls (MIA's names), the buttons and the panels."""
         self.application = ComboBox(label="Application", value="semantic",
                                     choices=[(a.title, name) for name, a in APPLICATIONS.items()])
         self.image_layer = create_widget(annotation=napari.layers.Image, label="Image")
@@ -155,7 +169,6 @@ class MiaWidget(Container):
         self.export_button = PushButton(text="Export model…", enabled=False)
         self.measure_button = PushButton(text="Export measurements…", enabled=False)
         self.reset_button = PushButton(text="Reset model", enabled=False)
-        defaults = TrainingConfig()
         self.settings = config_panel.settings_panel(defaults)
         self.augmentations = config_panel.augmentations_panel(defaults.augmentations)
         self.preview_augmentations_button = PushButton(text="Preview augmentations")
@@ -170,6 +183,7 @@ class MiaWidget(Container):
         self.experiment_panel = ExperimentPanel(self)
         self.experiment_title = Label(value="<b>Experiment (a folder of images)</b>")
 
+    def _lay_out(self) -> None:
         self.extend([
             self.application, self.experiment_title, self.experiment_panel,
             self.image_layer, self.labels_layer, self.points_layer, self.frame_classes,
@@ -191,6 +205,8 @@ class MiaWidget(Container):
             Container(widgets=[self.export_button, self.measure_button], layout="horizontal", labels=False),
             self.progress, self.status,
         ])
+
+    def _connect_controls(self) -> None:
         self.train_button.changed.connect(self.start_training)
         self.stop_button.changed.connect(self.stop_training)
         self.resume_button.changed.connect(self.resume_training)
@@ -212,13 +228,6 @@ class MiaWidget(Container):
         self.application.changed.connect(self._on_application)
         self.viewer.layers.events.inserted.connect(self.reset_choices)
         self.viewer.layers.events.removed.connect(self.reset_choices)
-        self._on_application(self.application.value)
-        self.native.setMaximumWidth(560)  # leave the canvas its room
-        freeze_startup_objects()  # while the dock opens, not at the first click (see gui/background.py)
-        # Status text changes often during training; it must never resize the dock (and so the canvas).
-        self.status.native.setWordWrap(True)
-        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.status.native.setMinimumHeight(2 * self.status.native.fontMetrics().height())
 
     # ---- settings ---------------------------------------------------------------------------------
     @staticmethod
@@ -309,6 +318,54 @@ class MiaWidget(Container):
                 control.value = value
         config_panel.show_values(self.settings, config)
         config_panel.show_values(self.augmentations, config.augmentations)
+
+    def preview_augmentations(self, *_) -> None:
+        """Show a batch of augmented training patches (image + labels) as the network sees them."""
+        from ..core.augment import build_train_transform, preview_patches
+        from ..core.data import IGNORE, make_dataset
+
+        try:
+            config = self.config()
+            samples, _ = self._sample_builder(config.replace(validation_fraction=0.0))()
+            dataset = make_dataset(samples, config, build_train_transform(config))
+        except (ValueError, AttributeError) as error:  # AttributeError: no layer chosen
+            show_error(f"Cannot preview augmentations: {error}")
+            return
+        images, labels = preview_patches(dataset, count=8)
+        for name in ("augmentation preview", "augmentation preview labels", "augmentation preview heatmaps"):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.viewer.add_image(images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1),
+                              name="augmentation preview", rgb=images.shape[1] == 3)
+        if labels.ndim == 4:  # detection: the heatmaps the network learns, strongest class
+            self.viewer.add_image(np.clip(labels.max(axis=1), 0, 1), name="augmentation preview heatmaps",
+                                  colormap="magenta", blending="additive")
+        elif labels.ndim == 3:
+            shown_labels = np.where(labels == IGNORE, 0, labels + int(config.sparse_labels)).astype(np.uint16)
+            self.viewer.add_labels(shown_labels, name="augmentation preview labels")
+        else:
+            self.status.value = "Augmented frames of classes: " + ", ".join(config.classes[i] for i in labels)
+
+    def _show_status(self, text: str | None = None, step: int | None = None, total: int | None = None,
+                     now: bool = False) -> None:
+        """Show ``text`` (and move the progress bar to ``step`` of ``total``) at most every
+        ``_STATUS_INTERVAL``, and not while Train Data shows a training run; what arrives in between waits
+        for the next update, or for ``now``."""
+        self._pending_text = text or self._pending_text
+        self._pending_step = self._pending_step if step is None else step
+        self._pending_total = self._pending_total if total is None else total
+        clock = time.perf_counter()
+        shown_elsewhere = not self._predicting and self.train_data.isVisible()
+        if self._pending_text is None or (not now and (
+                shown_elsewhere or clock - self._last_status_update < _STATUS_INTERVAL)):
+            return
+        self._last_status_update = clock
+        self.status.value = self._pending_text
+        if self._pending_total is not None:
+            self.progress.max = self._pending_total
+        if self._pending_step is not None:
+            self.progress.value = self._pending_step
+        self._pending_text = self._pending_step = self._pending_total = None
 
     # ---- training ---------------------------------------------------------------------------------
     def start_training(self, *_) -> None:
@@ -555,280 +612,6 @@ class MiaWidget(Container):
         self.use_prediction_button.enabled = not running and (
             self.prediction_layer() is not None or bool(self.predicted_frame_classes))
 
-    # ---- prediction -------------------------------------------------------------------------------
-    def start_prediction(self, *_) -> None:
-        """Predict the chosen image (or its current frame) into new layers of its own: `<image> prediction`
-        (labels), `<image> detections` (points), `<objects> classes` or predicted frame classes."""
-        from ..core import infer
-
-        image_layer = self.image_layer.value
-        if self.model is None or image_layer is None:
-            show_error("Train or load a model, and choose an image layer, before predicting.")
-            return
-        config = self.model_config.replace(test_time_augmentation=self.test_time_augmentation.value)
-        device = next(self.model.parameters()).device
-        objects = self.objects_layer.value
-        if config.application == "classification":
-            image, channel_axis = layers.image_array(image_layer)
-            if objects is not None:
-                job = (infer.predict_object_classes, self.model, image, np.asarray(objects.data), config,
-                       channel_axis, device)
-                shown = lambda result: self._show_object_classes(image_layer, objects, result)  # noqa: E731
-            else:
-                job = (infer.predict_classes, self.model, image, config, channel_axis, device)
-                shown = self._show_frame_classes
-        else:
-            image, channel_axis, index = self._current_frame(image_layer, self.visible_region_only.value)
-            if config.application == "detection":
-                job = (infer.iter_predict_points, self.model, image, config, channel_axis, device)
-                shown = lambda result: self._show_points(image_layer, result, index)  # noqa: E731
-            else:
-                job = (infer.iter_predict, self.model, image, config, channel_axis, device)
-                shown = lambda labels: self._show_prediction(image_layer, labels, index)  # noqa: E731
-        connections = {"returned": shown, "errored": self._on_worker_error, "finished": self.on_prediction_finished}
-        if config.application != "classification":  # tiled predictions report progress per tile
-            connections["yielded"] = self._on_tile
-        self.start_prediction_job(create_background_worker(*job, _connect=connections, _start_thread=False),
-                                  f"Predicting '{image_layer.name}'…")
-
-    def start_prediction_job(self, worker, status: str) -> None:
-        """Start a prediction worker: Stop cancels it at the next tile (or image)."""
-        self.worker, self._predicting = worker, True
-        self.set_running(True)
-        self._start_job(worker, status)
-
-    def label_colors(self):
-        """Class colours for class-id labels; None (napari's colours for ids) for instance labels, and
-        before there is a model."""
-        config = self.model_config
-        return None if config is None or config.application == "instance" else config.class_colors
-
-    def _show_points(self, image_layer, result, index: tuple[int, ...]) -> None:
-        points, classes, scores = result
-        frame = tuple(i for i in index if not isinstance(i, slice))
-        offset = [s.start or 0 for s in index if isinstance(s, slice)]
-        if offset:  # a visible region was predicted: back to image coordinates
-            points = points + np.array([0.0] * (points.shape[1] - 2) + offset)
-        if frame:  # one frame of a stack was predicted: put the points on that frame
-            points = np.hstack([np.tile(np.asarray(frame, np.float64), (len(points), 1)), points])
-        config = self.model_config
-        layers.write_points(self.viewer, image_layer, points, classes, scores, config.classes, config.class_colors)
-        counts = ", ".join(f"{name} {int((classes == i).sum())}" for i, name in enumerate(config.classes))
-        self.status.value = f"{len(points)} objects detected ({counts}) in '{image_layer.name} detections'."
-
-    def _show_frame_classes(self, result) -> None:
-        classes, scores = result
-        names = [self.model_config.classes[c] for c in classes]
-        self.predicted_frame_classes = ", ".join(names)
-        self.status.value = "Predicted frame classes: " + ", ".join(
-            f"{name} ({score:.2f})" for name, score in zip(names, scores))
-
-    def _show_object_classes(self, image_layer, objects, result) -> None:
-        ids, classes, scores = result
-        config = self.model_config
-        layers.write_object_classes(self.viewer, image_layer, objects, ids, classes, scores, config.classes,
-                                    config.class_colors)
-        counts = ", ".join(f"{name} {int((classes == i).sum())}" for i, name in enumerate(config.classes))
-        self.status.value = f"{len(ids)} objects classified ({counts}) in '{objects.name} classes'."
-
-    def on_prediction_finished(self) -> None:
-        self.worker, self._predicting = None, False
-        if self._cancelled:
-            self.status.value, self._cancelled = "Prediction cancelled.", False
-        self.set_running(False)
-
-    def _on_tile(self, event: TileDone) -> None:
-        self._show_status(f"predicting: tile {event.done} of {event.total}", event.done, event.total,
-                          now=event.done == event.total)
-
-    def _show_status(self, text: str | None = None, step: int | None = None, total: int | None = None,
-                     now: bool = False) -> None:
-        """Show ``text`` (and move the progress bar to ``step`` of ``total``) at most every
-        ``_STATUS_INTERVAL``, and not while Train Data shows a training run; what arrives in between waits
-        for the next update, or for ``now``."""
-        self._pending_text = text or self._pending_text
-        self._pending_step = self._pending_step if step is None else step
-        self._pending_total = self._pending_total if total is None else total
-        clock = time.perf_counter()
-        shown_elsewhere = not self._predicting and self.train_data.isVisible()
-        if self._pending_text is None or (not now and (
-                shown_elsewhere or clock - self._last_status_update < _STATUS_INTERVAL)):
-            return
-        self._last_status_update = clock
-        self.status.value = self._pending_text
-        if self._pending_total is not None:
-            self.progress.max = self._pending_total
-        if self._pending_step is not None:
-            self.progress.value = self._pending_step
-        self._pending_text = self._pending_step = self._pending_total = None
-
-    def _show_prediction(self, image_layer, labels: np.ndarray, index: tuple[int, ...]) -> None:
-        try:
-            layers.write_prediction(self.viewer, image_layer, labels, index, self.label_colors())
-        except (KeyError, ValueError) as error:
-            show_error(f"Cannot show the prediction of '{image_layer.name}': {error}")
-            return
-        self._predicted_index = index
-        self.status.value = f"Prediction written to '{image_layer.name} prediction'. Correct it, then retrain."
-
-    def prediction_layer(self):
-        image_layer = self.image_layer.value
-        if image_layer is None:
-            return None
-        suffix = "detections" if self.application.value == "detection" else "prediction"
-        name = f"{image_layer.name} {suffix}"
-        if name in self.viewer.layers and layers.is_prediction_layer(self.viewer.layers[name]):
-            return self.viewer.layers[name]
-        return None
-
-    def use_prediction_as_labels(self, *_) -> None:
-        """Accept the prediction (after the user corrected it) as training annotations: an explicit action.
-        Labels: the predicted frame (or region) is copied into the chosen labels layer, the rest of the
-        user's labels stay; in an experiment, the image's labels become the prediction (Accept)."""
-        application = self.application.value
-        if application == "classification":
-            if self.predicted_frame_classes:
-                self.frame_classes.value = self.predicted_frame_classes
-            return
-        layer = self.prediction_layer()
-        if layer is None:
-            return
-        if application == "detection":
-            self.points_layer.value = layer
-        elif self._open_experiment() is not None and self.experiment_panel.current is not None:
-            self.experiment_panel.accept()
-        elif self.labels_layer.value is not None and self._predicted_index is not None:
-            target, index = self.labels_layer.value, self._predicted_index
-            if target.data.shape != layer.data.shape:
-                show_error(f"'{layer.name}' and '{target.name}' differ in shape; choose the labels of this image")
-                return
-            target.data[index] = layer.data[index]
-            target.refresh()
-            self.status.value = f"'{layer.name}' copied into '{target.name}': it trains from the next Train."
-
-    def preview_augmentations(self, *_) -> None:
-        """Show a batch of augmented training patches (image + labels) as the network sees them."""
-        from ..core.augment import build_train_transform, preview_patches
-        from ..core.data import IGNORE, make_dataset
-
-        try:
-            config = self.config()
-            samples, _ = self._sample_builder(config.replace(validation_fraction=0.0))()
-            dataset = make_dataset(samples, config, build_train_transform(config))
-        except (ValueError, AttributeError) as error:  # AttributeError: no layer chosen
-            show_error(f"Cannot preview augmentations: {error}")
-            return
-        images, labels = preview_patches(dataset, count=8)
-        for name in ("augmentation preview", "augmentation preview labels", "augmentation preview heatmaps"):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-        self.viewer.add_image(images[:, 0] if images.shape[1] == 1 else np.moveaxis(images, 1, -1),
-                              name="augmentation preview", rgb=images.shape[1] == 3)
-        if labels.ndim == 4:  # detection: the heatmaps the network learns, strongest class
-            self.viewer.add_image(np.clip(labels.max(axis=1), 0, 1), name="augmentation preview heatmaps",
-                                  colormap="magenta", blending="additive")
-        elif labels.ndim == 3:
-            shown_labels = np.where(labels == IGNORE, 0, labels + int(config.sparse_labels)).astype(np.uint16)
-            self.viewer.add_labels(shown_labels, name="augmentation preview labels")
-        else:
-            self.status.value = "Augmented frames of classes: " + ", ".join(config.classes[i] for i in labels)
-
-    # ---- model files ------------------------------------------------------------------------------
-    def save_model(self, path) -> None:
-        from ..core.io import save_model
-
-        try:
-            saved = save_model(path, self.model, self.model_config, self.history)
-        except OSError as error:  # the model stays in the dock: the user can save elsewhere
-            show_error(f"Cannot save the model to {path}: {error.strerror or error}")
-            return
-        show_info(f"Model saved to {saved}")
-
-    def load_model(self, path) -> None:
-        from ..core.io import load_model
-        from ..core.models import resolve_device
-
-        try:
-            if str(path).endswith(".zip"):
-                from ..core.bioimageio import load_bioimageio
-
-                model, config, history = load_bioimageio(path, resolve_device())
-            else:
-                model, config, history = load_model(path, resolve_device())
-        except (ValueError, ImportError) as error:
-            show_error(str(error))
-            return
-        self.model, self.model_config, self.trainer = model, config, None
-        self.history = list(history)  # further training adds to it, and Save writes it all
-        self._show_config(config)
-        self.set_running(False)
-        show_info(f"Model loaded from {path}")
-
-    def reset_model(self, *_) -> None:
-        self.model, self.model_config, self.trainer, self.history = None, None, None, []
-        self.set_running(False)
-        self._classes_from_labels()
-
-    def export_model(self, path) -> None:
-        """ONNX (.onnx), TorchScript (.pt) or a bioimage.io package (.zip), checked against PyTorch."""
-        from ..core.export import export
-
-        file_format = {".onnx": "onnx", ".pt": "torchscript", ".zip": "bioimageio"}.get(Path(path).suffix.lower())
-        if file_format is None:
-            show_error(f"Cannot export to {path}: use .onnx, .pt (TorchScript) or .zip (bioimage.io)")
-            return
-        try:
-            saved, difference = export(self.model, self.model_config, file_format, path, history=self.history)
-        except (ValueError, OSError) as error:  # ExportError names the extra to install
-            show_error(f"Cannot export the model: {error}")
-            return
-        show_info(f"Model exported to {saved} (largest difference from PyTorch {difference:.1e})")
-
-    def export_measurements(self, path) -> None:
-        """Per-object measurements of the prediction layer (label, class, area, centroid, mean intensity,
-        perimeter) of the current frame, as CSV."""
-        from ..core.measure import measure_prediction, write_measurements_csv
-
-        layer, image_layer = self.prediction_layer(), self.image_layer.value
-        index = layers.current_frame_index(image_layer, self.viewer.dims.current_step)
-        image, channel_axis = layers.image_array(image_layer)
-        try:
-            rows = measure_prediction(layer.data[index], image[index], self.model_config, channel_axis)
-        except ValueError as error:
-            show_error(f"Cannot measure '{layer.name}': {error}")
-            return
-        write_measurements_csv(path, rows, image_name=image_layer.name)
-        show_info(f"{len(rows)} objects of '{layer.name}' measured into {path}")
-
-    def _ask_export(self, *_) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getSaveFileName(None, "Export model", "model.onnx",
-                                              "ONNX (*.onnx);;TorchScript (*.pt);;bioimage.io package (*.zip)")
-        if path:
-            self.export_model(path)
-
-    def _ask_measurements(self, *_) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getSaveFileName(None, "Export measurements", "measurements.csv", "CSV (*.csv)")
-        if path:
-            self.export_measurements(path)
-
-    def _ask_save(self, *_) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getSaveFileName(None, "Save model", "model.safetensors", "Models (*.safetensors)")
-        if path:  # a name typed without a suffix gets the filter's, so that Load model lists it
-            self.save_model(path if Path(path).suffix else path + ".safetensors")
-
-    def _ask_load(self, *_) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getOpenFileName(None, "Load model", "",
-                                              "Models (*.safetensors *.zip);;bioimage.io package (*.zip)")
-        if path:
-            self.load_model(path)
 
 
 def _from_control(name: str, value):
