@@ -50,6 +50,9 @@ def test_instance_segmentation_writes_object_ids(viewer_and_widget, qtbot):
     assert isinstance(prediction, Labels) and is_prediction_layer(prediction)
     assert prediction.data.shape == (96, 96) and prediction.data.max() >= 3  # object ids, not classes
     assert prediction.data.dtype == np.uint16  # what they fit in: napari draws 16-bit labels fastest
+    confidence = prediction.features.set_index("index")["confidence"]  # each object's, for napari's tools
+    assert set(confidence.index) == set(np.unique(prediction.data[prediction.data > 0]))
+    assert ((confidence >= 0) & (confidence <= 1)).all()
     np.testing.assert_array_equal(objects.data, instances)  # the user's labels are untouched
     assert widget.model_config.application == "instance"
 

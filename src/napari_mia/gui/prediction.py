@@ -41,8 +41,8 @@ class PredictionActions:
                 job = (infer.iter_predict_points, self.model, image, config, channel_axis, device)
                 shown = lambda result: self._show_points(image_layer, result, index)  # noqa: E731
             else:
-                job = (infer.iter_predict, self.model, image, config, channel_axis, device)
-                shown = lambda labels: self._show_prediction(image_layer, labels, index)  # noqa: E731
+                job = (_labels_and_confidence, self.model, image, config, channel_axis, device)
+                shown = lambda result: self._show_prediction(image_layer, *result, index)  # noqa: E731
         connections = {"returned": shown, "errored": self._on_worker_error, "finished": self.on_prediction_finished}
         if config.application != "classification":  # tiled predictions report progress per tile
             connections["yielded"] = self._on_tile
@@ -99,12 +99,14 @@ class PredictionActions:
         self._show_status(f"predicting: tile {event.done} of {event.total}", event.done, event.total,
                           now=event.done == event.total)
 
-    def _show_prediction(self, image_layer, labels: np.ndarray, index: tuple[int, ...]) -> None:
+    def _show_prediction(self, image_layer, labels: np.ndarray, confidences, index: tuple[int, ...]) -> None:
         try:
-            layers.write_prediction(self.viewer, image_layer, labels, index, self.label_colors())
+            layer = layers.write_prediction(self.viewer, image_layer, labels, index, self.label_colors())
         except (KeyError, ValueError) as error:
             show_error(f"Cannot show the prediction of '{image_layer.name}': {error}")
             return
+        ids, confidence = confidences  # of the objects (or classes) just predicted: napari's tools sort by it
+        layer.features = {"index": ids, "confidence": confidence}
         self._predicted_index = index
         self.status.value = f"Prediction written to '{image_layer.name} prediction'. Correct it, then retrain."
 
@@ -142,3 +144,14 @@ class PredictionActions:
             target.data[index] = layer.data[index]
             target.refresh()
             self.status.value = f"'{layer.name}' copied into '{target.name}': it trains from the next Train."
+
+
+def _labels_and_confidence(model, image, config, channel_axis, device):
+    """Worker: the label image of ``image`` and the confidence of each of its objects (or classes)."""
+    from ..core.data import spatial_shape
+    from ..core.infer import iter_predict
+    from ..core.uncertainty import object_confidence
+
+    uncertainty = np.zeros(spatial_shape(image, channel_axis), np.float32)
+    labels = yield from iter_predict(model, image, config, channel_axis, device, uncertainty=uncertainty)
+    return labels, object_confidence(labels, uncertainty)
