@@ -14,6 +14,16 @@ hold-out. Compared, with the same total training time:
 
 Prints a table and ``name value target pass|fail`` lines, and writes ``docs/images/hitl.png`` and
 ``docs/hitl.json``. Needs ``pip install -e ".[benchmarks]"`` for the plot.
+
+``--order uncertainty file random`` compares instead where the user labels next, with the default retrain
+policy: from a candidate pool (``--candidates`` images drawn by the seed), each round the user corrects
+the images the model is least sure of (``most uncertain``: every remaining candidate predicted, the
+highest image scores first, as Next does), the next ones by file name, or random ones. Each order runs
+``--seeds`` times (the seed draws the pool and seeds training); the report is AP@0.5 against accepted
+images and against corrected objects, and the corrected objects the uncertainty order needed to reach
+the file order's final AP (``docs/hitl_order.json``, ``docs/images/hitl_order.png``)::
+
+    python benchmarks/hitl.py --order uncertainty file random --seeds 3 --round-minutes 1 --threads 1
 """
 
 from __future__ import annotations
@@ -30,8 +40,9 @@ from dsb_semantic import DATA, N_VALIDATION
 
 from napari_mia.core import Trainer, TrainingConfig, predict
 from napari_mia.core.experiment import Experiment
-from napari_mia.core.infer import run
+from napari_mia.core.infer import predict_with_uncertainty, run
 from napari_mia.core.metrics import InstanceScore, instance_iou, match_counts
+from napari_mia.core.uncertainty import image_score
 
 ROOT = Path(__file__).resolve().parents[1]
 # The retrain policies compared: the run that chose the defaults set "full LR, by area" against the
@@ -103,7 +114,18 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=3)
     parser.add_argument("--round-minutes", type=float, default=1.5)
     parser.add_argument("--hold-out", type=int, default=30)
+    parser.add_argument("--order", nargs="+", choices=ORDERS, help="compare where the user labels next")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--candidates", type=int, default=40)
+    parser.add_argument("--threads", type=int, help="torch threads (default: PyTorch's)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.order:
+        compare_orders(args)
+        return
     pool_ids, hold_out_ids = split(args.hold_out)
     pool = {i: load(i) for i in pool_ids[: 1 + args.rounds * args.per_round]}
     hold_out = [load(i) for i in hold_out_ids]
@@ -147,6 +169,101 @@ def main() -> None:
     curves["from scratch (whole budget, final images)"] = [{"round": args.rounds, "images": len(pool),
                                                             "ap50": scratch_ap}]
     report(curves, args, time.perf_counter() - started)
+
+
+ORDERS = ("uncertainty", "file", "random")
+
+
+def next_images(order: str, model, config, remaining: dict, count: int, rng) -> list[tuple[str, np.ndarray]]:
+    """The ``count`` images the user corrects next, with the prediction they correct."""
+    if order == "uncertainty":  # as Next in the dock: the highest image scores first
+        predicted = {name: predict_with_uncertainty(model, image, config, channel_axis=-1)
+                     for name, (image, _) in remaining.items()}
+        chosen = sorted(predicted, key=lambda name: -image_score(predicted[name][1]))[:count]
+        return [(name, predicted[name][0]) for name in chosen]
+    names = sorted(remaining) if order == "file" else list(rng.permutation(sorted(remaining)))
+    return [(name, predict(model, remaining[name][0], config, channel_axis=-1)) for name in names[:count]]
+
+
+def compare_orders(args) -> None:
+    started = time.perf_counter()
+    ids = sorted(p.stem for p in (DATA / "images").glob("*.png"))
+    held_out = set(np.random.default_rng(2018).permutation(ids)[:N_VALIDATION])
+    hold_out = [load(i) for i in split(args.hold_out)[1]]
+    others = [i for i in ids if i not in held_out]
+    curves = {order: [] for order in args.order}
+    for seed in range(args.seeds):
+        candidates = sorted(np.random.default_rng(100 + seed).permutation(others)[: args.candidates])
+        pool = {i: load(i) for i in candidates}
+        config = TrainingConfig(application="instance", classes=["background", "object"], validation_fraction=0.0,
+                                max_minutes=args.round_minutes, epochs=10_000, seed=seed)
+        first_name = candidates[0]  # the user starts from the first image of the folder
+        first = new_experiment({first_name: pool[first_name]}, 1)
+        first_model = train(first, config)
+        start_ap = hold_out_ap(first_model, config, hold_out)
+        print(f"seed {seed}: round 0, {first_name}: AP@0.5 {start_ap:.3f}", flush=True)
+        for order in args.order:
+            rng = np.random.default_rng(seed)
+            experiment, model = new_experiment({first_name: pool[first_name]}, 1), _copy(first_model)
+            experiment.mark_trained(list(experiment))
+            rows, corrected = [{"round": 0, "images": 1, "ap50": start_ap, "corrected": 0}], 0
+            for round_number in range(1, args.rounds + 1):
+                remaining = {n: pool[n] for n in pool if n not in {e.name for e in experiment}}
+                for name, predicted in next_images(order, model, config, remaining, args.per_round, rng):
+                    image, truth = pool[name]
+                    corrected += corrections(truth, predicted)["to fix"]
+                    experiment.add_array(name, image, -1)
+                    experiment.accept(experiment[name], truth)
+                model = train(experiment, config, model)
+                rows.append({"round": round_number, "images": len(experiment),
+                             "ap50": hold_out_ap(model, config, hold_out), "corrected": corrected})
+                print(f"seed {seed}, {order}, round {round_number}: {rows[-1]}", flush=True)
+            curves[order].append(rows)
+    report_orders(curves, args, time.perf_counter() - started)
+
+
+def _mean_curve(runs: list[list[dict]], key: str) -> list[float]:
+    return [float(np.mean([rows[r][key] for rows in runs])) for r in range(len(runs[0]))]
+
+
+def report_orders(curves: dict, args, seconds: float) -> None:
+    print(f"\n{args.rounds} rounds of {args.per_round} corrected images, {args.round_minutes} CPU-min each "
+          f"({args.threads or 'all'} thread(s)); {args.seeds} seeds of {args.candidates} candidates; hold-out "
+          f"{args.hold_out} images; {seconds / 60:.0f} min in all\n")
+    print("| order | " + " | ".join(f"round {r}" for r in range(args.rounds + 1)) + " |")
+    print("|---|" + "---|" * (args.rounds + 1))
+    means = {order: (_mean_curve(runs, "ap50"), _mean_curve(runs, "corrected")) for order, runs in curves.items()}
+    for order, (ap, corrected) in means.items():
+        print(f"| {order} | " + " | ".join(f"{a:.3f} ({c:.0f})" for a, c in zip(ap, corrected)) + " |")
+    print("\ncells: AP@0.5 on the hold-out, mean over seeds (corrected objects so far)\n")
+    if "uncertainty" in means and "file" in means:
+        file_ap, file_corrected = means["file"][0][-1], means["file"][1][-1]
+        reached = [c for a, c in zip(*means["uncertainty"]) if a >= file_ap]
+        needed = reached[0] if reached else float("inf")
+        saving = 1 - needed / file_corrected if file_corrected else 0.0
+        verdict = "pass" if saving >= 0.30 else "fail"
+        print(f"uncertainty_objects_to_reach_file_final_ap {needed:.0f} (file order: {file_corrected:.0f} for AP "
+              f"{file_ap:.3f}; saving {saving:.0%}) 30% {verdict}")
+    (ROOT / "docs" / "hitl_order.json").write_text(json.dumps({"args": vars(args), "curves": curves}, indent=1))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        print('no plot: pip install -e ".[benchmarks]"')
+        return
+    figure, axes = pyplot.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for order, (ap, corrected) in means.items():
+        images = _mean_curve(curves[order], "images")
+        axes[0].plot(images, ap, marker="o", label=order)
+        axes[1].plot(corrected, ap, marker="o", label=order)
+    axes[0].set_xlabel("accepted images")
+    axes[1].set_xlabel("corrected objects (missed + false at IoU 0.5)")
+    axes[0].set_ylabel(f"AP@0.5 on the hold-out (mean of {args.seeds} seeds)")
+    axes[1].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(ROOT / "docs" / "images" / "hitl_order.png", dpi=120)
 
 
 def _copy(model):
