@@ -171,6 +171,7 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob6", timeout=30_000)
     wait_until_idle(qtbot, widget)
     assert not viewer.layers["blob6 prediction"].data.any()  # not predicted: its prediction layer is empty
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is viewer.layers["blob6 labels"])  # to paint
     assert len(viewer.layers) == 3  # one image open at a time: its image, labels and prediction
     painted = instance_blobs((64, 64), n=3, seed=6)[1]
     viewer.layers["blob6 labels"].data = painted  # painting it saves it
@@ -225,6 +226,7 @@ def test_next_goes_to_the_most_uncertain_image_and_the_camera_visits_the_least_s
     qtbot.waitUntil(lambda: panel.current.name == most, timeout=30_000)
     wait_until_idle(qtbot, widget)
     prediction = viewer.layers[f"{most} prediction"]
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is prediction)  # what Accept takes, ready to correct
     confidence = dict(zip(prediction.features["index"], prediction.features["confidence"]))
     assert len(confidence) >= 2 and set(confidence) == set(np.unique(prediction.data[prediction.data > 0]))
 

@@ -225,10 +225,17 @@ class ExperimentPanel(Container):
         prediction_layer = layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
         self._set_uncertainty(uncertainty if predicted else None, prediction_layer, confidences)
         # What the user corrects: the prediction (Accept takes it) until the image has labels of its own.
-        self.viewer.layers.selection.active = prediction_layer if entry.status == "predicted" else labels_layer
+        # Made active in the next turn of the event loop: napari's layer controls then switch apart from
+        # the new image being drawn (together they froze the window a tenth of a second).
+        active = prediction_layer if entry.status == "predicted" else labels_layer
+        QTimer.singleShot(0, lambda: self._activate(active))
         self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
+
+    def _activate(self, layer) -> None:
+        if layer in self.viewer.layers:
+            self.viewer.layers.selection.active = layer
 
     def _reused_layers(self, image, rgb: bool, labels, name: str):
         """The open image's Image and Labels layers, given the next image's data and name, or (None, None)
@@ -258,7 +265,9 @@ class ExperimentPanel(Container):
         image_layer.name = name
         self._setting_labels = True  # new data, not an edit
         try:
-            labels_layer.data = labels
+            # In the layer's own dtype where the ids fit: a new dtype makes napari rebuild the layer's visual.
+            kept_dtype = layers.fits(labels, labels_layer.data.dtype)
+            labels_layer.data = labels.astype(labels_layer.data.dtype, copy=False) if kept_dtype else labels
         finally:
             self._setting_labels = False
         labels_layer.name = f"{name} {LABELS_SUFFIX}"
@@ -281,7 +290,6 @@ class ExperimentPanel(Container):
         ids, confidences = confidences
         prediction_layer.features = {"index": np.asarray(ids, np.int64), "confidence": np.asarray(confidences)}
         self._show_uncertainty_layer()
-        self.refresh()
 
     def _show_uncertainty_layer(self) -> None:
         """``<image> uncertainty`` while Show uncertainty is ticked and the image has a map; made once, then
@@ -454,8 +462,7 @@ class ExperimentPanel(Container):
     # ---- jobs ---------------------------------------------------------------------------------------
     def _on_job_finished(self) -> None:
         self.dock.worker = None
-        self.dock.set_running(False)
-        self.refresh()
+        self.dock.set_running(False)  # which refreshes the table and buttons
 
     def _on_error(self, error: Exception) -> None:
         name = "" if self.current is None else f" ({self.current.name})"

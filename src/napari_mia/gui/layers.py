@@ -133,7 +133,7 @@ def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tupl
     shape = spatial_shape(image_layer)
     colors = None if colors is None else list(colors)
     existing = viewer.layers[name] if name in viewer.layers else None
-    if is_prediction_layer(existing) and existing.data.shape == shape and _fits(labels, existing.data.dtype):
+    if is_prediction_layer(existing) and existing.data.shape == shape and fits(labels, existing.data.dtype):
         existing.data[index] = labels
         if existing.metadata.get(COLORS_KEY) != colors:  # e.g. made empty before there was a model
             existing.metadata[COLORS_KEY] = colors
@@ -142,7 +142,7 @@ def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tupl
         return existing
     if is_prediction_layer(existing):
         viewer.layers.remove(existing)
-    data = np.zeros(shape, dtype=np.uint16 if _fits(labels, np.uint16) else labels.dtype)
+    data = np.zeros(shape, dtype=np.uint16 if fits(labels, np.uint16) else labels.dtype)
     data[index] = labels
     colormap = {} if colors is None else {"colormap": class_colormap(colors)}  # None: object ids
     return viewer.add_labels(
@@ -156,7 +156,7 @@ def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tupl
     )
 
 
-def _fits(labels: np.ndarray, dtype) -> bool:
+def fits(labels: np.ndarray, dtype) -> bool:
     """Whether every id of ``labels`` can be stored as ``dtype``."""
     return labels.size == 0 or np.can_cast(labels.dtype, dtype) or (
         labels.min() >= 0 and labels.max() <= np.iinfo(dtype).max)
