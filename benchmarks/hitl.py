@@ -222,6 +222,19 @@ def compare_orders(args) -> None:
     report_orders(curves, args, time.perf_counter() - started)
 
 
+def _pyplot():
+    """matplotlib's pyplot drawing to files, or None (and how to get it) without the benchmarks extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        print('no plot: pip install -e ".[benchmarks]"')
+        return None
+    return pyplot
+
+
 def _mean_curve(runs: list[list[dict]], key: str) -> list[float]:
     return [float(np.mean([rows[r][key] for rows in runs])) for r in range(len(runs[0]))]
 
@@ -245,13 +258,8 @@ def report_orders(curves: dict, args, seconds: float) -> None:
         print(f"uncertainty_objects_to_reach_file_final_ap {needed:.0f} (file order: {file_corrected:.0f} for AP "
               f"{file_ap:.3f}; saving {saving:.0%}) 30% {verdict}")
     (ROOT / "docs" / "hitl_order.json").write_text(json.dumps({"args": vars(args), "curves": curves}, indent=1))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-    except ImportError:
-        print('no plot: pip install -e ".[benchmarks]"')
+    pyplot = _pyplot()
+    if pyplot is None:
         return
     figure, axes = pyplot.subplots(1, 2, figsize=(10, 4), sharey=True)
     for order, (ap, corrected) in means.items():
@@ -290,13 +298,8 @@ def report(curves: dict, args, seconds: float) -> None:
         name = f"{best_policy}_vs_{other.split(' (')[0]}".replace(" ", "_")
         print(f"{name} {loop[best_policy]:.3f} {target:.3f} {verdict}")
     (ROOT / "docs" / "hitl.json").write_text(json.dumps({"args": vars(args), "curves": curves}, indent=1))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot
-    except ImportError:
-        print('no plot: pip install -e ".[benchmarks]"')
+    pyplot = _pyplot()
+    if pyplot is None:
         return
     figure, axis = pyplot.subplots(figsize=(6, 4))
     for name, rows in curves.items():
