@@ -70,8 +70,14 @@ def test_classifier_exports_to_onnx(tmp_path):
     assert difference < 1e-4
 
 
-def test_bioimageio_package_validates_runs_and_imports_back(tmp_path):
+def test_bioimageio_package_validates_runs_and_imports_back(tmp_path, monkeypatch):
+    import tempfile
+
     from napari_mia.core.bioimageio import load_bioimageio, validate_bioimageio
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the export and the import work
 
     model, config = _model(application="instance")
     history = [EpochEnd(epoch=0, epochs=1, train_loss=0.5, learning_rate=1e-3, seconds=2.0)]
@@ -94,6 +100,7 @@ def test_bioimageio_package_validates_runs_and_imports_back(tmp_path):
     assert loaded_config == config and loaded_history == history
     for mine, theirs in zip(model.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(mine, theirs)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("napari-mia")] == []  # no work folder left
 
 
 def test_zarr_prediction_streams_and_matches_in_memory(tmp_path):

@@ -96,69 +96,70 @@ def export_bioimageio(model: torch.nn.Module, config: TrainingConfig, path: str 
         raise ExportError('bioimage.io export needs bioimageio.spec: pip install "napari-mia[bioimageio]"') from error
     path = Path(path)
     model = model.cpu().eval()
-    work = Path(tempfile.mkdtemp(prefix="napari-mia-bioimageio-"))
-    test_input = _test_image(config)
-    with torch.inference_mode():
-        test_output = model(torch.from_numpy(_scale_range(test_input, config))).numpy()
-    np.save(work / "test_input.npy", test_input)
-    np.save(work / "test_output.npy", test_output)
-    onnx_path = export_onnx(model, config, work / "weights.onnx")
-    torchscript_path = export_torchscript(model, config, work / "weights.pt")
-    checks = [disagreement(test_output, run_exported(p, _scale_range(test_input, config)), config, tolerance)
-              for p in (onnx_path, torchscript_path)]
-    difference = max(worst for worst, _ in checks)
-    if not all(agree for _, agree in checks):
-        raise ExportError(f"exported weights' probabilities differ from PyTorch's by up to {difference:.2e} "
-                          f"(tolerance {tolerance} + {RELATIVE_TOLERANCE} relative)")
-    mia_file = save_model(work / "napari-mia-model.safetensors", model, config, history)
-    (work / "README.md").write_text(_documentation(config))
+    with tempfile.TemporaryDirectory(prefix="napari-mia-bioimageio-") as folder:  # the package copies it all
+        work = Path(folder)
+        test_input = _test_image(config)
+        with torch.inference_mode():
+            test_output = model(torch.from_numpy(_scale_range(test_input, config))).numpy()
+        np.save(work / "test_input.npy", test_input)
+        np.save(work / "test_output.npy", test_output)
+        onnx_path = export_onnx(model, config, work / "weights.onnx")
+        torchscript_path = export_torchscript(model, config, work / "weights.pt")
+        checks = [disagreement(test_output, run_exported(p, _scale_range(test_input, config)), config, tolerance)
+                  for p in (onnx_path, torchscript_path)]
+        difference = max(worst for worst, _ in checks)
+        if not all(agree for _, agree in checks):
+            raise ExportError(f"exported weights' probabilities differ from PyTorch's by up to {difference:.2e} "
+                              f"(tolerance {tolerance} + {RELATIVE_TOLERANCE} relative)")
+        mia_file = save_model(work / "napari-mia-model.safetensors", model, config, history)
+        (work / "README.md").write_text(_documentation(config))
 
-    channels = [spec.Identifier(f"channel{i}") for i in range(config.input_channels)]
-    if config.application == "classification":
-        size = config.patch_size
-        input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=channels),
-                      spec.SpaceInputAxis(id=spec.AxisId("y"), size=size),
-                      spec.SpaceInputAxis(id=spec.AxisId("x"), size=size)]
-        output_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=_output_names(config))]
-    else:
-        step = spec.ParameterizedSize(min=32, step=32)
-        input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=channels),
-                      spec.SpaceInputAxis(id=spec.AxisId("y"), size=step),
-                      spec.SpaceInputAxis(id=spec.AxisId("x"), size=step)]
-        output_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=_output_names(config)),
-                       *(spec.SpaceOutputAxis(id=spec.AxisId(a), size=spec.SizeReference(
-                           tensor_id=spec.TensorId("input"), axis_id=spec.AxisId(a))) for a in ("y", "x"))]
-    low, high = config.normalize_percentiles
-    description = spec.ModelDescr(
-        name=f"napari-mia {config.application} {config.architecture} {config.backbone}",
-        description=f"{config.application} model trained with napari-mia; outputs "
-                    f"{'heatmap' if config.application == 'detection' else 'class'} logits.",
-        authors=[spec.Author(name=name) for name in authors] or [spec.Author(name=getpass.getuser())],
-        cite=[spec.CiteEntry(text=MIA_CITATION, url="https://github.com/MIAnalyzer/MIA")],
-        license=spec.LicenseId(license_id or project_license()),
-        documentation=spec.FileDescr(source=work / "README.md"),
-        covers=[spec.FileDescr(source=_cover(test_input, test_output, work / "cover.png"))],
-        tags=["napari-mia", config.application, "2d"],
-        attachments=[spec.FileDescr(source=mia_file)],
-        inputs=[spec.InputTensorDescr(
-            id=spec.TensorId("input"), axes=input_axes, test_tensor=spec.FileDescr(source=work / "test_input.npy"),
-            data=spec.IntervalOrRatioDataDescr(type="float32"),
-            preprocessing=[spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
-                axes=[spec.AxisId("y"), spec.AxisId("x")], min_percentile=low, max_percentile=high))],
-        )],
-        outputs=[spec.OutputTensorDescr(
-            id=spec.TensorId("output"), axes=output_axes,
-            test_tensor=spec.FileDescr(source=work / "test_output.npy"),
-        )],
-        weights=spec.WeightsDescr(
-            onnx=spec.OnnxWeightsDescr(source=onnx_path, opset_version=17),
-            torchscript=spec.TorchscriptWeightsDescr(source=torchscript_path,
-                                                     pytorch_version=spec.Version(torch.__version__.split("+")[0])),
-        ),
-        config={"napari_mia": config.to_dict()},
-    )
-    save_bioimageio_package(description, output_path=path)
-    return path, difference
+        channels = [spec.Identifier(f"channel{i}") for i in range(config.input_channels)]
+        if config.application == "classification":
+            size = config.patch_size
+            input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=channels),
+                          spec.SpaceInputAxis(id=spec.AxisId("y"), size=size),
+                          spec.SpaceInputAxis(id=spec.AxisId("x"), size=size)]
+            output_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=_output_names(config))]
+        else:
+            step = spec.ParameterizedSize(min=32, step=32)
+            input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=channels),
+                          spec.SpaceInputAxis(id=spec.AxisId("y"), size=step),
+                          spec.SpaceInputAxis(id=spec.AxisId("x"), size=step)]
+            output_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=_output_names(config)),
+                           *(spec.SpaceOutputAxis(id=spec.AxisId(a), size=spec.SizeReference(
+                               tensor_id=spec.TensorId("input"), axis_id=spec.AxisId(a))) for a in ("y", "x"))]
+        low, high = config.normalize_percentiles
+        description = spec.ModelDescr(
+            name=f"napari-mia {config.application} {config.architecture} {config.backbone}",
+            description=f"{config.application} model trained with napari-mia; outputs "
+                        f"{'heatmap' if config.application == 'detection' else 'class'} logits.",
+            authors=[spec.Author(name=name) for name in authors] or [spec.Author(name=getpass.getuser())],
+            cite=[spec.CiteEntry(text=MIA_CITATION, url="https://github.com/MIAnalyzer/MIA")],
+            license=spec.LicenseId(license_id or project_license()),
+            documentation=spec.FileDescr(source=work / "README.md"),
+            covers=[spec.FileDescr(source=_cover(test_input, test_output, work / "cover.png"))],
+            tags=["napari-mia", config.application, "2d"],
+            attachments=[spec.FileDescr(source=mia_file)],
+            inputs=[spec.InputTensorDescr(
+                id=spec.TensorId("input"), axes=input_axes, test_tensor=spec.FileDescr(source=work / "test_input.npy"),
+                data=spec.IntervalOrRatioDataDescr(type="float32"),
+                preprocessing=[spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
+                    axes=[spec.AxisId("y"), spec.AxisId("x")], min_percentile=low, max_percentile=high))],
+            )],
+            outputs=[spec.OutputTensorDescr(
+                id=spec.TensorId("output"), axes=output_axes,
+                test_tensor=spec.FileDescr(source=work / "test_output.npy"),
+            )],
+            weights=spec.WeightsDescr(
+                onnx=spec.OnnxWeightsDescr(source=onnx_path, opset_version=17),
+                torchscript=spec.TorchscriptWeightsDescr(source=torchscript_path,
+                                                         pytorch_version=spec.Version(torch.__version__.split("+")[0])),
+            ),
+            config={"napari_mia": config.to_dict()},
+        )
+        save_bioimageio_package(description, output_path=path)
+        return path, difference
 
 
 def validate_bioimageio(path: str | Path) -> str:
@@ -198,6 +199,6 @@ def load_bioimageio(path: str | Path, device: torch.device | str = "cpu"):
         if not names:
             raise ExportError(f"{path} is a bioimage.io package without a napari-mia model file; "
                               "only packages exported by napari-mia can be imported")
-        work = Path(tempfile.mkdtemp(prefix="napari-mia-import-"))
-        package.extract(names[0], work)
-    return load_model(work / names[0], device)
+        with tempfile.TemporaryDirectory(prefix="napari-mia-import-") as work:
+            package.extract(names[0], work)
+            return load_model(Path(work) / names[0], device)
