@@ -25,6 +25,7 @@ from . import layers
 from .background import create_background_worker
 
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
+_ACTIVATE_AFTER_MS = 80  # the layer to correct becomes active once the new image has been drawn
 LABELS_SUFFIX = "labels"
 _COLUMNS = ("Image", "Size", "Role", "Status", "Labelled px", "Uncertainty")
 UNCERTAINTY_SUFFIX = "uncertainty"
@@ -225,10 +226,10 @@ class ExperimentPanel(Container):
         prediction_layer = layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
         self._set_uncertainty(uncertainty if predicted else None, prediction_layer, confidences)
         # What the user corrects: the prediction (Accept takes it) until the image has labels of its own.
-        # Made active in the next turn of the event loop: napari's layer controls then switch apart from
-        # the new image being drawn (together they froze the window a tenth of a second).
+        # Made active a moment later: napari's layer controls then switch after the new image is drawn
+        # (in the same turn of the event loop, or the next, the two froze the window a tenth of a second).
         active = prediction_layer if entry.status == "predicted" else labels_layer
-        QTimer.singleShot(0, lambda: self._activate(active))
+        QTimer.singleShot(_ACTIVATE_AFTER_MS, lambda: self._activate(active))
         self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
