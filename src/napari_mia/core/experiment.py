@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 from .config import TrainingConfig
 from .data import DataError, Sample, make_samples, split_train_validation
 from .events import ImagePredicted
-from .files import list_images, read_image, read_labels, write_atomically, write_labels, write_map
+from .files import list_images, read_image, read_labels, read_map, write_atomically, write_labels, write_map
 from .uncertainty import image_score
 
 ROLES = ("train", "validation", "test")
@@ -177,7 +176,7 @@ class Experiment:
     def read_uncertainty(self, entry: Entry) -> np.ndarray | None:
         """The per-pixel uncertainty of ``entry``'s last prediction, or None."""
         path = self.uncertainty_path(entry)
-        return tifffile.imread(path) if path is not None and path.is_file() else None
+        return read_map(path) if path is not None and path.is_file() else None
 
     def save_labels(self, entry: Entry, labels: np.ndarray, status: str = "labelled") -> None:
         """Keep what the user painted (or accepted, with ``status="accepted"``): it teaches from now on. A

@@ -106,6 +106,11 @@ def write_labels(path: str | Path, labels: np.ndarray) -> Path:
     return write_atomically(path, lambda file: tifffile.imwrite(file, labels.astype(dtype), compression="zlib"))
 
 
+def read_map(path: str | Path) -> np.ndarray:
+    """A float map written by :func:`write_map`."""
+    return tifffile.imread(path)
+
+
 def write_map(path: str | Path, values: np.ndarray) -> Path:
     """A float map (e.g. per-pixel uncertainty) as a float32 zlib TIFF, written atomically."""
     values = np.asarray(values, np.float32)

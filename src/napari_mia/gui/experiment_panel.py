@@ -243,14 +243,10 @@ class ExperimentPanel(Container):
         when there are none to reuse; its prediction layer is renamed for the next image's prediction
         (``write_prediction`` then fills it), the rest taken out. Taking a layer out of napari's canvas
         costs far more than new data: napari collects garbage each time."""
-        previous = self.current
-        image_layer = self.viewer.layers[previous.name] if (
-            previous is not None and previous.name in self.viewer.layers) else None
-        labels_layer = self._labels_layer()
+        image_layer, labels_layer = self._open_layer(), self._labels_layer()
         reusable = image_layer is not None and labels_layer is not None and image_layer.rgb == rgb
         old_prediction = self.dock.prediction_layer() if reusable else None
-        old_uncertainty = self.viewer.layers[f"{previous.name} {UNCERTAINTY_SUFFIX}"] if reusable and (
-            f"{previous.name} {UNCERTAINTY_SUFFIX}" in self.viewer.layers) else None
+        old_uncertainty = self._open_layer(UNCERTAINTY_SUFFIX) if reusable else None
         kept = () if not reusable else (image_layer, labels_layer, old_prediction, old_uncertainty)
         for layer_name in self._layer_names():
             if layer_name in self.viewer.layers and self.viewer.layers[layer_name] not in kept:
@@ -298,7 +294,7 @@ class ExperimentPanel(Container):
         if self.current is None:
             return
         name = f"{self.current.name} {UNCERTAINTY_SUFFIX}"
-        existing = self.viewer.layers[name] if name in self.viewer.layers else None
+        existing = self._open_layer(UNCERTAINTY_SUFFIX)
         if not self.show_uncertainty.value or self._uncertainty is None:
             if existing is not None:
                 self.viewer.layers.remove(existing)
@@ -348,9 +344,15 @@ class ExperimentPanel(Container):
                 self.viewer.layers.remove(name)
 
     # ---- saving -------------------------------------------------------------------------------------
-    def _labels_layer(self):
-        name = None if self.current is None else f"{self.current.name} {LABELS_SUFFIX}"
+    def _open_layer(self, suffix: str = ""):
+        """The open image's layer (``suffix`` empty) or its ``<image> <suffix>`` layer, if in the viewer."""
+        if self.current is None:
+            return None
+        name = f"{self.current.name} {suffix}" if suffix else self.current.name
         return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _labels_layer(self):
+        return self._open_layer(LABELS_SUFFIX)
 
     def _on_edit(self, *_) -> None:
         if not self._setting_labels:
