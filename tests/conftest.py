@@ -40,6 +40,6 @@ def blob_pair():
 
 @pytest.fixture
 def tiny_config():
-    from napari_mia.core import TrainingConfig
+    from tests.configs import fixed_config
 
-    return TrainingConfig(epochs=2, batch_size=4, patch_size=64, validation_fraction=0.0, seed=1)
+    return fixed_config(epochs=2, batch_size=4, patch_size=64, validation_fraction=0.0, seed=1)

@@ -26,6 +26,7 @@ from napari_mia.core.metrics import (
 )
 from napari_mia.core.postprocess import instances_from_probabilities, points_from_heatmaps
 from napari_mia.core.train import Trainer
+from tests.configs import fixed_config
 
 from ..conftest import instance_blobs
 
@@ -140,7 +141,7 @@ def test_per_class_thresholds_are_calibrated_on_validation_frames():
     heatmaps = points_heatmaps(points, (64, 64), 2, sigma=2)
     heatmaps[0] *= 0.12  # class 0 learned weak peaks: only a low threshold finds it
     heatmaps[1, 40:43, 50:53] = 0.45  # a false class-1 blob that a low threshold would keep
-    config = TrainingConfig(application="detection", classes=["a", "b"], object_size=6)
+    config = fixed_config(application="detection", classes=["a", "b"], object_size=6)
     low, high = calibrate_peak_thresholds([heatmaps], [points], config)
     assert low <= 0.1 and high == 0.5
 
@@ -159,7 +160,7 @@ def test_heatmaps_peak_at_points_and_peaks_come_back():
 def test_point_samples_use_stack_coordinates_and_down_scaling():
     stack = np.zeros((2, 64, 64), np.uint8)
     stack[1, 20:30, 30:40] = 200
-    config = TrainingConfig(application="detection", classes=["cell"], downscale=0.5, object_size=12)
+    config = fixed_config(application="detection", classes=["cell"], downscale=0.5, object_size=12)
     samples = make_point_samples(stack, np.array([[1, 25, 35], [7, 5, 5]]), None, config)  # frame 7 is outside
     assert len(samples) == 2 and len(samples[0].truth) == 0
     assert samples[1].truth.tolist() == [[12.5, 17.5, 0]]
@@ -177,18 +178,18 @@ def test_heatmap_losses_on_known_input():
 
 
 def test_config_defaults_follow_the_application():
-    assert TrainingConfig(application="instance").classes == ["background", "object"]
-    assert TrainingConfig(application="detection").loss == "heatmap_focal"
-    classification = TrainingConfig(application="classification")
+    assert fixed_config(application="instance").classes == ["background", "object"]
+    assert fixed_config(application="detection").loss == "heatmap_focal"
+    classification = fixed_config(application="classification")
     assert classification.architecture == "Standard" and classification.loss == "cross_entropy"
-    assert TrainingConfig(application="instance").n_outputs == 3
+    assert fixed_config(application="instance").n_outputs == 3
     with pytest.raises(ConfigError, match="architecture"):
-        TrainingConfig(application="classification", architecture="Unet")
+        fixed_config(application="classification", architecture="Unet")
     with pytest.raises(ConfigError, match="loss"):
-        TrainingConfig(application="detection", loss="dice")
+        fixed_config(application="detection", loss="dice")
     with pytest.raises(ConfigError, match="instance"):
-        TrainingConfig(application="instance", classes=["background", "a", "b"])
-    restored = TrainingConfig.from_dict(TrainingConfig(application="detection", object_size=30).to_dict())
+        fixed_config(application="instance", classes=["background", "a", "b"])
+    restored = TrainingConfig.from_dict(fixed_config(application="detection", object_size=30).to_dict())
     assert restored.application == "detection" and restored.object_size == 30
 
 
@@ -200,7 +201,7 @@ def _train(config, samples):
 
 def test_instance_training_predicts_unique_ids_per_object():
     image, truth, _ = instance_blobs((96, 96), n=6, seed=3)
-    config = TrainingConfig(application="instance", epochs=12, batch_size=8, patch_size=64, seed=0)
+    config = fixed_config(application="instance", epochs=12, batch_size=8, patch_size=64, seed=0)
     trainer, _ = _train(config, make_samples(image, truth, config))
     assert {"ap50", "ap50_95", "foreground_iou"} <= set(trainer.history[-1].val_metrics)
     stack = np.stack([image, image])
@@ -213,7 +214,7 @@ def test_instance_training_predicts_unique_ids_per_object():
 
 def test_detection_training_finds_points():
     image, _, centres = instance_blobs((96, 96), n=6, seed=3)
-    config = TrainingConfig(application="detection", classes=["cell"], epochs=40, batch_size=8, patch_size=64,
+    config = fixed_config(application="detection", classes=["cell"], epochs=40, batch_size=8, patch_size=64,
                             object_size=12)
     trainer, _ = _train(config, make_point_samples(image, centres, None, config))
     assert {"precision", "recall", "f1"} <= set(trainer.history[-1].val_metrics)
@@ -226,7 +227,7 @@ def test_detection_training_finds_points():
 def test_classification_training_and_object_classes():
     sizes = [4, 10] * 6
     stack = np.stack([instance_blobs((64, 64), n=3, radius=r, seed=i)[0] for i, r in enumerate(sizes)])
-    config = TrainingConfig(application="classification", classes=["small", "big"], epochs=10, batch_size=4,
+    config = fixed_config(application="classification", classes=["small", "big"], epochs=10, batch_size=4,
                             patch_size=64)
     trainer, _ = _train(config, make_class_samples(stack, [0, 1] * 6, config))
     assert {"accuracy", "macro_f1", "f1_small", "f1_big"} <= set(trainer.history[-1].val_metrics)
@@ -240,7 +241,7 @@ def test_classification_training_and_object_classes():
 def test_detection_heatmaps_start_low():
     from napari_mia.core.models import build_model
 
-    model = build_model(TrainingConfig(application="detection", classes=["a", "b"])).eval()
+    model = build_model(fixed_config(application="detection", classes=["a", "b"])).eval()
     with torch.no_grad():
         heatmaps = torch.sigmoid(model(torch.zeros(1, 1, 64, 64)))
     assert heatmaps.shape == (1, 2, 64, 64) and float(heatmaps.mean()) < 0.05

@@ -4,8 +4,9 @@ from napari_mia.core.config import ConfigError, TrainingConfig
 
 
 def test_defaults_are_valid_and_follow_color_mode():
-    assert TrainingConfig().input_channels == 1
+    assert TrainingConfig(color_mode="mono").input_channels == 1
     assert TrainingConfig(color_mode="color").input_channels == 3
+    assert TrainingConfig().input_channels is None  # Color/Mono auto: chosen with the data
     assert len(TrainingConfig(classes=["a", "b", "c"]).class_colors) == 3
 
 

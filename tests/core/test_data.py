@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from napari_mia.core.config import TrainingConfig
 from napari_mia.core.data import (
     IGNORE,
     DataError,
@@ -12,6 +11,7 @@ from napari_mia.core.data import (
     split_frames,
     split_train_validation,
 )
+from tests.configs import fixed_config
 
 
 def test_split_frames_grey_rgb_and_stack():
@@ -38,24 +38,24 @@ def test_rgba_mono_and_color_conversion():
     rgba = np.random.default_rng(0).integers(0, 255, (32, 40, 4), dtype=np.uint8)
     labels = np.zeros((32, 40), np.uint8)
     labels[:4] = 1
-    mono = make_samples(rgba, labels, TrainingConfig(), channel_axis=-1)
-    color = make_samples(rgba, labels, TrainingConfig(color_mode="color"), channel_axis=-1)
+    mono = make_samples(rgba, labels, fixed_config(), channel_axis=-1)
+    color = make_samples(rgba, labels, fixed_config(color_mode="color"), channel_axis=-1)
     assert mono[0].image.shape == (1, 32, 40)
     assert color[0].image.shape == (3, 32, 40)
-    grey_as_color = make_samples(rgba[..., 0], labels, TrainingConfig(color_mode="color"))
+    grey_as_color = make_samples(rgba[..., 0], labels, fixed_config(color_mode="color"))
     assert grey_as_color[0].image.shape == (3, 32, 40)
 
 
 def test_downscaling_resizes_image_and_labels():
     image, labels = np.zeros((100, 60), np.uint8), np.zeros((100, 60), np.uint8)
     labels[:50] = 1
-    [sample] = make_samples(image, labels, TrainingConfig(downscale=0.5))
+    [sample] = make_samples(image, labels, fixed_config(downscale=0.5))
     assert sample.image.shape == (1, 50, 30) and sample.labels.shape == (50, 30)
     assert set(np.unique(sample.labels)) == {0, 1}
 
 
 def test_sparse_labels_make_zero_unlabelled_and_drop_empty_frames():
-    config = TrainingConfig(sparse_labels=True)
+    config = fixed_config(sparse_labels=True)
     stack = np.zeros((3, 16, 16), np.uint8)
     labels = np.zeros((3, 16, 16), np.uint8)
     labels[1, :4] = 1  # background strokes
@@ -67,11 +67,11 @@ def test_sparse_labels_make_zero_unlabelled_and_drop_empty_frames():
 def test_label_problems_are_named():
     image = np.zeros((8, 8), np.uint8)
     with pytest.raises(DataError, match="class id 5"):
-        make_samples(image, np.full((8, 8), 5, np.uint8), TrainingConfig())
+        make_samples(image, np.full((8, 8), 5, np.uint8), fixed_config())
     with pytest.raises(DataError, match="integers"):
-        make_samples(image, np.zeros((8, 8), np.float32), TrainingConfig())
+        make_samples(image, np.zeros((8, 8), np.float32), fixed_config())
     with pytest.raises(DataError, match="do not match"):
-        make_samples(image, np.zeros((8, 9), np.uint8), TrainingConfig())
+        make_samples(image, np.zeros((8, 9), np.uint8), fixed_config())
 
 
 def test_validation_split_is_by_frame_and_seeded():
@@ -83,7 +83,7 @@ def test_validation_split_is_by_frame_and_seeded():
 
 
 def test_patches_pad_small_frames_with_ignore_and_prefer_objects():
-    config = TrainingConfig(patch_size=64, foreground_sampling=1.0, batch_size=2)
+    config = fixed_config(patch_size=64, foreground_sampling=1.0, batch_size=2)
     labels = np.zeros((40, 200), np.int16)
     labels[10:14, 150:154] = 1
     dataset = PatchDataset([Sample(np.zeros((1, 40, 200), np.float32), labels)], config)

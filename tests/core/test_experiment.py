@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_mia.core import TrainingConfig
 from napari_mia.core.cli import main
 from napari_mia.core.experiment import Experiment, predict_all
 from napari_mia.core.files import read_labels
 from napari_mia.core.models import build_model
+from tests.configs import fixed_config
 
 from ..conftest import instance_blobs
 
-TINY = TrainingConfig(application="instance", classes=["background", "object"], epochs=1, batch_size=2,
+TINY = fixed_config(application="instance", classes=["background", "object"], epochs=1, batch_size=2,
                       patch_size=32, validation_fraction=0.0, decoder_channels=(16, 16, 16, 16, 16))
 
 

@@ -8,18 +8,18 @@ import torch
 
 import napari_mia
 from napari_mia.core.cli import main
-from napari_mia.core.config import TrainingConfig
 from napari_mia.core.events import EpochEnd
 from napari_mia.core.export import export, read_exported_config
 from napari_mia.core.infer import predict
 from napari_mia.core.io import save_model
 from napari_mia.core.measure import measure_objects, objects_of_classes
 from napari_mia.core.models import build_model
+from tests.configs import fixed_config
 
 
 def _model(**settings):
     torch.manual_seed(0)
-    config = TrainingConfig(patch_size=64, **settings)
+    config = fixed_config(patch_size=64, **settings)
     return build_model(config).eval(), config
 
 
@@ -35,7 +35,7 @@ def test_exported_models_match_pytorch_and_carry_the_config(tmp_path, file_forma
 def test_exports_are_compared_on_probabilities_with_relative_and_absolute_tolerance():
     from napari_mia.core.export import disagreement
 
-    config = TrainingConfig(classes=["bg", "a", "b"])
+    config = fixed_config(classes=["bg", "a", "b"])
     logits = np.random.default_rng(0).normal(0, 8, (1, 3, 16, 16)).astype(np.float32)
     reordered = logits + np.float32(3e-4) * np.sign(logits)  # float32 reordering in a deep network
     difference, agree = disagreement(logits, reordered, config)
@@ -44,7 +44,7 @@ def test_exports_are_compared_on_probabilities_with_relative_and_absolute_tolera
     wrong[0, :, 3, 3] = wrong[0, ::-1, 3, 3]  # one pixel's classes swapped: a real difference
     difference, agree = disagreement(logits, wrong, config)
     assert not agree and difference > 0.1
-    heatmaps = TrainingConfig(application="detection", classes=["cell"])
+    heatmaps = fixed_config(application="detection", classes=["cell"])
     assert not disagreement(logits[:, :1], logits[:, :1] + 0.05, heatmaps)[1]  # sigmoid per class
 
 
@@ -54,7 +54,7 @@ def test_a_trained_resnet18_unet_exports_to_onnx(tmp_path):
 
     from ..conftest import blobs
 
-    config = TrainingConfig(backbone="resnet18", patch_size=128, batch_size=4, epochs=1000, max_minutes=0.25,
+    config = fixed_config(backbone="resnet18", patch_size=128, batch_size=4, epochs=1000, max_minutes=0.25,
                             validation_fraction=0.0, learning_rate=3e-3)
     samples = [s for seed in range(4) for s in make_samples(*blobs((192, 192), n=12, seed=seed), config)]
     trainer = Trainer(config, samples, [])

@@ -5,9 +5,10 @@ import sys
 import numpy as np
 import torch
 
-from napari_mia.core import TrainingConfig, predict
+from napari_mia.core import predict
 from napari_mia.core.infer import fit_tile, iter_probabilities, prediction_options, run, tile_starts
 from napari_mia.core.models import build_model
+from tests.configs import fixed_config
 
 
 def _whole_forward(model, image):
@@ -29,7 +30,7 @@ def test_tile_starts_cover_the_image_on_the_32_pixel_grid():
 
 def test_image_that_fits_one_tile_matches_a_whole_image_forward():
     torch.manual_seed(0)
-    model = build_model(TrainingConfig()).eval()
+    model = build_model(fixed_config()).eval()
     image = np.random.default_rng(0).random((1, 256, 320)).astype(np.float32)
     tiled = run(iter_probabilities(model, image, tile=512, overlap=64))
     np.testing.assert_allclose(tiled, _whole_forward(model, image), atol=1e-4)
@@ -39,7 +40,7 @@ def test_bf16_prediction_runs_under_autocast_and_stays_close_to_fp32(monkeypatch
     from napari_mia.core import models
 
     torch.manual_seed(0)
-    config = TrainingConfig()
+    config = fixed_config()
     model = build_model(config).eval()
     image = np.random.default_rng(0).random((1, 256, 320)).astype(np.float32)
     autocast_per_batch = []
@@ -68,18 +69,18 @@ def test_blending_has_no_seams_when_the_overlap_covers_the_receptive_field():
 
 def test_prediction_shapes_for_downscaled_stacks_and_rgb():
     torch.manual_seed(0)
-    config = TrainingConfig(downscale=0.5)
+    config = fixed_config(downscale=0.5)
     model = build_model(config).eval()
     stack = np.random.default_rng(0).integers(0, 4000, (2, 100, 150), dtype=np.uint16)
     labels = predict(model, stack, config)
     assert labels.shape == (2, 100, 150) and labels.dtype == np.uint16
     rgb = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
-    assert predict(model, rgb, TrainingConfig(downscale=0.5), channel_axis=-1).shape == (64, 96)
+    assert predict(model, rgb, fixed_config(downscale=0.5), channel_axis=-1).shape == (64, 96)
 
 
 def test_sparse_models_predict_in_the_users_label_convention():
     torch.manual_seed(0)
-    config = TrainingConfig(sparse_labels=True)
+    config = fixed_config(sparse_labels=True)
     labels = predict(build_model(config).eval(), np.zeros((64, 64), np.uint8), config)
     assert labels.min() >= 1
 
@@ -90,7 +91,7 @@ import json, resource, numpy as np, torch
 from napari_mia.core import TrainingConfig, predict
 from napari_mia.core.models import build_model
 torch.manual_seed(0)
-config = TrainingConfig()
+config = TrainingConfig(backbone="resnet18", pretrained=False, color_mode="mono", downscale=1.0)
 image = np.random.default_rng(0).integers(0, 65535, (4096, 4096), dtype=np.uint16)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 labels = predict(build_model(config).eval(), image, config)
@@ -107,7 +108,7 @@ print(json.dumps({"shape": labels.shape, "before_mb": before / 1024, "after_mb":
 def test_cpu_forwards_one_big_tile_at_a_time_and_gpus_batch_them():
     # A second 1024² tile per forward costs ~0.4 GB of activations on a CPU for no speed; it decided
     # whether a 20000² zarr image is predicted within 2 GB (benchmarks/big_zarr.py).
-    config = TrainingConfig(batch_size=16)
+    config = fixed_config(batch_size=16)
     assert prediction_options(config, "cpu", tile=1024)["batch_size"] == 1
     assert prediction_options(config, "cpu", tile=512)["batch_size"] == 4
     assert prediction_options(config, "cuda:0", tile=1024)["batch_size"] == 4
@@ -126,7 +127,7 @@ def test_chunked_upscaling_equals_torch_bilinear():
 
 def test_labels_stream_into_a_given_output_array():
     torch.manual_seed(0)
-    config = TrainingConfig(tile_overlap=64)
+    config = fixed_config(tile_overlap=64)
     model = build_model(config).eval()
     image = np.random.default_rng(3).integers(0, 255, (700, 300), dtype=np.uint8)
     expected = predict(model, image, config, tile=256)

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_mia.core import ModelFileError, TrainingConfig, load_model, predict, save_model
+from napari_mia.core import ModelFileError, load_model, predict, save_model
 from napari_mia.core.models import build_model
+from tests.configs import fixed_config
 
 
 def _model_file(tmp_path):
     torch.manual_seed(0)
-    config = TrainingConfig(classes=["bg", "nucleus", "border"], downscale=0.5, color_mode="color")
+    config = fixed_config(classes=["bg", "nucleus", "border"], downscale=0.5, color_mode="color")
     model = build_model(config).eval()
     return save_model(tmp_path / "model", model, config), model, config
 

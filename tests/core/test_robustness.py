@@ -17,7 +17,6 @@ from napari_mia.core import (
     ConfigError,
     DataError,
     Trainer,
-    TrainingConfig,
     TrainingDone,
     load_model,
     make_samples,
@@ -26,10 +25,11 @@ from napari_mia.core import (
 )
 from napari_mia.core.cli import main
 from napari_mia.core.models import build_model
+from tests.configs import fixed_config
 
 from ..conftest import blobs
 
-TINY = TrainingConfig(epochs=1, batch_size=2, patch_size=32, validation_fraction=0.0,
+TINY = fixed_config(epochs=1, batch_size=2, patch_size=32, validation_fraction=0.0,
                       decoder_channels=(16, 16, 16, 16, 16))
 THREE_CLASSES = ["background", "a", "b"]
 _MODEL = build_model(TINY.replace(classes=THREE_CLASSES))
@@ -52,7 +52,7 @@ _MODEL = build_model(TINY.replace(classes=THREE_CLASSES))
 def test_bad_data_is_named(image, labels, message):
     channel_axis = -1 if image.ndim == 3 else None
     with pytest.raises(DataError, match=message):
-        make_samples(image, labels, TrainingConfig(), channel_axis)
+        make_samples(image, labels, fixed_config(), channel_axis)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ def _kill_when_busy(command, ready, seconds):
 
 
 def test_killed_training_and_killed_saves_leave_the_previous_model_loadable(tmp_path):
-    config = TrainingConfig(backbone="resnet50", classes=["bg", "fg"])
+    config = fixed_config(backbone="resnet50", classes=["bg", "fg"])
     torch.manual_seed(0)
     model = build_model(config)
     path = save_model(tmp_path / "model.safetensors", model, config)
@@ -169,7 +169,7 @@ def test_killed_training_and_killed_saves_leave_the_previous_model_loadable(tmp_
 import torch
 from napari_mia.core import TrainingConfig, save_model
 from napari_mia.core.models import build_model
-config = TrainingConfig(backbone="resnet50", classes=["bg", "fg"])
+config = TrainingConfig(pretrained=False, color_mode="mono", downscale=1.0, backbone="resnet50", classes=["bg", "fg"])
 model = build_model(config)
 print("saving", flush=True)
 while True:

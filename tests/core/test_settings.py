@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_mia.core import EpochEnd, Sample, Trainer, TrainingConfig, make_samples
+from napari_mia.core import EpochEnd, Sample, Trainer, make_samples
 from napari_mia.core.augment import build_train_transform, geometric_transforms, preview_patches
 from napari_mia.core.config import Augmentations
 from napari_mia.core.data import IGNORE, PatchDataset
 from napari_mia.core.events import Preview, TrainingDone
 from napari_mia.core.losses import build_loss, class_weights
+from tests.configs import fixed_config
 
 from ..conftest import blobs
 
@@ -19,21 +20,21 @@ from ..conftest import blobs
 def test_auto_class_weights_are_inverse_frequency_with_mean_one():
     labels = np.array([[0, 0, 0, 1], [0, 0, 0, IGNORE]], np.int16)  # 6 background, 1 foreground
     sample = Sample(np.zeros((1, 2, 4), np.float32), labels)
-    weights = class_weights(TrainingConfig(class_weighting="auto"), [sample])
+    weights = class_weights(fixed_config(class_weighting="auto"), [sample])
     # inverse frequency 7/6 and 7/1, scaled to mean 1
     assert weights == pytest.approx([2 * (7 / 6) / (7 / 6 + 7), 2 * 7 / (7 / 6 + 7)])
-    manual = TrainingConfig(class_weighting="manual", class_weights=[1, 3])
+    manual = fixed_config(class_weighting="manual", class_weights=[1, 3])
     assert class_weights(manual, [sample]) == pytest.approx([0.5, 1.5])
-    assert class_weights(TrainingConfig(), [sample]) is None
+    assert class_weights(fixed_config(), [sample]) is None
 
 
 def test_instance_class_weights_weigh_background_and_object_over_the_three_maps():
     targets = np.array([[0, 0, 0, 2], [0, 0, 1, IGNORE]], np.int16)  # 5 background, 2 object (rim + interior)
     sample = Sample(np.zeros((1, 2, 4), np.float32), targets)
-    auto = class_weights(TrainingConfig(application="instance", class_weighting="auto"), [sample])
+    auto = class_weights(fixed_config(application="instance", class_weighting="auto"), [sample])
     background, obj = 2 * (7 / 5) / (7 / 5 + 7 / 2), 2 * (7 / 2) / (7 / 5 + 7 / 2)
     assert auto == pytest.approx([background, obj, obj])
-    manual = TrainingConfig(application="instance", class_weighting="manual", class_weights=[1, 3])
+    manual = fixed_config(application="instance", class_weighting="manual", class_weights=[1, 3])
     assert class_weights(manual, [sample]) == pytest.approx([0.5, 1.5, 1.5])
     image, labels = blobs(shape=(64, 64), n=4)
     config = manual.replace(epochs=1, batch_size=2, patch_size=32, validation_fraction=0)
@@ -46,7 +47,7 @@ def test_cross_entropy_value_and_class_weights_on_a_known_input():
     target = torch.tensor([[[0]], [[1]]])
     p0 = math.exp(2) / (math.exp(2) + 1)
     p1 = math.exp(1) / (math.exp(1) + 1)
-    config = TrainingConfig(loss="cross_entropy")
+    config = fixed_config(loss="cross_entropy")
     assert float(build_loss(config)(logits, target)) == pytest.approx(-(math.log(p0) + math.log(p1)) / 2, rel=1e-5)
     weighted = float(build_loss(config, [1.0, 3.0])(logits, target))
     assert weighted == pytest.approx(-(math.log(p0) + 3 * math.log(p1)) / 4, rel=1e-5)
@@ -58,7 +59,7 @@ def test_cross_entropy_value_and_class_weights_on_a_known_input():
 def test_every_loss_is_finite_ignores_unlabelled_and_is_lower_for_a_better_prediction(loss):
     target = torch.tensor([[[0, 1], [1, IGNORE]]])
     good = torch.tensor([[[[5.0, -5], [-5, 0]], [[-5.0, 5], [5, 0]]]])
-    function = build_loss(TrainingConfig(loss=loss))
+    function = build_loss(fixed_config(loss=loss))
     assert float(function(good, target)) < float(function(-good, target))
     assert np.isfinite(float(function(good, target)))
 
@@ -79,7 +80,7 @@ def test_geometric_augmentations_keep_image_and_labels_aligned(name):
                         affine_probability=1.0 if name == "affine" else 0.0,
                         elastic_probability=1.0 if name == "elastic" else 0.0)
     assert len(geometric_transforms(aug)) == 1
-    transform = build_train_transform(TrainingConfig(augmentations=aug))
+    transform = build_train_transform(fixed_config(augmentations=aug))
     image, labels = _asymmetric_pair()
     moved = 0
     for _ in range(8):
@@ -94,14 +95,14 @@ def test_intensity_augmentations_leave_labels_alone_and_disabling_turns_all_off(
     aug = Augmentations(flip_horizontal=False, flip_vertical=False, rotate90=False, blur_probability=1.0,
                         noise_probability=1.0, gamma_probability=1.0, brightness_contrast_probability=1.0)
     image, labels = _asymmetric_pair()
-    out_image, out_labels = build_train_transform(TrainingConfig(augmentations=aug))(image, labels)
+    out_image, out_labels = build_train_transform(fixed_config(augmentations=aug))(image, labels)
     np.testing.assert_array_equal(out_labels, labels)
     assert not np.allclose(out_image, image) and np.isfinite(out_image).all()
-    assert build_train_transform(TrainingConfig(augmentations=Augmentations(enabled=False))) is None
+    assert build_train_transform(fixed_config(augmentations=Augmentations(enabled=False))) is None
 
 
 def test_augmentation_preview_gives_aligned_patches():
-    config = TrainingConfig(patch_size=32)
+    config = fixed_config(patch_size=32)
     dataset = PatchDataset(make_samples(*blobs(), config), config, build_train_transform(config))
     images, labels = preview_patches(dataset, count=5)
     assert images.shape == (5, 1, 32, 32) and labels.shape == (5, 32, 32)

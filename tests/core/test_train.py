@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_mia.core import BatchEnd, EpochEnd, Trainer, TrainingConfig, TrainingDone, make_samples
+from napari_mia.core import BatchEnd, EpochEnd, Trainer, TrainingDone, make_samples
 from napari_mia.core.optimizers import OPTIMIZERS
 from napari_mia.core.train import learning_rate_at
+from tests.configs import fixed_config
 
 from ..conftest import blobs
 
@@ -51,7 +52,7 @@ def test_time_budget_stops_cleanly(tiny_config):
 
 
 def test_training_learns_blobs_and_retraining_continues_from_weights():
-    config = TrainingConfig(epochs=12, batch_size=8, patch_size=64, validation_fraction=0, seed=0)
+    config = fixed_config(epochs=12, batch_size=8, patch_size=64, validation_fraction=0, seed=0)
     samples = _samples(config, 3)
     trainer = Trainer(config, samples)
     losses = [e.train_loss for e in trainer.run() if isinstance(e, EpochEnd)]
@@ -74,13 +75,13 @@ def test_sparse_labels_train_only_on_labelled_pixels(tiny_config):
 
 
 def test_learning_rate_schedules():
-    cosine = TrainingConfig(learning_rate=1e-2, lr_schedule="cosine", warmup_fraction=0.1, min_learning_rate=1e-5)
+    cosine = fixed_config(learning_rate=1e-2, lr_schedule="cosine", warmup_fraction=0.1, min_learning_rate=1e-5)
     assert learning_rate_at(cosine, 0.05, 0) == pytest.approx(5e-3)  # warm-up
     assert learning_rate_at(cosine, 0.1, 0) == pytest.approx(1e-2)
     assert learning_rate_at(cosine, 0.55, 0) == pytest.approx((1e-2 + 1e-5) / 2)
     assert learning_rate_at(cosine, 1.0, 0) == pytest.approx(1e-5)
-    assert learning_rate_at(TrainingConfig(lr_schedule="constant"), 0.7, 9) == pytest.approx(3e-3)
-    step = TrainingConfig(lr_schedule="step", lr_factor=0.1, lr_step_every=10)
+    assert learning_rate_at(fixed_config(lr_schedule="constant"), 0.7, 9) == pytest.approx(3e-3)
+    step = fixed_config(lr_schedule="step", lr_factor=0.1, lr_step_every=10)
     assert [learning_rate_at(step, 0, e) for e in (9, 10, 25)] == pytest.approx([3e-3, 3e-4, 3e-5])
 
 

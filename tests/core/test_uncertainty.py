@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_mia.core import TrainingConfig
 from napari_mia.core.experiment import Experiment, predict_all
 from napari_mia.core.infer import predict, predict_with_uncertainty
 from napari_mia.core.models import build_model
 from napari_mia.core.uncertainty import image_score, least_confident, object_confidence, pixel_uncertainty
+from tests.configs import fixed_config
 
 from .test_experiment import TINY, _folder
 
@@ -51,7 +51,7 @@ def test_object_confidence_is_one_minus_the_mean_uncertainty_of_its_pixels():
 def test_prediction_writes_its_uncertainty_from_the_same_probabilities():
     torch.manual_seed(0)
     image = np.random.default_rng(0).integers(0, 4000, (2, 70, 90), dtype=np.uint16)
-    for config in (TrainingConfig(), TrainingConfig(downscale=0.5), TINY):
+    for config in (fixed_config(), fixed_config(downscale=0.5), TINY):
         model = build_model(config).eval()
         labels, uncertainty = predict_with_uncertainty(model, image, config)
         np.testing.assert_array_equal(labels, predict(model, image, config))  # the same labels as without it

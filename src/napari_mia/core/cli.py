@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 from .config import (
     APPLICATIONS,
     ARCHITECTURES,
+    AUTO,
     BACKBONES,
     CLASS_WEIGHTING,
     CLASSIFICATION_ARCHITECTURES,
@@ -22,13 +24,25 @@ from .config import (
 )
 from .losses import all_loss_names
 
+# One source of defaults: the config's (the dock shows the same).
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
+
+
+def _auto_or_number(text: str) -> float | str:
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need a number or 'auto', got {text!r}") from None
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-mia", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model on a folder of images and their annotations")
-    train.add_argument("--application", default="semantic", choices=APPLICATIONS,
+    train.add_argument("--application", default=DEFAULTS["application"], choices=APPLICATIONS,
                        help="semantic: --labels of class ids; instance: --labels of object ids; "
                             "detection: --points CSV; classification: --classes CSV")
     train.add_argument("--images", required=True, help="folder of images (tif, png, jpg)")
@@ -37,26 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="model file to write, named as given (m.safetensors by convention)")
     train.add_argument("--from-model", help="continue training from this model's weights")
     train.add_argument("--architecture", choices=ARCHITECTURES + CLASSIFICATION_ARCHITECTURES)
-    train.add_argument("--backbone", default="resnet18", choices=BACKBONES)
+    train.add_argument("--backbone", default=DEFAULTS["backbone"], choices=BACKBONES,
+                       help="Model Backbone (default %(default)s, from ImageNet weights when they are on the machine)")
     train.add_argument("--classes", help="comma-separated class names (background first for segmentation); "
                        "classification: a CSV with columns image,class")
-    train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--learning-rate", type=float, default=3e-3)
-    train.add_argument("--downscale", type=float, default=1.0, help="Down Scaling, 0.1 to 1")
-    train.add_argument("--patch-size", type=int, default=128)
-    train.add_argument("--validation-fraction", type=float, default=0.15)
+    train.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    train.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    train.add_argument("--learning-rate", type=float, default=DEFAULTS["learning_rate"])
+    train.add_argument("--downscale", type=_auto_or_number, default=DEFAULTS["downscale"],
+                       help="Down Scaling, 0.1 to 1, or auto (default): objects brought towards 30 px across")
+    train.add_argument("--patch-size", type=int, default=DEFAULTS["patch_size"])
+    train.add_argument("--validation-fraction", type=float, default=DEFAULTS["validation_fraction"])
     colour = train.add_mutually_exclusive_group()
-    colour.add_argument("--mono", dest="color_mode", action="store_const", const="mono", default="mono")
+    colour.add_argument("--mono", dest="color_mode", action="store_const", const="mono", default=DEFAULTS["color_mode"],
+                        help="one grey channel (default: Color as soon as one training image is colour)")
     colour.add_argument("--color", dest="color_mode", action="store_const", const="color")
     train.add_argument("--sparse", action="store_true", help="0 = unlabelled, classes start at 1")
     train.add_argument("--binarize", action="store_true",
                        help="every non-zero label is foreground (e.g. instance labels)")
-    train.add_argument("--no-pretrained", action="store_true", help="train from scratch (default)")
-    train.add_argument("--pretrained", metavar="PATH", help="ImageNet encoder weights file")
+    train.add_argument("--no-pretrained", action="store_true", help="train from scratch")
+    train.add_argument("--pretrained", metavar="PATH", help="ImageNet encoder weights file (default: the "
+                       "backbone's weights from their pip package or the torch hub cache, when there)")
     train.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
-    train.add_argument("--object-size", type=float,
-                       help="detection: typical object diameter in image pixels (MIA's Object Size)")
+    train.add_argument("--object-size", type=_auto_or_number,
+                       help="detection: typical object diameter in image pixels (MIA's Object Size), or auto "
+                            "(default): measured around the points")
     train.add_argument("--val-images", help="validation images (instead of a random split)")
     train.add_argument("--val-labels", help="validation label images, same names as --val-images "
                        "(points and classes of validation images come from the same CSV)")
@@ -77,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True,
                          help="folder for <name>.tif label images, points.csv (detection) or classes.csv")
     predict.add_argument("--device", default="auto")
-    predict.add_argument("--tta", action="store_true", help="test-time augmentation: average the four flips")
+    predict.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                         help="test-time augmentation: average the four flips (default: as the model was trained "
+                              "to predict; on for instance segmentation)")
     predict.add_argument("--tile-size", type=int, help="tile size in pixels (multiple of 32)")
     predict.add_argument("--out-format", choices=("tif", "zarr"),
                          help="label images as TIFF or zarr (default: zarr for zarr inputs and TIFFs over 1 GB, "
@@ -204,6 +225,22 @@ def _samples(examples, config, args, validation_given: bool = False):
     return split_train_validation(samples, config.validation_fraction, config.seed)
 
 
+_LABELS = {"color_mode": "Color/Mono", "downscale": "Down Scaling", "object_size": "Object Size"}
+
+
+def _auto_examples(examples):
+    """The training images and annotations as the "auto" settings read them, one at a time."""
+    from .auto import Example
+    from .experiment import Experiment
+
+    if isinstance(examples, Experiment):
+        yield from examples.auto_examples()
+        return
+    for _, image, annotation, channel_axis in examples:
+        points, names = annotation if isinstance(annotation, tuple) else (None, ())
+        yield Example(image, channel_axis, points=points, point_classes=tuple(names))
+
+
 def _class_ids(names, config) -> np.ndarray:
     unknown = sorted(set(names) - set(config.classes))
     if unknown:
@@ -253,7 +290,7 @@ def _training_config(args, examples, previous: TrainingConfig | None) -> Trainin
         "application": args.application,
         "architecture": args.architecture,
         "backbone": args.backbone,
-        "pretrained": bool(args.pretrained) and not args.no_pretrained,
+        "pretrained": False if args.no_pretrained else (True if args.pretrained else None),
         "pretrained_path": args.pretrained,
         "color_mode": args.color_mode,
         "downscale": args.downscale,
@@ -299,17 +336,22 @@ def _train(args, rank: int) -> int:
 
     from tqdm import tqdm
 
+    from .auto import resolve
     from .events import BatchEnd, EpochEnd, TrainingDone
     from .io import history_csv_path, load_model, save_model, write_history_csv
     from .models import resolve_device
     from .train import Trainer, evaluate
+    from .weights import describe
 
     model, previous, history = None, None, []
     if args.from_model:  # the model's history goes on: its earlier runs, then this one
         model, previous, history = load_model(args.from_model)
         args.application = previous.application
     examples = _load_examples(args, args.images, args.labels)
-    config = _training_config(args, examples, previous)
+    config, choices = resolve(_training_config(args, examples, previous), _auto_examples(examples))
+    if not rank:
+        print("napari-mia: " + "; ".join([describe(config), *(f"{_LABELS[c.field]} {c.text}" for c in choices)]),
+              file=sys.stderr)
     train_samples, validation_samples = _samples(examples, config, args, validation_given=bool(args.val_images))
     if args.val_images:
         validation_samples = sum(_samples(_load_examples(args, args.val_images, args.val_labels), config, args,
@@ -362,8 +404,8 @@ def predict_command(args) -> int:
 
     device = resolve_device(args.device)
     model, config, _ = load_model(args.model, device)
-    if args.tta:
-        config = config.replace(test_time_augmentation=True)
+    if args.tta is not None:
+        config = config.replace(test_time_augmentation=args.tta)
     if args.tile_size:
         config = config.replace(tile_size=args.tile_size, tile_overlap=min(config.tile_overlap, args.tile_size // 2
                                                                            // 32 * 32))

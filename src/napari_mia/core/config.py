@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from .optimizers import OPTIMIZERS
 
 CONFIG_VERSION = 1
+# Color / Mono, Down Scaling and Object Size may be "auto": chosen from the training data when a run starts
+# (auto.py), so a saved model always holds the values it was trained with.
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class Application:
     title: str  # as the dock names it
     annotations: str  # what the user gives: "labels" (label images), "points" or "classes"
     default_classes: tuple[str, ...]
+    # Prediction averages the four flips by default where benchmarks showed it pays for its time.
+    test_time_augmentation: bool = False
 
     @property
     def label_images(self) -> bool:
@@ -32,7 +37,7 @@ class Application:
 
 APPLICATIONS = {
     "semantic": Application("Semantic segmentation", "labels", ("background", "foreground")),
-    "instance": Application("Instance segmentation", "labels", ("background", "object")),
+    "instance": Application("Instance segmentation", "labels", ("background", "object"), test_time_augmentation=True),
     "detection": Application("Object detection / counting", "points", ("object",)),
     "classification": Application("Classification", "classes", ("class 1", "class 2")),
 }
@@ -51,7 +56,10 @@ BACKBONES = (
     "mobilenet_v2",
     "tu-efficientnet_lite0",
 )
-COLOR_MODES = ("mono", "color")
+COLOR_MODES = (AUTO, "mono", "color")
+# The backbone a new run gets: the ImageNet encoder that learns most per CPU minute here (docs/results.md),
+# whose weights ship in a pip package (a dependency): trained from them when they are on the machine.
+DEFAULT_BACKBONE = "tu-efficientnet_lite0"
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
 # Instance models learn three maps: what separates touching objects is the boundary class.
 INSTANCE_TARGETS = ("background", "interior", "boundary")
@@ -148,18 +156,19 @@ class TrainingConfig:
     application: str = field(default="semantic", metadata=FIXED_BY_MODEL)
     # None: the application's default (Unet; Standard for classification)
     architecture: str | None = field(default=None, metadata=FIXED_BY_MODEL)
-    backbone: str = field(default="resnet18", metadata=FIXED_BY_MODEL)
-    pretrained: bool = False
+    backbone: str = field(default=DEFAULT_BACKBONE, metadata=FIXED_BY_MODEL)
+    # None: ImageNet weights when they are on this machine for the backbone (weights.py), else from scratch
+    pretrained: bool | None = None
     pretrained_path: str | None = None
     decoder_channels: tuple[int, ...] | None = field(default=(128, 64, 32, 16, 16), metadata=FIXED_BY_MODEL)
     classes: list[str] | None = field(default=None, metadata=FIXED_BY_MODEL)  # None: the application's default
     class_colors: list[str] | None = None
-    color_mode: str = field(default="mono", metadata=FIXED_BY_MODEL)
+    color_mode: str = field(default=AUTO, metadata=FIXED_BY_MODEL)
     input_channels: int | None = field(default=None, metadata=FIXED_BY_MODEL)
     batch_size: int = 16
     epochs: int = 100
     learning_rate: float = 3e-3
-    downscale: float = field(default=1.0, metadata=FIXED_BY_MODEL)
+    downscale: float | str = field(default=AUTO, metadata=FIXED_BY_MODEL)
     patch_size: int = 128
     validation_fraction: float = 0.15
     sparse_labels: bool = field(default=False, metadata=FIXED_BY_MODEL)
@@ -191,13 +200,14 @@ class TrainingConfig:
     min_object_size: int = 20
     # Object detection (MIA's "Object Size"): typical object diameter in image pixels; it sets the
     # Gaussian heatmap width and, unless given, the minimum distance between detected peaks.
-    object_size: float = 12.0
+    object_size: float | str = AUTO
     peak_threshold: float = 0.3
     # Per class, chosen on the validation frames when detection training ends (None: peak_threshold).
     peak_thresholds: list[float] | None = None
     min_peak_distance: float | None = None
     tile_size: int = 1536
-    test_time_augmentation: bool = False  # prediction averages the four flips of every tile
+    # Prediction averages the four flips of every tile; None: the application's default
+    test_time_augmentation: bool | None = None
     tile_overlap: int = 64
     max_minutes: float | None = None
     seed: int = 0
@@ -212,8 +222,14 @@ class TrainingConfig:
         self.normalize_percentiles = tuple(float(p) for p in self.normalize_percentiles)
         if self.decoder_channels is not None:
             self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
-        if self.input_channels is None:
+        if self.input_channels is None and self.color_mode != AUTO:
             self.input_channels = 1 if self.color_mode == "mono" else 3
+        if self.pretrained is None:
+            from .weights import find_weights
+
+            self.pretrained = find_weights(self.backbone) is not None
+        if self.test_time_augmentation is None:
+            self.test_time_augmentation = APPLICATIONS[self.application].test_time_augmentation
         # Colours are cosmetic: classes added or removed get default colours rather than an error.
         colors = list(self.class_colors or [])[: len(self.classes)]
         defaults = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(self.classes))]
@@ -258,14 +274,15 @@ class TrainingConfig:
             raise ConfigError("sparse_labels: only semantic segmentation trains from sparse labels")
         if len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"classes: names must be unique, got {self.classes}")
-        _in_range("input_channels", self.input_channels, 1, 64)
+        if self.input_channels is not None or self.color_mode != AUTO:
+            _in_range("input_channels", self.input_channels, 1, 64)
         if self.color_mode == "color" and self.input_channels != 3:
             raise ConfigError("input_channels: Color mode uses 3 channels; choose Mono for other counts")
         _in_range("batch_size", self.batch_size, 1, 2048)
         _in_range("epochs", self.epochs, 1, 100_000)
         if not 0 < self.learning_rate <= 1:
             raise ConfigError(f"learning_rate: must be in (0, 1], got {self.learning_rate}")
-        if not 0.1 <= self.downscale <= 1.0:
+        if self.downscale != AUTO and not 0.1 <= self.downscale <= 1.0:
             raise ConfigError(f"downscale: Down Scaling must be between 0.1 and 1, got {self.downscale}")
         if self.patch_size < 32 or self.patch_size % 32:
             raise ConfigError(f"patch_size: must be a multiple of 32 and at least 32, got {self.patch_size}")
@@ -308,7 +325,7 @@ class TrainingConfig:
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
         _in_range("min_object_size", self.min_object_size, 0, 10**9)
-        if not self.object_size >= 1:
+        if self.object_size != AUTO and not self.object_size >= 1:
             raise ConfigError(f"object_size: must be at least 1 pixel, got {self.object_size}")
         if self.peak_thresholds is not None and (
             len(self.peak_thresholds) != self.n_classes or not all(0 < t < 1 for t in self.peak_thresholds)
@@ -338,6 +355,19 @@ class TrainingConfig:
 
     def replace(self, **changes) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
+
+    def require_resolved(self) -> None:
+        """Samples, training and prediction need the values "auto" stands for."""
+        if self.unresolved:
+            names = ", ".join(self.unresolved)
+            raise ConfigError(f"{names}: 'auto' is chosen from the training data; resolve it first "
+                              "(napari_mia.core.auto.resolve(config, examples)) or give a value")
+
+    @property
+    def unresolved(self) -> list[str]:
+        """The settings still "auto": a run resolves them from its data (auto.resolve) before training."""
+        names = ("color_mode", "downscale") + (("object_size",) if self.application == "detection" else ())
+        return [name for name in names if getattr(self, name) == AUTO]
 
 
 FIELDS_FIXED_BY_MODEL = tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.metadata.get("fixed_by_model"))

@@ -111,6 +111,7 @@ def split_label_frames(labels: np.ndarray) -> list[np.ndarray]:
 
 def to_model_channels(frame: np.ndarray, config: TrainingConfig) -> np.ndarray:
     """Drop alpha, convert colour to grey (Mono) or grey to colour (Color) to match the model input."""
+    config.require_resolved()
     if frame.shape[0] == 4 and config.input_channels != 4:
         frame = frame[:3]
     channels = frame.shape[0]

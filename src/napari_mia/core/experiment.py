@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .auto import Example
 from .config import TrainingConfig
 from .data import DataError, Sample, make_samples, split_train_validation
 from .events import ImagePredicted
@@ -242,6 +243,12 @@ class Experiment:
 
     def highest_label(self) -> int:
         return max((int(self.read_labels(e).max()) for e in self.annotated_entries()), default=0)
+
+    def auto_examples(self) -> Iterator[Example]:
+        """The painted and accepted images with their labels, one at a time, for the "auto" settings."""
+        for entry in self.annotated_entries():
+            image, channel_axis = self.read_image(entry)
+            yield Example(image, channel_axis, labels=self.read_labels(entry))
 
     def entry_samples(self, entry: Entry, config: TrainingConfig, binarize: bool = False) -> list[Sample]:
         image, channel_axis = self.read_image(entry)

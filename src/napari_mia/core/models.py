@@ -13,6 +13,7 @@ import segmentation_models_pytorch as smp
 import torch
 
 from .config import TrainingConfig
+from .weights import cache_folder, find_weights
 
 _PREFIXES = ("module.", "model.", "encoder.", "backbone.")
 
@@ -129,18 +130,14 @@ def find_pretrained_file(config: TrainingConfig) -> Path:
         if not path.is_file():
             raise PretrainedWeightsError(f"Pretrained Net: weights file {path} does not exist")
         return path
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    stem = config.backbone.removeprefix("tu-")
-    wanted = {stem, stem.replace("_", "-"), stem.replace("-", "_")}
-    if cache.is_dir():
-        for candidate in sorted(cache.iterdir()):
-            if any(candidate.name.startswith(name) for name in wanted):
-                return candidate
-    raise PretrainedWeightsError(
-        f"Pretrained Net: no ImageNet weights for {config.backbone} in {cache} and nothing is downloaded "
-        "here. Untick Pretrained Net to train from scratch, or point at a weights file "
-        "(--pretrained PATH / pretrained_path)."
-    )
+    path = find_weights(config.backbone)
+    if path is None:
+        raise PretrainedWeightsError(
+            f"Pretrained Net: no ImageNet weights for {config.backbone} in {cache_folder()} and nothing is "
+            "downloaded here. Untick Pretrained Net to train from scratch, or point at a weights file "
+            "(--pretrained PATH / pretrained_path)."
+        )
+    return path
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

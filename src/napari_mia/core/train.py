@@ -105,6 +105,7 @@ class Trainer:
         model: torch.nn.Module | None = None,
         preview_image: tuple[np.ndarray, int | None] | None = None,
     ):
+        config.require_resolved()
         check_classes(list(train_samples), config)
         seed_everything(config.seed)
         self.config = config
@@ -320,7 +321,9 @@ def evaluate(model, samples: Sequence[Sample], config: TrainingConfig, device) -
     if config.application == "classification":
         return _evaluate_classes(model, samples, config, device)
     matrix = np.zeros((config.n_outputs, config.n_outputs), np.int64)
-    instance_score, point_score = InstanceScore(), PointScore(config.classes, config.object_size * config.downscale)
+    instance_score = InstanceScore()
+    if config.application == "detection":
+        point_score = PointScore(config.classes, config.object_size * config.downscale)
     loss_sum, labelled = 0.0, 0
     for sample in samples:
         probabilities = run(iter_probabilities(model, sample.image, **prediction_options(config, device)))
