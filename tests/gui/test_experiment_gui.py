@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_mia.core import TrainingConfig
 from napari_mia.core.cli import main
 from napari_mia.core.experiment import Experiment
 from napari_mia.core.io import save_model
 from napari_mia.core.models import build_model
 from napari_mia.gui.widget import MiaWidget
+from tests.configs import fixed_config
 
 from ..conftest import SHARED_DATA, instance_blobs
 from .conftest import wait_until_idle
@@ -130,7 +130,7 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     folder.mkdir()
     for number in range(1, 7):
         iio.imwrite(folder / f"blob{number}.png", instance_blobs((64, 64), n=3, seed=number)[0])
-    config = TrainingConfig(application="instance", classes=["background", "object"],
+    config = fixed_config(application="instance", classes=["background", "object"],
                             decoder_channels=(16, 16, 16, 16, 16))
     save_model(folder / "napari-mia-model.safetensors", build_model(config), config)
     calls, stop_clicked, real_predict = [], threading.Event(), infer.predict
@@ -200,7 +200,7 @@ def test_next_goes_to_the_most_uncertain_image_and_the_camera_visits_the_least_s
         iio.imwrite(folder / f"blob{number}.png", image)
     experiment = Experiment.open(folder)
     experiment.save_labels(experiment["blob1"], truth["blob1"])
-    config = TrainingConfig(application="instance", classes=["background", "object"], epochs=25, batch_size=4,
+    config = fixed_config(application="instance", classes=["background", "object"], epochs=25, batch_size=4,
                             patch_size=64, validation_fraction=0.0, decoder_channels=(16, 16, 16, 16, 16))
     torch.manual_seed(0)
     trainer = Trainer(config, *experiment.samples(config))

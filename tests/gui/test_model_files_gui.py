@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_mia.core import TrainingConfig, load_model, save_model
+from napari_mia.core import load_model, save_model
 from napari_mia.core.cli import main
 from napari_mia.core.models import build_model
 from napari_mia.gui.widget import MiaWidget
+from tests.configs import fixed_config
 
 from ..conftest import blobs, instance_blobs
 from .conftest import record_errors, wait_until_idle
@@ -66,7 +67,7 @@ def test_a_retrained_detection_model_keeps_its_calibrated_thresholds(make_napari
     image, _, centres = instance_blobs((96, 96), n=6)
     viewer.add_image(image, name="cells")
     points = viewer.add_points(centres, name="marks")
-    config = TrainingConfig(application="detection", classes=["nucleus"], peak_thresholds=[0.42],
+    config = fixed_config(application="detection", classes=["nucleus"], peak_thresholds=[0.42],
                             batch_size=2, patch_size=64, epochs=1, validation_fraction=0.0)
     save_model(tmp_path / "detector.safetensors", build_model(config), config)
     widget = MiaWidget(viewer)
@@ -82,7 +83,7 @@ def test_a_retrained_detection_model_keeps_its_calibrated_thresholds(make_napari
 def dock_with_a_model(make_napari_viewer, monkeypatch):
     """A dock holding an untrained model, and the error messages it shows."""
     widget = MiaWidget(make_napari_viewer())
-    config = TrainingConfig(patch_size=64)
+    config = fixed_config(patch_size=64)
     widget.model, widget.model_config = build_model(config).eval(), config
     errors = []
     record_errors(monkeypatch, errors)

@@ -32,7 +32,7 @@ SETTINGS_LABELS = {
 SETTINGS_CHOICES = {
     "optimizer": tuple(OPTIMIZERS),
     "lr_schedule": LR_SCHEDULES,
-    "loss": losses_for(TrainingConfig().application),  # the dock's application sets them
+    "loss": losses_for(TrainingConfig().application),  # the dock's follow its application
     "class_weighting": CLASS_WEIGHTING,
 }
 AUGMENTATION_LABELS = {
@@ -82,9 +82,12 @@ def _widget_for(name: str, value, label: str, choices=None):
     return LineEdit(name=name, label=label, value="" if value is None else ", ".join(map(str, value)))
 
 
-def settings_panel(config: TrainingConfig) -> Container:
+def settings_panel(config: TrainingConfig, choices: dict | None = None) -> Container:
+    """``choices`` replaces a setting's fixed choices, e.g. by a function of the dock's application: napari
+    resets every dock's choices when a layer is added, and fixed ones would then be the first application's."""
+    choices = {**SETTINGS_CHOICES, **(choices or {})}
     widgets = [
-        _widget_for(name, _shown(name, getattr(config, name)), label, SETTINGS_CHOICES.get(name))
+        _widget_for(name, _shown(name, getattr(config, name)), label, choices.get(name))
         for name, label in SETTINGS_LABELS.items()
     ]
     return Container(widgets=widgets)

@@ -20,7 +20,6 @@ from magicgui.widgets import (
     LineEdit,
     ProgressBar,
     PushButton,
-    RadioButtons,
     SpinBox,
     create_widget,
 )
@@ -30,8 +29,10 @@ from qtpy.QtWidgets import QSizePolicy
 
 from ..core.config import (
     APPLICATIONS,
+    AUTO,
     BACKBONES,
     FIELDS_FIXED_BY_MODEL,
+    ConfigError,
     TrainingConfig,
     architectures_for,
     default_classes,
@@ -39,6 +40,7 @@ from ..core.config import (
 )
 from ..core.events import BatchEnd, EpochEnd, Preview, TrainingDone
 from ..core.models import available_devices
+from ..core.weights import describe, find_weights
 from . import config_panel, layers
 from .background import create_background_worker, freeze_startup_objects
 from .experiment_panel import ExperimentPanel
@@ -60,6 +62,7 @@ class _TrainerReady:
     """The training worker built its trainer (samples are built in the worker, not on the GUI thread)."""
 
     trainer: object
+    choices: list  # the settings left "auto", as the worker chose them from the data (core/auto.py)
 
 
 class _CloseWatcher(QObject):
@@ -123,7 +126,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
 
     def _make_controls(self, defaults: TrainingConfig) -> None:
         """The Training window's controls (MIA's names), the buttons and the panels."""
-        self.application = ComboBox(label="Application", value="semantic",
+        self.application = ComboBox(label="Application", value=defaults.application,
                                     choices=[(a.title, name) for name, a in APPLICATIONS.items()])
         self.image_layer = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
@@ -132,33 +135,42 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.frame_classes.tooltip = ("Class name of every frame of the image, comma-separated; "
                                       "leave a frame empty to leave it out of training")
         self.objects_layer = create_widget(annotation=napari.layers.Labels | None, label="Objects to classify")
-        self.object_size = FloatSpinBox(label="Object Size (px)", value=12.0, min=1.0, max=1000.0, step=1.0)
+        self.object_size = LineEdit(label="Object Size (px)", value=_to_control("object_size", defaults.object_size))
+        self.object_size.tooltip = "Typical object diameter in pixels, or auto: measured around the points"
         self.validation_image = create_widget(annotation=napari.layers.Image | None, label="Validation image")
         self.validation_labels = create_widget(annotation=napari.layers.Labels | None,
                                                label="Validation labels")
-        self.architecture = ComboBox(label="Deep Learning Architecture", choices=architectures_for("semantic"),
-                                     value="Unet")
-        self.backbone = ComboBox(label="Model Backbone", choices=BACKBONES, value="resnet18")
-        self.pretrained = CheckBox(text="Pretrained Net (ImageNet weights)", value=False)
+        # Choices that follow the application, also when napari resets the dock's choices (a layer added).
+        self.architecture = ComboBox(label="Deep Learning Architecture", value=defaults.architecture,
+                                     choices=lambda _: architectures_for(self.application.value))
+        self.backbone = ComboBox(label="Model Backbone", choices=BACKBONES, value=defaults.backbone)
+        self.pretrained = CheckBox(text="Pretrained Net (ImageNet weights)", value=defaults.pretrained)
         self.pretrained_path = LineEdit(label="Weights file", value="")
         self.classes = LineEdit(label="Classes", value="background, foreground")
-        self.color_mode = RadioButtons(label="Color / Mono", choices=["mono", "color"], value="mono",
-                                       orientation="horizontal")
-        self.input_channels = SpinBox(label="Input Channels", value=1, min=1, max=64)
-        self.batch_size = SpinBox(label="Batch Size", value=16, min=1, max=2048)
-        self.epochs = SpinBox(label="Epochs", value=20, min=1, max=100_000)
-        self.learning_rate = FloatSpinBox(label="Learning Rate", value=3e-3, min=1e-6, max=1.0, step=1e-4)
+        self._color_auto_text = AUTO  # "auto (color: 3 of 8 images in colour)" once a run chose
+        self.color_mode = ComboBox(label="Color / Mono", value=defaults.color_mode,
+                                   choices=lambda _: _color_choices(self._color_auto_text))
+        self.color_mode.tooltip = "auto: Color as soon as one training image is colour"
+        self.input_channels = SpinBox(label="Input Channels", value=defaults.input_channels or 1, min=1, max=64,
+                                      enabled=defaults.color_mode != AUTO)
+        self.batch_size = SpinBox(label="Batch Size", value=defaults.batch_size, min=1, max=2048)
+        self.epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100_000)
+        self.learning_rate = FloatSpinBox(label="Learning Rate", value=defaults.learning_rate, min=1e-6, max=1.0,
+                                          step=1e-4)
         self.learning_rate.native.setDecimals(6)
-        self.downscale = FloatSpinBox(label="Down Scaling", value=1.0, min=0.1, max=1.0, step=0.1)
-        self.patch_size = SpinBox(label="Patch size", value=128, min=32, max=2048, step=32)
-        self.validation_fraction = FloatSpinBox(label="Validation split", value=0.15, min=0.0, max=0.9, step=0.05)
-        self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
-        self.sparse = CheckBox(text="Sparse labels (0 = unlabelled)", value=False)
+        self.downscale = LineEdit(label="Down Scaling", value=_to_control("downscale", defaults.downscale))
+        self.downscale.tooltip = ("0.1 to 1, or auto: from the median object size of the labels, objects brought "
+                                  "towards 30 px across")
+        self.patch_size = SpinBox(label="Patch size", value=defaults.patch_size, min=32, max=2048, step=32)
+        self.validation_fraction = FloatSpinBox(label="Validation split", value=defaults.validation_fraction,
+                                                min=0.0, max=0.9, step=0.05)
+        self.device = ComboBox(label="Device", choices=available_devices(), value=defaults.device)
+        self.sparse = CheckBox(text="Sparse labels (0 = unlabelled)", value=defaults.sparse_labels)
         self.predict_after = CheckBox(text="Predict when training ends", value=True)
         self.current_frame_only = CheckBox(text="Predict current frame only (off: all frames)", value=True)
         self.visible_region_only = CheckBox(text="Predict visible region only", value=False)
         self.test_time_augmentation = CheckBox(text="Test-time augmentation (mean of 4 flips: 4x slower)",
-                                               value=False)
+                                               value=defaults.test_time_augmentation)
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.resume_button = PushButton(text="Resume", enabled=False)
@@ -169,7 +181,8 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.export_button = PushButton(text="Export model…", enabled=False)
         self.measure_button = PushButton(text="Export measurements…", enabled=False)
         self.reset_button = PushButton(text="Reset model", enabled=False)
-        self.settings = config_panel.settings_panel(defaults)
+        self.settings = config_panel.settings_panel(
+            defaults, choices={"loss": lambda _: losses_for(self.application.value)})
         self.augmentations = config_panel.augmentations_panel(defaults.augmentations)
         self.preview_augmentations_button = PushButton(text="Preview augmentations")
         self.augmentations.append(self.preview_augmentations_button)
@@ -222,6 +235,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             lambda: self._toggle(self.augmentations, self.augmentations_button))
         self.preview_augmentations_button.changed.connect(self.preview_augmentations)
         self.color_mode.changed.connect(self._on_color_mode)
+        self.backbone.changed.connect(self._on_backbone)
         self.labels_layer.changed.connect(self._classes_from_labels)
         self.points_layer.changed.connect(self._classes_from_labels)
         self.frame_classes.changed.connect(self._classes_from_labels)
@@ -237,7 +251,27 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         button.text = button.text[:-1] + ("▾" if shown else "▸")
 
     def _on_color_mode(self, mode: str) -> None:
-        self.input_channels.value = 3 if mode == "color" else 1
+        self.input_channels.enabled = mode != AUTO and self.model_config is None
+        if mode != AUTO:
+            self.input_channels.value = 3 if mode == "color" else 1
+
+    def _on_backbone(self, backbone: str) -> None:
+        """Pretrained Net is on for a backbone whose ImageNet weights are on this machine."""
+        if self.model_config is None:
+            self.pretrained.value = find_weights(backbone) is not None
+
+    def _show_choices(self, config: TrainingConfig, choices: list) -> None:
+        """The run's data-driven choices in their fields ("auto (0.55: median object 46 px)") and the weights
+        it starts from in the status line; called on the GUI thread once the worker chose them."""
+        for choice in choices:
+            if choice.field == "color_mode":
+                self._color_auto_text = choice.text
+                self.color_mode.reset_choices()
+            else:
+                getattr(self, choice.field).value = choice.text
+        if config.color_mode != AUTO:
+            self.input_channels.value = config.input_channels
+        self._show_status(f"Training {describe(config)}.", now=True)
 
     def _on_application(self, application: str) -> None:
         """Show the inputs this application trains from; a new application needs a new model (as in MIA)."""
@@ -250,11 +284,11 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.sparse.visible = application == "semantic"
         self.experiment_panel.visible = self.experiment_title.visible = label_images
         self.sparse.value = self.sparse.value and application == "semantic"
-        architectures = architectures_for(application)
-        self.architecture.choices = architectures
-        self.architecture.value = architectures[0]
+        self.test_time_augmentation.value = APPLICATIONS[application].test_time_augmentation
+        self.architecture.reset_choices()
+        self.architecture.value = architectures_for(application)[0]
         loss = self.settings["loss"]
-        loss.choices = losses_for(application)
+        loss.reset_choices()
         loss.value = losses_for(application)[0]
         self.use_prediction_button.text = ("Use as training points" if application == "detection" else
                                            "Use as frame classes" if application == "classification" else
@@ -298,12 +332,15 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             "input_channels": self.input_channels, "batch_size": self.batch_size, "epochs": self.epochs,
             "learning_rate": self.learning_rate, "downscale": self.downscale, "patch_size": self.patch_size,
             "validation_fraction": self.validation_fraction, "sparse_labels": self.sparse, "device": self.device,
+            "test_time_augmentation": self.test_time_augmentation,
         }
 
     def config(self) -> TrainingConfig:
         """The Training window's fields as a validated config (raises ConfigError with the field name).
         With a model, the fields fixed by it and those the dock does not show stay as the model has them."""
         values = {name: _from_control(name, control.value) for name, control in self._config_controls().items()}
+        if values["color_mode"] == AUTO:
+            values["input_channels"] = None  # follows the colour mode the data decides
         values.update(config_panel.settings_values(self.settings),
                       augmentations=config_panel.augmentation_values(self.augmentations))
         if self.model_config is None:
@@ -326,7 +363,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
 
         try:
             config = self.config()
-            samples, _ = self._sample_builder(config.replace(validation_fraction=0.0))()
+            config, _, samples, _ = self._sample_builder(config.replace(validation_fraction=0.0))()
             dataset = make_dataset(samples, config, build_train_transform(config))
         except (ValueError, AttributeError) as error:  # AttributeError: no layer chosen
             show_error(f"Cannot preview augmentations: {error}")
@@ -389,9 +426,9 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             from ..core.train import Trainer
 
             try:
-                train_samples, validation_samples = build_samples()
-                return Trainer(config, train_samples, validation_samples, model=self.model,
-                               preview_image=(frame, channel_axis))
+                resolved, choices, train_samples, validation_samples = build_samples()
+                return Trainer(resolved, train_samples, validation_samples, model=self.model,
+                               preview_image=(frame, channel_axis)), choices
             except ValueError as error:  # DataError, missing weights
                 raise ValueError(f"Cannot train on '{image_layer.name}' / {annotations}: {error}") from error
 
@@ -429,26 +466,40 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
 
     def _sample_builder(self, config: TrainingConfig):
         """On the GUI thread, snapshot what training reads (edits made during training apply to the next
-        run); return the function that builds (training, validation) samples from it, in a worker."""
+        run); return the function that, in a worker, chooses the settings left "auto" from it and builds
+        the samples: (config, choices, training samples, validation samples)."""
+        from ..core.auto import Example, resolve
         from ..core.data import make_class_samples, make_point_samples, split_frames, split_train_validation
         from ..core.experiment import Experiment
 
+        split = lambda samples, config: split_train_validation(  # noqa: E731
+            samples, config.validation_fraction, config.seed)
         experiment = self._open_experiment()
         if experiment is not None:
             self.experiment_panel.flush_for_training()
 
             def from_experiment():
                 self.experiment_panel.write_pending()  # the last edits first
-                return experiment.samples(config)
+                resolved, choices = resolve(config, experiment.auto_examples())
+                return resolved, choices, *experiment.samples(resolved)
             return from_experiment
         image, channel_axis = layers.image_array(self.image_layer.value)
-        split = lambda samples: split_train_validation(samples, config.validation_fraction, config.seed)  # noqa: E731
         if config.application == "detection":
             points, classes = layers.point_annotations(self.points_layer.value, config.classes)
-            return lambda: split(make_point_samples(image, points, classes, config, channel_axis))
+
+            def from_points():
+                names = tuple(config.classes[c] for c in classes)
+                resolved, choices = resolve(config, [Example(image, channel_axis, points=points, point_classes=names)])
+                return resolved, choices, *split(make_point_samples(image, points, classes, resolved, channel_axis),
+                                                 resolved)
+            return from_points
         if config.application == "classification":
             class_ids = self._frame_class_ids(config, len(split_frames(image, channel_axis)))
-            return lambda: split(make_class_samples(image, class_ids, config, channel_axis))
+
+            def from_frames():
+                resolved, choices = resolve(config, [Example(image, channel_axis)])
+                return resolved, choices, *split(make_class_samples(image, class_ids, resolved, channel_axis), resolved)
+            return from_frames
         layer_set = Experiment()  # the chosen layers, as an experiment of one or two images
         layer_set.add_array(self.image_layer.value.name, image, channel_axis, self.labels_layer.value.data)
         validation_image, validation_labels = self.validation_image.value, self.validation_labels.value
@@ -456,7 +507,11 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             image, channel_axis = layers.image_array(validation_image)
             layer_set.add_array(validation_image.name, image, channel_axis, validation_labels.data,
                                 role="validation")
-        return lambda: layer_set.samples(config)
+
+        def from_layers():
+            resolved, choices = resolve(config, layer_set.auto_examples())
+            return resolved, choices, *layer_set.samples(resolved)
+        return from_layers
 
     def _current_frame(self, image_layer, region: bool = False):
         """(image, channel_axis, index) of what the viewer shows now (the current frame, and with
@@ -515,10 +570,12 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         from ..core.io import save_model
 
         experiment = self._open_experiment()
-        trainer = self.trainer if prepare is None else prepare()
+        trainer = self.trainer
         used = [] if experiment is None or prepare is None else list(experiment.last_used)
         if prepare is not None:
-            yield _TrainerReady(trainer)
+            trainer, choices = prepare()
+            used = [] if experiment is None else list(experiment.last_used)
+            yield _TrainerReady(trainer, choices)
         done = yield from trainer.run()
         if experiment is not None and not done.message:
             experiment.mark_trained(used)  # no longer new: the next run weighs the images added after it
@@ -555,6 +612,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             # The trainer's config: detection training writes its calibrated peak thresholds into it.
             self.model, self.model_config = self.trainer.model, self.trainer.config
             self.progress.max = self.trainer.config.epochs * self.trainer.batches_per_epoch
+            self._show_choices(self.trainer.config, event.choices)
             return
         self.train_data.on_event(event)
         if isinstance(event, BatchEnd):
@@ -620,8 +678,14 @@ def _from_control(name: str, value):
         return [n.strip() for n in value.split(",") if n.strip()]
     if name == "pretrained_path":
         return value or None
-    if name == "downscale":
-        return round(value, 3)
+    if name in ("downscale", "object_size"):  # "auto", "auto (0.55: median object 46 px)" or a number
+        text = value.strip().lower()
+        if text.startswith(AUTO):
+            return AUTO
+        try:
+            return round(float(text), 3)
+        except ValueError:
+            raise ConfigError(f"{name}: need a number or auto, got {value!r}") from None
     return value
 
 
@@ -630,4 +694,11 @@ def _to_control(name: str, value):
         return ", ".join(value)
     if name == "pretrained_path":
         return value or ""
+    if name in ("downscale", "object_size"):
+        return value if value == AUTO else f"{value:g}"
     return value
+
+
+def _color_choices(auto_text: str = AUTO) -> list[tuple[str, str]]:
+    """Color / Mono's choices; the auto one shows what it chose once a run chose it."""
+    return [(auto_text, AUTO), ("mono", "mono"), ("color", "color")]
