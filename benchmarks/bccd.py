@@ -65,7 +65,7 @@ def detection(work: Path, minutes: float, extra: list[str], cli: list[str]) -> N
                 writer.writerow((stem, (y0 + y1) / 2, (x0 + x1) / 2, label))
     model = work / "bccd-detection.safetensors"
     command = [*cli, "train", "--application", "detection", "--images", str(train), "--points", str(points),
-               "--out", str(model), "--max-minutes", str(minutes), "--validation-fraction", "0", *extra]
+               "--out", str(model), "--max-minutes", str(minutes), *extra]
     run(command)
     run([*cli, "predict", "--model", str(model), "--images", str(val), "--out", str(work / "predicted")])
     predicted = collections.defaultdict(list)
@@ -103,7 +103,7 @@ def classification(work: Path, minutes: float, extra: list[str], cli: list[str])
     model = work / "bccd-classes.safetensors"
     run([*cli, "train", "--application", "classification", "--images", str(work / "train"),
          "--classes", str(work / "train.csv"), "--out", str(model), "--max-minutes", str(minutes),
-         "--validation-fraction", "0", *extra])
+         *extra])
     run([*cli, "predict", "--model", str(model), "--images", str(work / "val"), "--out", str(work / "predicted")])
     with open(work / "val.csv") as handle:
         truth = {row["image"]: row["class"] for row in csv.DictReader(handle)}

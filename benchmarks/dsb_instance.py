@@ -18,14 +18,22 @@ from pathlib import Path
 import tifffile
 from dsb_semantic import N_VALIDATION, train_and_predict
 
+from napari_mia.core.auto import is_colour
+from napari_mia.core.files import read_image
 from napari_mia.core.metrics import InstanceScore
 
 
-def score(predicted: Path, truth: Path) -> dict[str, float]:
+def score(predicted: Path, truth: Path, stems: set[str] | None = None) -> dict[str, float]:
     instance_score = InstanceScore()
     for path in sorted(truth.glob("*.tif")):
-        instance_score.add(tifffile.imread(path), tifffile.imread(predicted / path.name))
+        if stems is None or path.stem in stems:
+            instance_score.add(tifffile.imread(path), tifffile.imread(predicted / path.name))
     return instance_score.metrics()
+
+
+def colour_stems(images: Path) -> set[str]:
+    """The hold-out's colour (H&E-like) images; the others are grey fluorescence saved as RGB."""
+    return {path.stem for path in images.iterdir() if is_colour(*read_image(path))}
 
 
 def main() -> None:
@@ -34,6 +42,12 @@ def main() -> None:
     print(f"dsb_instance: train {minutes:.1f} min (incl. loading), hold-out {N_VALIDATION} images: "
           f"AP@0.5 {metrics['ap50']:.4f}, AP@0.5:0.95 {metrics['ap50_95']:.4f}, "
           f"AP@0.5 mean per image {metrics['ap50_per_image']:.4f}")
+    colour = colour_stems(truth.parent / "images")
+    grey = {path.stem for path in truth.glob("*.tif")} - colour
+    for name, stems in (("fluorescence", grey), ("colour", colour)):
+        part = score(predicted, truth, stems)
+        print(f"dsb_instance {name} ({len(stems)} images): AP@0.5 mean per image {part['ap50_per_image']:.4f}, "
+              f"pooled {part['ap50']:.4f}")
 
 
 if __name__ == "__main__":

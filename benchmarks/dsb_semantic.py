@@ -54,7 +54,8 @@ def train_and_predict(default_minutes: float, prefix: str, train_options: list[s
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=default_minutes)
     parser.add_argument("--workdir")
-    parser.add_argument("--tta", action="store_true", help="predict with test-time augmentation (four flips)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction,
+                        help="predict with (or without) test-time augmentation; default: as the model says")
     args, extra = parser.parse_known_args()
     if not DATA.is_dir():
         sys.exit(f"no DSB2018 data at {DATA}")
@@ -63,14 +64,14 @@ def train_and_predict(default_minutes: float, prefix: str, train_options: list[s
     model = work / "dsb.safetensors"
     cli = [sys.executable, "-m", "napari_mia"]
     command = [*cli, "train", "--images", str(train / "images"), "--labels", str(train / "labels"),
-               "--out", str(model), *train_options, "--max-minutes", str(args.minutes),
-               "--validation-fraction", "0", *extra]
+               "--out", str(model), *train_options, "--max-minutes", str(args.minutes), *extra]
     print(" ".join(command[2:]), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True)
     trained = (time.perf_counter() - start) / 60
     subprocess.run([*cli, "predict", "--model", str(model), "--images", str(val / "images"),
-                    "--out", str(work / "predicted"), *(["--tta"] if args.tta else [])], check=True)
+                    "--out", str(work / "predicted"), *({True: ["--tta"], False: ["--no-tta"]}.get(args.tta, []))],
+                   check=True)
     return work / "predicted", val / "labels", trained
 
 
