@@ -57,7 +57,7 @@ def main() -> None:
     print(f"big_zarr: wrote a {args.size}² uint16 zarr image ({args.size**2 * 2 / 2**30:.2f} GiB) in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     torch.manual_seed(0)
-    config = TrainingConfig()
+    config = TrainingConfig(backbone="resnet18", pretrained=False, color_mode="mono", downscale=1.0)
     model_path = save_model(work / "model.safetensors", build_model(config), config)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "napari_mia", "predict", "--model", str(model_path), "--images",

@@ -45,7 +45,7 @@ def timed_prediction(model, tiles, bf16: bool, layout) -> float:
 
 def measure(backbone: str, rounds: int) -> None:
     torch.manual_seed(0)
-    config = TrainingConfig(backbone=backbone, input_channels=3)
+    config = TrainingConfig(backbone=backbone, color_mode="color", pretrained=False, downscale=1.0)
     model = build_model(config)
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     images = torch.randn(config.batch_size, 3, config.patch_size, config.patch_size)

@@ -29,6 +29,9 @@ from napari_mia.core.infer import prediction_options  # noqa: E402
 from napari_mia.core.losses import build_loss  # noqa: E402
 from napari_mia.core.models import build_model  # noqa: E402
 
+# The settings these figures were measured with (docs/benchmarks.md), fixed rather than the "auto" defaults.
+MEASURED_WITH = {"backbone": "resnet18", "pretrained": False, "color_mode": "mono", "downscale": 1.0}
+
 DSB = HERE.parents[1] / "shared" / "data" / "dsb2018_nuclei" / "train"
 RESULTS: list[tuple[str, float, str, bool]] = []
 
@@ -109,7 +112,7 @@ def bench_training(quick: bool) -> float:
     """napari-mia's loop against the same plain loop twice: with napari-mia's layout and precision (its
     overhead: the target) and as usually written, fp32 in the default layout (what those choices gain)."""
     print("training throughput: napari-mia loop vs plain PyTorch + smp loop", flush=True)
-    config = TrainingConfig(epochs=1000, validation_fraction=0.0)
+    config = TrainingConfig(epochs=1000, validation_fraction=0.0, **MEASURED_WITH)
     samples = training_samples(config)
     batches = 12 if quick else 40
     mia, same, usual = [], [], []
@@ -127,7 +130,7 @@ def bench_training(quick: bool) -> float:
 
 def bench_data_pipeline(consumed_per_second: float) -> None:
     print("data pipeline: patches/s delivered by dataset + augmentations vs consumed by the model", flush=True)
-    config = TrainingConfig(epochs=1, validation_fraction=0.0)
+    config = TrainingConfig(epochs=1, validation_fraction=0.0, **MEASURED_WITH)
     trainer = Trainer(config, training_samples(config))
     loader = trainer._loader()
     start, delivered = time.perf_counter(), 0
@@ -144,7 +147,7 @@ def bench_prediction(quick: bool) -> None:
     size = 2048 if quick else 4096
     print(f"tiled prediction vs one whole-image forward, {size}x{size}", flush=True)
     torch.manual_seed(0)
-    config = TrainingConfig()
+    config = TrainingConfig(**MEASURED_WITH)
     model = build_model(config).eval()
     image = np.random.default_rng(0).integers(0, 4096, (size, size), dtype=np.uint16)
     predict(model, image[:512, :512], config)  # warm-up
@@ -166,10 +169,12 @@ import json, os, sys, threading, time, numpy as np, torch
 from napari_mia.core import TrainingConfig, predict
 from napari_mia.core.models import build_model
 
+
 def resident_mb():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-size, config = int(sys.argv[1]), TrainingConfig()
+size, config = int(sys.argv[1]), TrainingConfig(backbone="resnet18", pretrained=False, color_mode="mono",
+                                                downscale=1.0)
 model = build_model(config).eval()
 image = np.ones((size, size), np.uint16); out = np.ones((size, size), np.uint16)  # touched: resident
 predict(model, np.ones((64, 64), np.uint16), config)

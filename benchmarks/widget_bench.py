@@ -117,7 +117,8 @@ def main() -> None:
         background.NICENESS = args.niceness
     image = np.concatenate([blobs((256, 256), 12, seed=s)[0] for s in range(8)])
     labels = np.concatenate([blobs((256, 256), 12, seed=s)[1] for s in range(8)])
-    config = TrainingConfig(epochs=1000, validation_fraction=0.0)
+    config = TrainingConfig(epochs=1000, validation_fraction=0.0, backbone="resnet18", pretrained=False,
+                            color_mode="mono", downscale=1.0)
     headless = Trainer(config, make_samples(image, labels, config))
     headless_block(headless, WARMUP_STEPS)  # its precision trials, like the widget run's below
 
