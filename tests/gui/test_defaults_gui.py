@@ -25,8 +25,9 @@ def test_the_dock_opens_with_the_defaults_the_command_line_has(make_napari_viewe
     cli_values = {name: getattr(cli, name) for name in CLI_OPTIONS}
     cli_values["object_size"] = cli_values["object_size"] or "auto"  # given only for detection
     assert cli_values == {name: getattr(opened, name) for name in CLI_OPTIONS}
+    assert widget.pretrained.tooltip.endswith("efficientnet-lite0-57934424.pth")  # which weights
     widget.backbone.value = "resnet50"  # no ImageNet weights for it on this machine: from scratch
-    assert not widget.pretrained.value
+    assert not widget.pretrained.value and widget.pretrained.tooltip.startswith("No ImageNet weights for resnet50")
     widget.application.value = "instance"  # test-time augmentation is on where it pays
     assert widget.test_time_augmentation.value and widget.config().test_time_augmentation
 

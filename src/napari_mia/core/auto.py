@@ -25,7 +25,7 @@ _BLOB_SIGMAS = np.geomspace(1.5, 48, 16)  # scales searched around each point: 4
 @dataclass(frozen=True)
 class Example:
     """One training image as the auto settings see it: the image and what the user annotated on it
-    (a label image, points (N, 2) with their class names, or nothing)."""
+    (a label image, points (N, D: the last two y, x) with their class names, or nothing)."""
 
     image: np.ndarray
     channel_axis: int | None

@@ -236,6 +236,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.preview_augmentations_button.changed.connect(self.preview_augmentations)
         self.color_mode.changed.connect(self._on_color_mode)
         self.backbone.changed.connect(self._on_backbone)
+        self._on_backbone(self.backbone.value)
         self.labels_layer.changed.connect(self._classes_from_labels)
         self.points_layer.changed.connect(self._classes_from_labels)
         self.frame_classes.changed.connect(self._classes_from_labels)
@@ -256,9 +257,13 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             self.input_channels.value = 3 if mode == "color" else 1
 
     def _on_backbone(self, backbone: str) -> None:
-        """Pretrained Net is on for a backbone whose ImageNet weights are on this machine."""
+        """Pretrained Net is on for a backbone whose ImageNet weights are on this machine; its tooltip
+        names the file."""
+        weights = find_weights(backbone)
+        self.pretrained.tooltip = f"ImageNet weights: {weights}" if weights else (
+            f"No ImageNet weights for {backbone} on this machine: name a file below, or train from scratch")
         if self.model_config is None:
-            self.pretrained.value = find_weights(backbone) is not None
+            self.pretrained.value = weights is not None
 
     def _show_choices(self, config: TrainingConfig, choices: list) -> None:
         """The run's data-driven choices in their fields ("auto (0.55: median object 46 px)") and the weights
