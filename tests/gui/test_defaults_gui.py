@@ -55,6 +55,10 @@ def test_auto_down_scaling_and_color_show_the_values_they_chose(make_napari_view
     viewer.add_image(image[..., 0], name="another")  # napari resets the dock's choices: what auto chose stays
     assert widget.color_mode.native.currentText() == "auto (color: 1 of 1 images in colour)"
     assert (widget.model_config.downscale, widget.model_config.color_mode) == (0.5, "color")
+    widget.reset_model()  # the controls a model fixed get their own tooltips back, and stay as auto left them
+    assert widget.color_mode.tooltip == "auto: Color as soon as one training image is colour"
+    assert widget.pretrained.tooltip.startswith("No ImageNet weights for resnet18")
+    assert not widget.input_channels.enabled  # Color / Mono is still auto
 
 
 def test_auto_object_size_shows_the_blob_size_it_measured(make_napari_viewer, qtbot):

@@ -114,6 +114,8 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self._predicted_index: tuple | None = None  # the frame (or region) the last prediction covers
 
         self._make_controls(TrainingConfig())
+        # What each control's tooltip says while no model fixes it (set_running restores them).
+        self._own_tooltips = {name: control.tooltip for name, control in self._config_controls().items()}
         self._lay_out()
         self._connect_controls()
         self._on_application(self.application.value)
@@ -260,10 +262,11 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         """Pretrained Net is on for a backbone whose ImageNet weights are on this machine; its tooltip
         names the file."""
         weights = find_weights(backbone)
-        self.pretrained.tooltip = f"ImageNet weights: {weights}" if weights else (
+        self._own_tooltips["pretrained"] = f"ImageNet weights: {weights}" if weights else (
             f"No ImageNet weights for {backbone} on this machine: name a file below, or train from scratch")
         if self.model_config is None:
             self.pretrained.value = weights is not None
+            self.pretrained.tooltip = self._own_tooltips["pretrained"]
 
     def _show_choices(self, config: TrainingConfig, choices: list) -> None:
         """The run's data-driven choices in their fields ("auto (0.55: median object 46 px)") and the weights
@@ -274,8 +277,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
                 self.color_mode.reset_choices()
             else:
                 getattr(self, choice.field).value = choice.text
-        if config.color_mode != AUTO:
-            self.input_channels.value = config.input_channels
+        self.input_channels.value = config.input_channels
         self._show_status(f"Training {describe(config)}.", now=True)
 
     def _on_application(self, application: str) -> None:
@@ -575,8 +577,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         from ..core.io import save_model
 
         experiment = self._open_experiment()
-        trainer = self.trainer
-        used = [] if experiment is None or prepare is None else list(experiment.last_used)
+        trainer, used = self.trainer, []
         if prepare is not None:
             trainer, choices = prepare()
             used = [] if experiment is None else list(experiment.last_used)
@@ -663,8 +664,9 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         has_model = self.model is not None
         for name, control in self._config_controls().items():  # as in MIA: Reset model unlocks them
             if name in FIELDS_FIXED_BY_MODEL or name.startswith("pretrained"):
-                control.enabled = not has_model
-                control.tooltip = "Set by the current model: Reset model to change it" if has_model else ""
+                control.enabled = not has_model and not (name == "input_channels" and self.color_mode.value == AUTO)
+                control.tooltip = ("Set by the current model: Reset model to change it" if has_model else
+                                   self._own_tooltips.get(name, ""))
         self.train_button.enabled = self.load_button.enabled = not running
         for button in (self.predict_button, self.save_button, self.reset_button, self.export_button):
             button.enabled = not running and has_model
