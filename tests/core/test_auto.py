@@ -95,3 +95,31 @@ def test_the_plain_cli_says_what_it_chose_and_the_model_keeps_it(tmp_path, capsy
                      "among 2 images); Down Scaling auto (0.5: median object 60 px)")
     _, config, _ = load_model(model)
     assert (config.color_mode, config.downscale, config.pretrained) == ("mono", 0.5, False)
+
+
+def test_sparse_labels_are_strokes_not_objects_so_auto_down_scaling_measures_none():
+    """Brush strokes over large objects (and background strokes) would read as small objects."""
+    from napari_mia.core.auto import Example, resolve
+    from tests.configs import fixed_config
+
+    strokes = np.zeros((200, 200), np.uint8)
+    strokes[50:53, 20:180] = 2  # a thin foreground stroke across a large object
+    strokes[150:152, 10:190] = 1  # a background stroke
+    config = fixed_config(sparse_labels=True, downscale="auto")
+    resolved, choices = resolve(config, [Example(np.zeros((200, 200), np.uint8), None, labels=strokes)])
+    assert resolved.downscale == 1.0 and "sparse" in choices[0].reason
+
+
+def test_float_labels_get_the_one_line_error_naming_the_file_not_a_traceback(tmp_path, capsys):
+    import tifffile
+
+    from napari_mia.core.cli import main
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.zeros((64, 64), np.uint8))
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", np.ones((64, 64), np.float32))
+    code = main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
+                 "--out", str(tmp_path / "m.safetensors"), "--epochs", "1"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "labels must be integers" in error and "float32" in error and "a.tif" in error

@@ -221,3 +221,57 @@ def test_images_new_since_the_last_run_get_their_share_of_the_patches(tmp_path):
     assert PatchDataset(train, TINY.replace(new_image_share=0.0)).frame_weights[-1] == pytest.approx(0.1)  # by area
     weights = PatchDataset(train, TINY.replace(new_image_share=0.5)).frame_weights
     assert weights[-1] == pytest.approx(0.5) and weights[:9] == pytest.approx([0.5 / 9] * 9)
+
+
+def test_images_that_share_a_stem_keep_their_own_labels_predictions_and_state(tmp_path):
+    folder, truth = _folder(tmp_path, names=("a",), shapes=((64, 64),))
+    image, instances, _ = instance_blobs((64, 64), n=2, seed=7)
+    import imageio.v3 as iio
+
+    iio.imwrite(folder / "a.png", image)
+    experiment = Experiment.open(folder)
+    assert [e.name for e in experiment] == ["a.png", "a.tif"]
+    experiment.save_labels(experiment["a.png"], instances)
+    experiment.save_prediction(experiment["a.tif"], truth["a"])
+    experiment.set_role(experiment["a.tif"], "validation")
+    again = Experiment.open(folder)
+    assert [(e.status, e.role) for e in again] == [("labelled", "train"), ("predicted", "validation")]
+    np.testing.assert_array_equal(again.read_labels(again["a.png"]), instances)
+    assert again.read_labels(again["a.tif"]) is None
+    np.testing.assert_array_equal(again.read_prediction(again["a.tif"]), truth["a"])
+    assert again.read_prediction(again["a.png"]) is None
+
+
+def test_a_corrected_prediction_is_kept_left_by_predict_all_and_teaches_only_once_accepted(tmp_path):
+    folder, truth = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    entry = experiment["im2"]
+    experiment.save_prediction(entry, np.zeros_like(truth["im2"]))
+    experiment.save_corrected_prediction(entry, truth["im2"])
+    again = Experiment.open(folder)
+    corrected = again["im2"]
+    assert corrected.corrected and corrected.status == "predicted" and not corrected.teaches
+    np.testing.assert_array_equal(again.read_prediction(corrected), truth["im2"])
+    assert [e.name for e in again.entries_to_predict()] == ["im1", "im10"]
+    assert again.annotated_entries() == []
+
+
+def test_a_random_validation_image_stays_one_as_the_experiment_grows(tmp_path):
+    """Runs are compared on validation images none of them learnt from."""
+    names = tuple(f"im{i}" for i in range(8))
+    folder, truth = _folder(tmp_path, names=names, shapes=[(64, 64)] * len(names))
+    experiment = Experiment.open(folder)
+    config = TINY.replace(validation_fraction=0.2)
+    chosen = []
+    for name in names:
+        experiment.save_labels(experiment[name], truth[name])
+        if len(experiment.annotated_entries()) > 1:
+            experiment.samples(config)
+            chosen.append({e.name for e in experiment.last_validation})
+    for before, after in zip(chosen, chosen[1:]):
+        assert len(before - after) <= 1  # only an image added since can take a validation image's place
+    learnt_from = set()
+    for validation, count in zip(chosen, range(2, len(names) + 1)):
+        assert len(validation) == max(1, round(0.2 * count))
+        learnt_from |= set(names[:count]) - validation
+    assert chosen[-1] - learnt_from  # the last split still holds an image no split trained on

@@ -162,3 +162,16 @@ def test_foreign_bioimageio_package_is_refused_with_a_clear_message(tmp_path):
         package.writestr("rdf.yaml", "type: model\n")
     with pytest.raises(ExportError, match="only packages exported by napari-mia"):
         load_bioimageio(tmp_path / "other.zip")
+
+
+def test_exporting_a_model_does_not_move_it_or_change_its_mode(tmp_path):
+    """The dock's model may be on a GPU and training (Stop, then Resume): export works on a copy."""
+    from napari_mia.core.export import export
+    from napari_mia.core.models import build_model
+    from tests.configs import fixed_config
+
+    config = fixed_config(patch_size=64, decoder_channels=(16, 16, 16, 16, 16))
+    model = build_model(config).train()
+    parameters = list(model.parameters())
+    export(model, config, "torchscript", tmp_path / "m.pt")
+    assert model.training and all(a is b for a, b in zip(model.parameters(), parameters))

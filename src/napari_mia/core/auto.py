@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import TrainingConfig
+from .data import DataError, check_label_values
 
 # Objects are rescaled towards this diameter, as cellpose rescales cells to its 30-px mean diameter; smaller
 # objects are never enlarged (Down Scaling is at most 1).
@@ -32,6 +33,7 @@ class Example:
     labels: np.ndarray | None = None
     points: np.ndarray | None = None
     point_classes: tuple[str, ...] = ()
+    name: str = ""  # the file or layer, for messages
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ def resolve(config: TrainingConfig, examples: Iterable[Example]) -> tuple[Traini
         return config, []
     summary = Summary()
     for example in examples:
-        summary.add(example, measure_points="object_size" in fields)
+        try:
+            summary.add(example, measure_points="object_size" in fields)
+        except ValueError as error:
+            raise DataError(f"{example.name}: {error}" if example.name else str(error)) from error
     choices = []
     if "color_mode" in fields:
         choices.append(summary.color_mode())
@@ -66,6 +71,8 @@ def resolve(config: TrainingConfig, examples: Iterable[Example]) -> tuple[Traini
         elif config.application == "detection":
             size = next((c.value for c in choices if c.field == "object_size"), config.object_size)
             choices.append(_downscale_for(size, f"object size {size:g} px"))
+        elif config.sparse_labels:
+            choices.append(Choice("downscale", 1.0, "sparse labels: brush strokes are not objects to measure"))
         else:
             choices.append(summary.downscale())
     changes = {choice.field: choice.value for choice in choices}
@@ -86,6 +93,7 @@ class Summary:
         self.images += 1
         self.colour_images += is_colour(example.image, example.channel_axis)
         if example.labels is not None:
+            check_label_values(np.asarray(example.labels))
             self.diameters.append(object_diameters(example.labels))
         has_points = example.points is not None and len(example.points)
         if measure_points and has_points and self.measured_images < _MAX_IMAGES_MEASURED:

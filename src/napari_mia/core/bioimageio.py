@@ -26,6 +26,7 @@ from .export import (
     disagreement,
     export_onnx,
     export_torchscript,
+    on_cpu,
     run_exported,
 )
 from .io import load_model, save_model
@@ -95,7 +96,7 @@ def export_bioimageio(model: torch.nn.Module, config: TrainingConfig, path: str 
     except ImportError as error:
         raise ExportError('bioimage.io export needs bioimageio.spec: pip install "napari-mia[bioimageio]"') from error
     path = Path(path)
-    model = model.cpu().eval()
+    model = on_cpu(model)
     with tempfile.TemporaryDirectory(prefix="napari-mia-bioimageio-") as folder:  # the package copies it all
         work = Path(folder)
         test_input = _test_image(config)

@@ -236,9 +236,9 @@ def _auto_examples(examples):
     if isinstance(examples, Experiment):
         yield from examples.auto_examples()
         return
-    for _, image, annotation, channel_axis in examples:
+    for name, image, annotation, channel_axis in examples:
         points, names = annotation if isinstance(annotation, tuple) else (None, ())
-        yield Example(image, channel_axis, points=points, point_classes=tuple(names))
+        yield Example(image, channel_axis, points=points, point_classes=tuple(names), name=name)
 
 
 def _class_ids(names, config) -> np.ndarray:

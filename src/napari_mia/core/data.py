@@ -198,13 +198,19 @@ def prepare_image(frame: np.ndarray, config: TrainingConfig) -> np.ndarray:
     return resize_image(frame, scaled_shape(frame.shape[1:], config.downscale))
 
 
+def check_label_values(labels: np.ndarray, ids: str = "class ids") -> None:
+    """Label images hold non-negative integers (``ids`` says which: class or object ids)."""
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+        raise DataError(f"labels must be integers ({ids}), got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        start = "class ids start at 0" if ids == "class ids" else f"{ids} start at 1, background is 0"
+        raise DataError(f"labels contain negative values; {start}")
+
+
 def prepare_labels(labels: np.ndarray, config: TrainingConfig) -> np.ndarray:
     """Class-id labels as training targets; in sparse mode 0 means unlabelled and classes start at 1."""
-    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
-        raise DataError(f"labels must be integers (class ids), got dtype {labels.dtype}")
+    check_label_values(labels)
     labels = labels.astype(np.int32)
-    if labels.min() < 0:
-        raise DataError("labels contain negative values; class ids start at 0")
     if config.sparse_labels:
         labels = labels - 1  # 0 (unlabelled) becomes IGNORE = -1
     highest = int(labels.max())
@@ -236,10 +242,7 @@ def instance_targets(instances: np.ndarray) -> np.ndarray:
 
 
 def prepare_instances(labels: np.ndarray, config: TrainingConfig) -> np.ndarray:
-    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
-        raise DataError(f"labels must be integers (object ids), got dtype {labels.dtype}")
-    if labels.min() < 0:
-        raise DataError("labels contain negative values; object ids start at 1, background is 0")
+    check_label_values(labels, "object ids")
     return resize_labels(labels.astype(np.int32), scaled_shape(labels.shape, config.downscale))
 
 

@@ -4,11 +4,16 @@ A folder of images is an experiment, laid out as MIA keeps its training folder a
 reads it (``napari-mia train --images DIR --labels DIR/labels`` trains on exactly what was painted)::
 
     DIR/<images>                      tif/tiff/png/jpg, natural order, stacks allowed
-    DIR/labels/<stem>.tif             labels the user painted or accepted (the only training labels)
-    DIR/predictions/<stem>.tif        the model's predictions, until the user accepts them
-    DIR/uncertainty/<stem>.tif        how unsure the model was of each pixel of them (float32, 0 to 1)
-    DIR/napari-mia.json               role, status and uncertainty score of every image
-    DIR/napari-mia-model.safetensors  the last model trained on the experiment (and its history CSV)
+    DIR/labels/<name>.tif             labels the user painted or accepted (the only training labels)
+    DIR/predictions/<name>.tif        the model's predictions (and the user's corrections of them), until
+                                      the user accepts them
+    DIR/uncertainty/<name>.tif        how unsure the model was of each pixel of them (float32, 0 to 1)
+    DIR/napari-mia.json               role, status and uncertainty score of every image; the runs
+    DIR/napari-mia-model.safetensors  the model in use (the best run, unless the user chose another)
+    DIR/models/run-NNN.safetensors    every run trained on the experiment, with its score
+
+An image's name is its file's stem, or its whole file name where two images share a stem (``a.png`` and
+``a.tif``), so that no two images share labels.
 
 Every file is written atomically (see :func:`files.write_atomically`). Images already open in napari join
 the same experiment as in-memory entries (:meth:`Experiment.add_array`).
@@ -17,8 +22,10 @@ the same experiment as in-memory entries (:meth:`Experiment.add_array`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
+from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +47,33 @@ ANNOTATED = ("labelled", "accepted")
 ORDERS = ("file order", "most uncertain")  # where Next goes
 STATE_FILE = "napari-mia.json"
 MODEL_FILE = "napari-mia-model.safetensors"
+RUNS_FOLDER = "models"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A training run kept in the experiment folder: its number and file, its score (the headline
+    ``metric`` on its ``validation`` images; None without any), and the images it learnt from."""
+
+    number: int
+    path: Path
+    metric: str | None
+    score: float | None
+    images: tuple[str, ...]
+    validation: tuple[str, ...]
+
+    def to_dict(self, folder: Path) -> dict:
+        return {"number": self.number, "file": self.path.relative_to(folder).as_posix(), "metric": self.metric,
+                "score": self.score, "images": list(self.images), "validation": list(self.validation)}
+
+    @classmethod
+    def from_dict(cls, record: dict, folder: Path) -> Run:
+        return cls(int(record["number"]), folder / record["file"], record.get("metric"), record.get("score"),
+                   tuple(record.get("images", ())), tuple(record.get("validation", ())))
+
+    def describe(self) -> str:
+        scored = "not scored" if self.score is None else f"{self.metric} {self.score:.3f}"
+        return f"run {self.number}: {scored}, {len(self.images)} image(s)"
 
 
 @dataclass
@@ -57,6 +91,7 @@ class Entry:
     annotated: int = 0  # labelled pixels, for the table
     trained: bool = False  # a finished training run used its labels (else it is new: ``new_image_share``)
     uncertainty: float | None = None  # of its last prediction (see core.uncertainty); None: not predicted
+    corrected: bool = False  # the user edited its prediction (kept; it teaches once accepted)
 
     @property
     def teaches(self) -> bool:
@@ -74,22 +109,30 @@ class Experiment:
         self.entries: list[Entry] = []
         self._label_files: dict[str, Path] = {}
         self.last_used: list[Entry] = []  # the entries the last ``samples`` call drew from
+        self.last_validation: list[Entry] = []  # those of them it validated on
+        self.runs: list[Run] = []
+        self.run_in_use: int | None = None
         self._lock = threading.Lock()
 
     @classmethod
     def open(cls, folder: str | Path, label_folder: str | Path | None = None) -> Experiment:
         """The images of ``folder`` with the labels, roles and statuses saved beside them."""
         experiment = cls(folder, label_folder)
-        state = experiment._read_state()
+        record = experiment._read_state()
+        state = record.get("images", {})
+        experiment.runs = [Run.from_dict(r, experiment.folder) for r in record.get("runs", [])]
+        experiment.run_in_use = record.get("run_in_use")
         with contextlib.suppress(FileNotFoundError):  # no label folder yet, or nothing in it
             # Labels written elsewhere may be png; the .tif the dock writes wins over an older one.
             experiment._label_files = {p.stem: p for p in sorted(
                 list_images(experiment.label_folder), key=lambda p: p.suffix.lower() == ".tif")}
-        for path in list_images(folder):
-            saved = state.get(path.stem, {})
-            entry = Entry(path.stem, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0),
-                          trained=saved.get("trained", False), uncertainty=saved.get("uncertainty"))
-            has_labels = path.stem in experiment._label_files
+        paths = list_images(folder)
+        for path, name in zip(paths, entry_names(paths)):
+            saved = state.get(name, {})
+            entry = Entry(name, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0),
+                          trained=saved.get("trained", False), uncertainty=saved.get("uncertainty"),
+                          corrected=saved.get("corrected", False))
+            has_labels = name in experiment._label_files
             status = saved.get("status")
             if has_labels:  # the label file decides: a file written by hand, or by a crashed session, counts
                 entry.status = status if status in ANNOTATED else "labelled"
@@ -103,7 +146,9 @@ class Experiment:
         if not path.is_file():
             return {}
         try:
-            return json.loads(path.read_text()).get("images", {})
+            record = json.loads(path.read_text())
+            record.get("images", {})
+            return record
         except (ValueError, AttributeError) as error:
             raise DataError(f"{path}: not a napari-mia experiment file ({error}); move it away to start "
                             "afresh") from error
@@ -114,8 +159,9 @@ class Experiment:
         with self._lock:
             state = {"version": 1, "images": {
                 e.name: {"role": e.role, "status": e.status, "annotated": e.annotated, "trained": e.trained,
-                         "uncertainty": e.uncertainty}
-                for e in self.entries if e.path is not None}}
+                         "uncertainty": e.uncertainty, "corrected": e.corrected}
+                for e in self.entries if e.path is not None},
+                "runs": [run.to_dict(self.folder) for run in self.runs], "run_in_use": self.run_in_use}
             text = json.dumps(state, indent=1)
             write_atomically(self.folder / STATE_FILE, lambda file: file.write_text(text))
 
@@ -134,6 +180,53 @@ class Experiment:
     @property
     def model_path(self) -> Path | None:
         return None if self.folder is None else self.folder / MODEL_FILE
+
+    def describe(self, entry: Entry) -> str:
+        """How messages name ``entry``: its label file, or its name for an image open in napari."""
+        return entry.name if entry.path is None else str(self.labels_path(entry))
+
+    # ---- runs ----------------------------------------------------------------------------------------
+    def next_run_number(self) -> int:
+        return max((run.number for run in self.runs), default=0) + 1
+
+    def run(self, number: int) -> Run:
+        for run in self.runs:
+            if run.number == number:
+                return run
+        raise DataError(f"{self.folder}: no run {number} (runs: {', '.join(str(r.number) for r in self.runs)})")
+
+    def keep_run(self, number: int, model, config: TrainingConfig, history, score: float | None,
+                 metric: str | None, images: list[str], validation: list[str], in_use: bool) -> Run:
+        """Save a run as ``models/run-NNN.safetensors`` (a resumed run replaces its own file); with
+        ``in_use`` it becomes the experiment's model."""
+        from .io import save_model
+
+        run = Run(number, self.folder / RUNS_FOLDER / f"run-{number:03d}.safetensors", metric, score,
+                  tuple(images), tuple(validation))
+        save_model(run.path, model, config, history)
+        self.runs = [r for r in self.runs if r.number != number] + [run]
+        if in_use:
+            self.use_run(run, model, config, history)
+        else:
+            self.save_state()
+        return run
+
+    def use_run(self, run: Run, model, config: TrainingConfig, history) -> None:
+        """``run`` (its ``model``) becomes the model the experiment opens with."""
+        from .io import history_csv_path, save_model, write_history_csv
+
+        save_model(self.model_path, model, config, history)
+        write_history_csv(history_csv_path(self.model_path), history)
+        self.run_in_use = run.number
+        self.save_state()
+
+    def images_of_model_in_use(self) -> set[str] | None:
+        """The images the model in use learnt from, or None where no run says (a model from elsewhere)."""
+        if self.run_in_use is None:
+            return None
+        with contextlib.suppress(DataError):
+            return set(self.run(self.run_in_use).images)
+        return None
 
     def add_array(self, name: str, image: np.ndarray, channel_axis: int | None = None,
                   labels: np.ndarray | None = None, role: str = "train") -> Entry:
@@ -197,9 +290,21 @@ class Experiment:
         """The user's corrected prediction becomes the image's labels and joins the training set."""
         self.save_labels(entry, labels, status="accepted")
 
+    def save_corrected_prediction(self, entry: Entry, labels: np.ndarray) -> None:
+        """Keep the user's corrections of ``entry``'s prediction: they come back with the image, Predict all
+        leaves them, and they teach once the user accepts them (not before)."""
+        labels = np.array(labels)
+        if entry.path is not None:
+            write_labels(self.prediction_path(entry), labels)
+        entry.corrected = True
+        if entry.status == "unlabelled":
+            entry.status = "predicted"
+        self.save_state()
+
     def save_prediction(self, entry: Entry, labels: np.ndarray, uncertainty: np.ndarray | None = None) -> None:
         """Keep the model's labels of ``entry`` (and how unsure it was of each pixel) until the user accepts
         them; they never teach."""
+        entry.corrected = False
         if entry.path is not None:
             write_labels(self.prediction_path(entry), labels)
             if uncertainty is not None:
@@ -241,6 +346,10 @@ class Experiment:
     def annotated_entries(self, role: str | None = None) -> list[Entry]:
         return [e for e in self.entries if e.teaches and (role is None or e.role == role)]
 
+    def entries_to_predict(self) -> list[Entry]:
+        """What Predict all predicts: the images with neither labels nor a prediction the user corrected."""
+        return [e for e in self.entries if e.status not in ANNOTATED and not e.corrected]
+
     def highest_label(self) -> int:
         return max((int(self.read_labels(e).max()) for e in self.annotated_entries()), default=0)
 
@@ -248,7 +357,7 @@ class Experiment:
         """The painted and accepted images with their labels, one at a time, for the "auto" settings."""
         for entry in self.annotated_entries():
             image, channel_axis = self.read_image(entry)
-            yield Example(image, channel_axis, labels=self.read_labels(entry))
+            yield Example(image, channel_axis, labels=self.read_labels(entry), name=self.describe(entry))
 
     def entry_samples(self, entry: Entry, config: TrainingConfig, binarize: bool = False) -> list[Sample]:
         image, channel_axis = self.read_image(entry)
@@ -271,16 +380,28 @@ class Experiment:
         training = self.annotated_entries("train")
         validation = self.annotated_entries("validation")
         if not validation and len(training) > 1 and config.validation_fraction > 0:
-            order = np.random.default_rng(config.seed).permutation(len(training))
             count = min(len(training) - 1, max(1, round(config.validation_fraction * len(training))))
-            validation = [training[i] for i in sorted(order[:count])]
-            training = [training[i] for i in sorted(order[count:])]
-        self.last_used = training + validation
+            chosen = set(map(id, sorted(training, key=lambda e: _draw(e.name, config.seed))[:count]))
+            validation = [e for e in training if id(e) in chosen]
+            training = [e for e in training if id(e) not in chosen]
+        self.last_used, self.last_validation = training + validation, validation
         train_samples = [s for e in training for s in self.entry_samples(e, config, binarize)]
         validation_samples = [s for e in validation for s in self.entry_samples(e, config, binarize)]
         if len(training) == 1 and not validation:
             return split_train_validation(train_samples, config.validation_fraction, config.seed)
         return train_samples, validation_samples
+
+
+def entry_names(paths: list[Path]) -> list[str]:
+    """Each image's name: its stem, or its file name where images share a stem (``a.png``, ``a.tif``)."""
+    stems = Counter(path.stem for path in paths)
+    return [path.stem if stems[path.stem] == 1 else path.name for path in paths]
+
+
+def _draw(name: str, seed: int) -> str:
+    """A stable draw per image: the validation images of a random split stay validation images as the
+    experiment grows, so that runs are compared on images none of them learnt from."""
+    return hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()
 
 
 def predict_all(model, config: TrainingConfig, experiment: Experiment, entries: list[Entry],

@@ -8,6 +8,7 @@ background/interior/boundary), heatmap logits (detection) or class logits per im
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import warnings
@@ -30,6 +31,14 @@ class ExportError(ValueError):
     """An export failed, or the exported model does not reproduce PyTorch's output."""
 
 
+def on_cpu(model: torch.nn.Module) -> torch.nn.Module:
+    """The model on the CPU in eval mode: itself when it is so already, else a copy, so that exporting
+    never moves the model in use (on a GPU) or changes its mode."""
+    if not model.training and all(p.device.type == "cpu" for p in model.parameters()):
+        return model
+    return copy.deepcopy(model).cpu().eval()
+
+
 def example_input(config: TrainingConfig, batch: int = 1, seed: int = 0) -> torch.Tensor:
     size = config.patch_size
     generator = torch.Generator().manual_seed(seed)
@@ -39,7 +48,7 @@ def example_input(config: TrainingConfig, batch: int = 1, seed: int = 0) -> torc
 def export_torchscript(model: torch.nn.Module, config: TrainingConfig, path: str | Path) -> Path:
     """A traced TorchScript file with the config as an extra file (``napari_mia_config``)."""
     path = Path(path)
-    model = model.cpu().eval()
+    model = on_cpu(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing is deprecated in favour of torch.export, but bioimage.io needs it
         traced = torch.jit.trace(model, example_input(config))
@@ -60,7 +69,7 @@ def export_onnx(model: torch.nn.Module, config: TrainingConfig, path: str | Path
     onnx = _import_onnx("onnx")
 
     path = Path(path)
-    model = model.cpu().eval()
+    model = on_cpu(model)
     dynamic = {0: "batch", 2: "height", 3: "width"} if config.application != "classification" else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -108,7 +117,7 @@ def compare_with_pytorch(model: torch.nn.Module, config: TrainingConfig, path: s
                          absolute: float = ABSOLUTE_TOLERANCE) -> tuple[float, bool]:
     """``disagreement`` of the exported file with PyTorch on two batches of random images, one of another
     size than the traced one (when sizes may vary)."""
-    model = model.cpu().eval()
+    model = on_cpu(model)
     size = config.patch_size
     shapes = [(2, size, size)] + ([] if config.application == "classification" else [(1, size + 32, size - 32 or 32)])
     worst, agree = 0.0, True

@@ -1,11 +1,12 @@
 """MIA's training folder in the dock: open a folder, step through its images, paint, accept predictions.
 
-The panel is a view of a core :class:`~napari_mia.core.experiment.Experiment`. One image is open at a
-time, as in MIA: its Image layer, ``<image> labels`` (what the user paints: saved on every edit) and
-``<image> prediction`` (empty until the image is predicted; what Accept makes the image's labels). The
-three layers are made once and given each image's data in turn: adding a layer to napari's window stalls
-it far longer than new data. Files are read, predicted and written in workers; the GUI thread only copies
-the labels layer when an edit has settled.
+The panel is a view of the session's :class:`~napari_mia.core.experiment.Experiment`. One image is open at
+a time, as in MIA: its Image layer, ``<image> labels`` (what the user paints: saved on every edit) and
+``<image> prediction`` (empty until the image is predicted; what Accept makes the image's labels; the
+user's corrections of it are saved on every edit too, and teach once accepted). The three layers are made
+once and given each image's data in turn: adding a layer to napari's window stalls it far longer than new
+data. Files are read, predicted and written in workers; the GUI thread only copies a layer when an edit
+has settled.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from .background import create_background_worker
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
 _ACTIVATE_AFTER_MS = 80  # the layer to correct becomes active once the new image has been drawn
 LABELS_SUFFIX = "labels"
+PREDICTION_SUFFIX = "prediction"
+_WATCHED = "napari_mia_edits_saved"  # a prediction layer whose edits the panel saves
 _COLUMNS = ("Image", "Size", "Role", "Status", "Labelled px", "Uncertainty")
 UNCERTAINTY_SUFFIX = "uncertainty"
 
@@ -35,10 +38,11 @@ class ExperimentPanel(Container):
     def __init__(self, dock):
         super().__init__(labels=False)
         self.dock, self.viewer = dock, dock.viewer
-        self.experiment: Experiment | None = None
         self.current: Entry | None = None
         self._shapes: dict[str, str] = {}
         self._pending: tuple[Entry, np.ndarray, str] | None = None  # labels to write, and their status
+        self._pending_correction: tuple[Entry, np.ndarray] | None = None  # an edited prediction to write
+        self._edited: set[str] = set()  # the open image's layers edited since their last copy
         self._uncertainty: np.ndarray | None = None  # per-pixel, of the open image's prediction
         self._unsure: list[tuple[int, float, tuple]] | None = None  # (id, confidence, centre), least sure first
         self._unsure_step = 0
@@ -51,6 +55,8 @@ class ExperimentPanel(Container):
 
         self.open_button = PushButton(text="Open folder…")
         self.open_button.tooltip = "A folder of images: labels, predictions and the model are saved beside them"
+        self.close_button = PushButton(text="Close folder", enabled=False)
+        self.close_button.tooltip = "Save what is pending and close the folder (to train on layers open in napari)"
         self.table = Table(value=_table_value([]))
         self.table.read_only = True
         self.table.native.setMinimumHeight(140)
@@ -73,7 +79,8 @@ class ExperimentPanel(Container):
         self.summary = Label(value="Open a folder of images (MIA's training folder), or train on layers below.")
         self.summary.native.setWordWrap(True)
         self.extend([
-            self.open_button, self.table,
+            Container(widgets=[self.open_button, self.close_button], layout="horizontal", labels=False),
+            self.table,
             Container(widgets=[self.previous_button, self.next_button, self.accept_button], layout="horizontal",
                       labels=False),
             Container(widgets=[self.role, self.predict_all_button], layout="horizontal"),
@@ -82,6 +89,7 @@ class ExperimentPanel(Container):
             self.summary,
         ])
         self.open_button.changed.connect(self._ask_folder)
+        self.close_button.changed.connect(self.close_folder)
         self.previous_button.changed.connect(lambda: self.step(-1))
         self.next_button.changed.connect(lambda: self.step(1))
         self.accept_button.changed.connect(self.accept)
@@ -101,28 +109,51 @@ class ExperimentPanel(Container):
         if folder:
             self.open_folder(folder)
 
+    @property
+    def experiment(self) -> Experiment | None:
+        return self.dock.session.experiment
+
     def open_folder(self, folder: str | Path) -> None:
-        """Open ``folder`` as the experiment, with its saved labels, roles, statuses and last model."""
-        if self.dock.worker is not None:
-            show_error(f"Cannot open {folder} while a job runs: stop it or wait for it first.")
+        """Open ``folder`` as the experiment, with its saved labels, roles, statuses and the model it uses."""
+        from ..core.models import resolve_device
+
+        if self.dock.session.busy:
+            show_error(f"Cannot open {folder} while {self.dock.session.state} runs: stop it or wait for it first.")
             return
+        self.close_experiment()
         try:
-            experiment = Experiment.open(folder)
+            experiment = self.dock.session.open_folder(folder, resolve_device())
         except (ValueError, OSError) as error:
             show_error(f"Cannot open the folder {folder}: {error}")
             return
-        self.close_experiment()
-        self.experiment, self._shapes = experiment, {}
-        if experiment.model_path.is_file():
-            self.dock.load_model(experiment.model_path)
+        self._shapes = {}
+        if self.dock.model is not None:
+            self.dock.show_model(f"{experiment.folder.name}: its model loaded")
         self.refresh()
         self.show_entry(0)
+
+    def close_folder(self, *_) -> None:
+        """Save what is pending, take the open image's layers out and close the experiment."""
+        if self.experiment is None:
+            return
+        if self.dock.session.busy:
+            show_error(f"Cannot close the folder while {self.dock.session.state} runs: stop it or wait for it.")
+            return
+        self.close_experiment()
+        self.dock.session.close_folder()
+        self.refresh()
+        self.summary.value = "Folder closed. Open a folder of images, or train on layers below."
 
     def close_experiment(self) -> None:
         """Save what is pending and take the open image's layers out of the viewer."""
         self.save_now()
         self.close_experiment_layers()
         self.current = None
+
+    def shows(self, image_layer, labels_layer) -> bool:
+        """Whether these are the open image's Image and Labels layers (what a folder trains from)."""
+        return self.current is not None and image_layer is self._open_layer() and (
+            labels_layer is None or labels_layer is self._labels_layer())
 
     def _layer_names(self) -> list[str]:
         if self.current is None:
@@ -137,14 +168,15 @@ class ExperimentPanel(Container):
         experiment = self.experiment
         has = experiment is not None
         rows = [] if not has else [
-            [e.name, self._shapes.get(e.name, ""), e.role, e.status, e.annotated,
+            [e.name, self._shapes.get(e.name, ""), e.role, _status(e), e.annotated,
              "" if e.uncertainty is None else f"{e.uncertainty:.3f}"] for e in experiment]
         self.table.value = _table_value(rows)
         self.table.native.resizeColumnsToContents()
         current = None if self.current is None else experiment.entries.index(self.current)
         if current is not None:
             self.table.native.selectRow(current)
-        idle = self.dock.worker is None
+        idle = not self.dock.session.busy
+        self.close_button.enabled = has and idle
         self.previous_button.enabled = has and idle and bool(current)
         self.next_button.enabled = has and idle and current is not None and current < len(experiment) - 1
         self.accept_button.enabled = has and idle and self.current is not None
@@ -160,7 +192,7 @@ class ExperimentPanel(Container):
     # ---- navigation ---------------------------------------------------------------------------------
     def step(self, step: int) -> None:
         """Previous (-1) or next (+1) image: A and D, as in MIA. Next goes where ``order`` says."""
-        if self.experiment is None or self.current is None or self.dock.worker is not None:
+        if self.experiment is None or self.current is None or self.dock.session.busy:
             return
         if step > 0:
             following = self.experiment.next_entry(self.current, self.order.value)
@@ -174,11 +206,12 @@ class ExperimentPanel(Container):
     def show_entry(self, index: int, predict: bool = False) -> None:
         """Open image ``index`` (its labels and prediction) in a worker; with ``predict``, an image with
         neither is predicted first with the current model, so the user starts from a prediction."""
-        if self.experiment is None or self.dock.worker is not None or not 0 <= index < len(self.experiment):
+        if self.experiment is None or self.dock.session.busy or not 0 <= index < len(self.experiment):
             return
         self._snapshot()
         entry = self.experiment.entries[index]
         model = self.dock.model if predict and entry.status == "unlabelled" else None
+        self.dock.session.begin("opening")
         worker = create_background_worker(self._read_entry, entry, model, _connect={
             "returned": self._show_read_entry, "errored": self._on_error,
             "finished": self._on_job_finished}, _start_thread=False)
@@ -219,11 +252,10 @@ class ExperimentPanel(Container):
         if image_layer is None:
             image_layer = self.viewer.add_image(image, name=entry.name, rgb=channel_axis is not None)
             labels_layer = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}")
-            for event in (labels_layer.events.paint, labels_layer.events.data):  # strokes, fills; new data
-                event.connect(self._on_edit)
+            self._watch_edits(labels_layer, LABELS_SUFFIX)
         predicted = prediction is not None
         prediction = prediction if predicted else np.zeros(spatial, np.uint16)
-        prediction_layer = layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
+        prediction_layer = self._write_prediction(image_layer, prediction)
         self._set_uncertainty(uncertainty if predicted else None, prediction_layer, confidences)
         # What the user corrects: the prediction (Accept takes it) until the image has labels of its own.
         # Made active a moment later: napari's layer controls then switch after the new image is drawn
@@ -233,6 +265,23 @@ class ExperimentPanel(Container):
         self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
+
+    def _write_prediction(self, image_layer, prediction: np.ndarray):
+        """Show the open image's prediction in ``<image> prediction``; the user's edits of that layer are
+        saved as they are made."""
+        self._setting_labels = True  # the model's labels, not an edit
+        try:
+            layer = layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
+        finally:
+            self._setting_labels = False
+        if not layer.metadata.get(_WATCHED):
+            layer.metadata[_WATCHED] = True
+            self._watch_edits(layer, PREDICTION_SUFFIX)
+        return layer
+
+    def _watch_edits(self, layer, suffix: str) -> None:
+        for event in (layer.events.paint, layer.events.data):  # strokes, fills; new data
+            event.connect(lambda *_: self._on_edit(suffix))
 
     def _activate(self, layer) -> None:
         if layer in self.viewer.layers:
@@ -354,26 +403,34 @@ class ExperimentPanel(Container):
     def _labels_layer(self):
         return self._open_layer(LABELS_SUFFIX)
 
-    def _on_edit(self, *_) -> None:
+    def _on_edit(self, suffix: str) -> None:
         if not self._setting_labels:
+            self._edited.add(suffix)
             self._save_timer.start()  # restarted by every stroke: saved once the edits settle
 
     def _snapshot(self, settled: bool = False) -> None:
-        """GUI thread: copy the labels layer if it was edited (``settled``: the autosave delay is over)
-        since the last copy; a worker writes it."""
+        """GUI thread: copy the layers edited since the last copy (``settled``: the autosave delay is
+        over); a worker writes them."""
         if not (settled or self._save_timer.isActive()) or self.current is None:
             return
         self._save_timer.stop()
+        edited, self._edited = self._edited, set()
         layer = self._labels_layer()
-        if layer is not None:
+        if layer is not None and LABELS_SUFFIX in edited:
             accepted = self._pending is not None and self._pending[0] is self.current and (
                 self._pending[2] == "accepted")  # edits after an Accept not yet written keep it accepted
             self._pending = (self.current, np.array(layer.data), "accepted" if accepted else "labelled")
+        prediction = self._open_layer(PREDICTION_SUFFIX)
+        if prediction is not None and PREDICTION_SUFFIX in edited:
+            self._pending_correction = (self.current, np.array(prediction.data))
 
     def write_pending(self) -> None:
-        """Any thread: write the last snapshot, if any (one write at a time, the latest labels last)."""
+        """Any thread: write the last snapshots, if any (one write at a time, the latest labels last)."""
         with self._save_lock:
             pending, self._pending = self._pending, None
+            correction, self._pending_correction = self._pending_correction, None
+            if correction is not None:
+                self.experiment.save_corrected_prediction(*correction)
             if pending is not None:
                 self.experiment.save_labels(*pending)
 
@@ -383,7 +440,7 @@ class ExperimentPanel(Container):
         self._write_in_worker()
 
     def _write_in_worker(self) -> None:
-        if self._pending is not None:
+        if self._pending is not None or self._pending_correction is not None:
             create_background_worker(self.write_pending, _connect={
                 "returned": lambda _: self.refresh(), "errored": self._on_error})
 
@@ -414,9 +471,17 @@ class ExperimentPanel(Container):
                 labels_layer.data = accepted.astype(np.uint16, copy=False)
             finally:
                 self._setting_labels = False
-            prediction.data = np.zeros_like(prediction.data)  # now the labels: emptied, kept for the next image
+            self._setting_labels = True
+            try:
+                prediction.data = np.zeros_like(prediction.data)  # now the labels: emptied, kept for the next image
+            finally:
+                self._setting_labels = False
             self._set_uncertainty(None, prediction)
         self._save_timer.stop()
+        self._edited.discard(LABELS_SUFFIX)
+        if prediction is not None:  # the corrections are the labels now
+            self._edited.discard(PREDICTION_SUFFIX)
+            self._pending_correction = None
         self._pending = (entry, accepted, "accepted")  # written in turn with the edits: never overtaken
         self._write_in_worker()
         self.summary.value = f"{entry.name} accepted: it trains from now on."
@@ -432,25 +497,24 @@ class ExperimentPanel(Container):
         from ..core.experiment import predict_all
 
         dock = self.dock
-        if self.experiment is None or dock.model is None or dock.worker is not None:
+        if self.experiment is None or dock.model is None or dock.session.busy:
             return
         self.save_now()
-        entries = [e for e in self.experiment if e.status not in ("labelled", "accepted")]
+        entries = self.experiment.entries_to_predict()
         self._predicted = 0
         worker = create_background_worker(
             predict_all, dock.model, dock.model_config, self.experiment, entries,
             next(dock.model.parameters()).device,
             _connect={"yielded": self._on_image_predicted, "errored": self._on_error,
                       "finished": lambda: self._on_predict_all_finished(len(entries))}, _start_thread=False)
-        dock.start_prediction_job(worker, f"Predicting {len(entries)} images…")
-        self.refresh()
+        if dock.start_prediction_job(worker, f"Predicting {len(entries)} images…"):
+            self.refresh()
 
     def _on_image_predicted(self, event: ImagePredicted) -> None:
         self._predicted = event.done
         self.dock.progress.max, self.dock.progress.value = event.total, event.done
         if self.current is not None and event.name == self.current.name and self._labels_layer() is not None:
-            prediction_layer = layers.write_prediction(self.viewer, self.viewer.layers[self.current.name],
-                                                       event.labels, (), self.dock.label_colors())
+            prediction_layer = self._write_prediction(self.viewer.layers[self.current.name], event.labels)
             self._set_uncertainty(event.uncertainty, prediction_layer)
         self.refresh()
 
@@ -465,11 +529,16 @@ class ExperimentPanel(Container):
     # ---- jobs ---------------------------------------------------------------------------------------
     def _on_job_finished(self) -> None:
         self.dock.worker = None
+        self.dock.session.end()
         self.dock.set_running(False)  # which refreshes the table and buttons
 
     def _on_error(self, error: Exception) -> None:
         name = "" if self.current is None else f" ({self.current.name})"
         show_error(f"napari-mia experiment{name}: {error}")
+
+
+def _status(entry: Entry) -> str:
+    return "corrected" if entry.status == "predicted" and entry.corrected else entry.status
 
 
 def _table_value(rows: list[list]) -> dict:

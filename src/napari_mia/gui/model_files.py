@@ -6,7 +6,9 @@ from pathlib import Path
 
 from napari.utils.notifications import show_error, show_info
 
+from ..core.session import SessionBusy
 from . import layers
+from .background import create_background_worker
 
 
 class ModelFileActions:
@@ -14,54 +16,72 @@ class ModelFileActions:
     :class:`~napari_mia.gui.widget.MiaWidget`."""
 
     def save_model(self, path) -> None:
-        from ..core.io import save_model
-
         try:
-            saved = save_model(path, self.model, self.model_config, self.history)
+            saved = self.session.save_model(path)
         except OSError as error:  # the model stays in the dock: the user can save elsewhere
             show_error(f"Cannot save the model to {path}: {error.strerror or error}")
             return
         show_info(f"Model saved to {saved}")
 
     def load_model(self, path) -> None:
-        from ..core.io import load_model
         from ..core.models import resolve_device
 
-        try:
-            if str(path).endswith(".zip"):
-                from ..core.bioimageio import load_bioimageio
-
-                model, config, history = load_bioimageio(path, resolve_device())
-            else:
-                model, config, history = load_model(path, resolve_device())
+        try:  # further training adds to its history, and Save writes it all
+            self.session.load_model(path, resolve_device())
         except (ValueError, ImportError) as error:
             show_error(str(error))
             return
-        self.model, self.model_config, self.trainer = model, config, None
-        self.history = list(history)  # further training adds to it, and Save writes it all
-        self._show_config(config)
+        self.show_model(f"Model loaded from {path}")
+
+    def show_model(self, message: str | None = None) -> None:
+        """Show the session's model: its settings in the fields, the buttons it enables."""
+        if self.model_config is not None:
+            self._show_config(self.model_config)
         self.set_running(False)
-        show_info(f"Model loaded from {path}")
+        if message:
+            show_info(message)
 
     def reset_model(self, *_) -> None:
-        self.model, self.model_config, self.trainer, self.history = None, None, None, []
+        try:
+            self.session.reset_model()
+        except SessionBusy as error:
+            show_error(str(error))
+            return
         self.set_running(False)
         self._classes_from_labels()
 
     def export_model(self, path) -> None:
-        """ONNX (.onnx), TorchScript (.pt) or a bioimage.io package (.zip), checked against PyTorch."""
-        from ..core.export import export
-
+        """ONNX (.onnx), TorchScript (.pt) or a bioimage.io package (.zip), checked against PyTorch, in a
+        worker; the model in use stays where it is (a copy is exported)."""
         file_format = {".onnx": "onnx", ".pt": "torchscript", ".zip": "bioimageio"}.get(Path(path).suffix.lower())
         if file_format is None:
             show_error(f"Cannot export to {path}: use .onnx, .pt (TorchScript) or .zip (bioimage.io)")
             return
         try:
-            saved, difference = export(self.model, self.model_config, file_format, path, history=self.history)
-        except (ValueError, OSError) as error:  # ExportError names the extra to install
-            show_error(f"Cannot export the model: {error}")
+            job = self.session.export(file_format, path)
+        except SessionBusy as error:
+            show_error(str(error))
             return
+        self.worker = create_background_worker(lambda: (yield from job), _connect={
+            "returned": self._on_exported, "errored": self._on_export_error, "finished": self._on_job_finished},
+            _start_thread=False)
+        self.set_running(True)
+        self._start_job(self.worker, f"Exporting the model to {path}…")
+
+    def _on_exported(self, result) -> None:
+        saved, difference = result
         show_info(f"Model exported to {saved} (largest difference from PyTorch {difference:.1e})")
+        self.status.value = f"Model exported to {saved}."
+
+    def _on_export_error(self, error: Exception) -> None:
+        if isinstance(error, (ValueError, OSError)):  # ExportError names the extra to install
+            show_error(f"Cannot export the model: {error}")
+        else:
+            self._on_worker_error(error)
+
+    def _on_job_finished(self) -> None:
+        self.worker = None
+        self.set_running(False)
 
     def export_measurements(self, path) -> None:
         """Per-object measurements of the prediction layer (label, class, area, centroid, mean intensity,

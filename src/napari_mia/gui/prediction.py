@@ -7,6 +7,7 @@ import numpy as np
 from napari.utils.notifications import show_error
 
 from ..core.events import TileDone
+from ..core.session import SessionBusy
 from . import layers
 from .background import create_background_worker
 
@@ -49,11 +50,18 @@ class PredictionActions:
         self.start_prediction_job(create_background_worker(*job, _connect=connections, _start_thread=False),
                                   f"Predicting '{image_layer.name}'…")
 
-    def start_prediction_job(self, worker, status: str) -> None:
-        """Start a prediction worker: Stop cancels it at the next tile (or image)."""
-        self.worker, self._predicting = worker, True
+    def start_prediction_job(self, worker, status: str) -> bool:
+        """Start a prediction worker: Stop cancels it at the next tile (or image). False (and a message)
+        when another job runs."""
+        try:
+            self.session.begin("predicting")
+        except SessionBusy as error:
+            show_error(str(error))
+            return False
+        self.worker = worker
         self.set_running(True)
         self._start_job(worker, status)
+        return True
 
     def label_colors(self):
         """Class colours for class-id labels; None (napari's colours for ids) for instance labels, and
@@ -90,7 +98,8 @@ class PredictionActions:
         self.status.value = f"{len(ids)} objects classified ({counts}) in '{objects.name} classes'."
 
     def on_prediction_finished(self) -> None:
-        self.worker, self._predicting = None, False
+        self.worker = None
+        self.session.end()
         if self._cancelled:
             self.status.value, self._cancelled = "Prediction cancelled.", False
         self.set_running(False)

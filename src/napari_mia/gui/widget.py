@@ -7,7 +7,6 @@ import gc
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 import napari
 import numpy as np
@@ -40,6 +39,7 @@ from ..core.config import (
 )
 from ..core.events import BatchEnd, EpochEnd, Preview, TrainingDone
 from ..core.models import available_devices
+from ..core.session import RunKept, Session, SessionBusy, TrainerReady
 from ..core.weights import describe, find_weights
 from . import config_panel, layers
 from .background import create_background_worker, freeze_startup_objects
@@ -55,14 +55,6 @@ logger = logging.getLogger(__name__)
 # training run, the dock does not update at all.
 _STATUS_INTERVAL = 3.0
 _SETTLE_MS = 200  # a job starts this long after its button is pressed, once the window has repainted
-
-
-@dataclass(frozen=True)
-class _TrainerReady:
-    """The training worker built its trainer (samples are built in the worker, not on the GUI thread)."""
-
-    trainer: object
-    choices: list  # the settings left "auto", as the worker chose them from the data (core/auto.py)
 
 
 class _CloseWatcher(QObject):
@@ -94,21 +86,19 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer):
         super().__init__(scrollable=True)
         self.viewer = napari_viewer
-        self.model = None
-        self.model_config: TrainingConfig | None = None
-        self.trainer = None
-        self.worker = None
-        self.history = []
-        self._stopped = False
+        self.session = Session()  # the user's work: the dock shows it and forwards clicks to it
+        self.worker = None  # the thread running the session's job
         self._closing = False
         self._close_watcher = None
         self._training_layer = None
+        self._training_subject = ""  # how messages name what the run learns from
+        self._run_application = None
         self._preview_index: tuple[int, ...] = ()
         self._last_status_update = -math.inf  # nothing shown yet: the first update always shows
         self._pending_text: str | None = None
         self._pending_step: int | None = None
         self._pending_total: int | None = None
-        self._predicting = self._cancelled = False
+        self._cancelled = False
         self._run_ended_well = False  # the last training run ended without an error (then it predicts)
         self.predicted_frame_classes = ""
         self._predicted_index: tuple | None = None  # the frame (or region) the last prediction covers
@@ -125,6 +115,23 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.status.native.setWordWrap(True)
         self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.status.native.setMinimumHeight(2 * self.status.native.fontMetrics().height())
+
+    # ---- what the session holds, as the dock shows it ---------------------------------------------------
+    @property
+    def model(self):
+        return self.session.model
+
+    @property
+    def model_config(self) -> TrainingConfig | None:
+        return self.session.config
+
+    @property
+    def history(self) -> list:
+        return self.session.history
+
+    @property
+    def trainer(self):
+        return self.session.trainer
 
     def _make_controls(self, defaults: TrainingConfig) -> None:
         """The Training window's controls (MIA's names), the buttons and the panels."""
@@ -282,6 +289,11 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
 
     def _on_application(self, application: str) -> None:
         """Show the inputs this application trains from; a new application needs a new model (as in MIA)."""
+        if self.session.state == "training":  # the run builds a model of the application it started with
+            if application != self._run_application:
+                show_error("Cannot change the Application while training runs: stop it first.")
+                self.application.value = self._run_application
+            return
         if self.model_config is not None and self.model_config.application != application:
             self.reset_model()
         label_images = APPLICATIONS[application].label_images
@@ -399,7 +411,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self._pending_step = self._pending_step if step is None else step
         self._pending_total = self._pending_total if total is None else total
         clock = time.perf_counter()
-        shown_elsewhere = not self._predicting and self.train_data.isVisible()
+        shown_elsewhere = self.session.state != "predicting" and self.train_data.isVisible()
         if self._pending_text is None or (not now and (
                 shown_elsewhere or clock - self._last_status_update < _STATUS_INTERVAL)):
             return
@@ -420,28 +432,24 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         if image_layer is None or annotations is None:
             show_error(f"Choose an image layer and {self._annotation_kind()} to train on.")
             return
+        if experiment is not None and not self.experiment_panel.shows(image_layer, self.labels_layer.value):
+            show_error(f"A folder is open ({experiment.folder}): Train learns from its images. Close the folder "
+                       f"to train on '{image_layer.name}'.")
+            return
+        subject = (f"the {len(experiment.annotated_entries())} labelled images of {experiment.folder.name}"
+                   if experiment is not None else f"'{image_layer.name}' / {annotations}")
         try:
             config = self.config()
             build_samples = self._sample_builder(config)
             frame, channel_axis, self._preview_index = self._current_frame(image_layer)
-        except ValueError as error:  # ConfigError, frame classes
-            show_error(f"Cannot train on '{image_layer.name}' / {annotations}: {error}")
+            run = self.session.start_training(build_samples, preview_image=(frame, channel_axis))
+        except ValueError as error:  # ConfigError, frame classes, a job running
+            show_error(f"Cannot train on {subject}: {error}")
             return
-        self._training_layer = image_layer
-
-        def prepare():
-            from ..core.train import Trainer
-
-            try:
-                resolved, choices, train_samples, validation_samples = build_samples()
-                return Trainer(resolved, train_samples, validation_samples, model=self.model,
-                               preview_image=(frame, channel_axis)), choices
-            except ValueError as error:  # DataError, missing weights
-                raise ValueError(f"Cannot train on '{image_layer.name}' / {annotations}: {error}") from error
-
-        self.trainer = None
+        self._training_layer, self._training_subject = image_layer, subject
+        self._run_application = config.application
         self._open_train_data().reset()
-        self._run_training(prepare)
+        self._run_training(run, subject)
 
     def _open_experiment(self):
         """The experiment the dock trains on: the open folder, for the applications it holds labels of."""
@@ -544,8 +552,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         """Stop training at the next batch and wait for the worker: called when napari or the dock closes."""
         self._closing = True
         self.experiment_panel.save_now()
-        if self.trainer is not None:
-            self.trainer.request_stop()
+        self.session.request_stop()
         worker, self.worker = self.worker, None
         if worker is not None:
             for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
@@ -558,34 +565,17 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         if self._close_watcher is None:
             self._close_watcher = _CloseWatcher(self.native, self.shutdown)
 
-    def _run_training(self, prepare=None) -> None:
-        """Run the trainer (made first by ``prepare`` in the worker, when given) in a worker."""
+    def _run_training(self, run, subject: str) -> None:
+        """Consume the session's training run in a worker."""
         self._watch_for_close()
         # Connecting "errored" here also stops the worker from re-raising errors in the event loop.
-        self.worker = create_background_worker(self._train_in_worker, prepare, list(self.history), _connect={
+        self.worker = create_background_worker(_train_in_worker, run, subject, _connect={
             "yielded": self._on_training_event,
             "errored": self._on_worker_error,
             "finished": self._on_training_finished,
         }, _start_thread=False)
         self.set_running(True)
-        self._stopped = False
-        self._start_job(self.worker, f"Training on '{self._training_layer.name}': progress in Train Data.")
-
-    def _train_in_worker(self, prepare, history_before: list):
-        """Worker: build the trainer if asked, train, and save the model into the open experiment (so that
-        reopening the folder another day brings it back)."""
-        from ..core.io import save_model
-
-        experiment = self._open_experiment()
-        trainer, used = self.trainer, []
-        if prepare is not None:
-            trainer, choices = prepare()
-            used = [] if experiment is None else list(experiment.last_used)
-            yield _TrainerReady(trainer, choices)
-        done = yield from trainer.run()
-        if experiment is not None and not done.message:
-            experiment.mark_trained(used)  # no longer new: the next run weighs the images added after it
-            save_model(experiment.model_path, trainer.model, trainer.config, history_before + trainer.history)
+        self._start_job(self.worker, f"Training on {subject}: progress in Train Data.")
 
     def _start_job(self, worker, status: str) -> None:
         """Show ``status`` and start ``worker`` once napari has repainted the new button states (and shown
@@ -600,25 +590,31 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
 
     def stop_training(self, *_) -> None:
         """Stop: training stops after the current batch; a prediction is cancelled at the next tile."""
-        if self._predicting and self.worker is not None:
+        if self.session.state == "predicting" and self.worker is not None:
             self.worker.quit()
             self._cancelled = True
             return
-        if self.trainer is not None:
-            self.trainer.request_stop()
+        if self.session.state == "training":
+            self.session.request_stop()
             self.status.value = "Stopping after this batch…"
 
     def resume_training(self, *_) -> None:
-        if self.trainer is not None:
-            self._run_training()
+        try:
+            run = self.session.resume_training()
+        except SessionBusy as error:
+            show_error(str(error))
+            return
+        self._run_training(run, self._training_subject)
 
     def _on_training_event(self, event) -> None:
-        if isinstance(event, _TrainerReady):
-            self.trainer = event.trainer
-            # The trainer's config: detection training writes its calibrated peak thresholds into it.
-            self.model, self.model_config = self.trainer.model, self.trainer.config
-            self.progress.max = self.trainer.config.epochs * self.trainer.batches_per_epoch
-            self._show_choices(self.trainer.config, event.choices)
+        if isinstance(event, TrainerReady):
+            config = event.trainer.config
+            self.progress.max = config.epochs * event.trainer.batches_per_epoch
+            self._show_choices(config, event.choices)
+            return
+        if isinstance(event, RunKept):
+            (show_info if event.in_use else show_error)(event.message)
+            self.experiment_panel.refresh()
             return
         self.train_data.on_event(event)
         if isinstance(event, BatchEnd):
@@ -626,7 +622,6 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
                               f"loss {event.loss:.4f}, {event.images_per_second:.1f} patches/s",
                               min(self.progress.max, event.step))
         elif isinstance(event, EpochEnd):
-            self.history.append(event)
             metrics = ", ".join(f"{k} {v:.3f}" for k, v in event.val_metrics.items() if k != "pixel_accuracy")
             self._show_status(f"epoch {event.epoch + 1}: train loss {event.train_loss:.4f}" + (
                 f", val loss {event.val_loss:.4f}, {metrics}" if event.val_loss is not None else ""))
@@ -636,18 +631,20 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
                 layers.write_prediction(self.viewer, image_layer, event.labels, self._preview_index,
                                         self.label_colors(), suffix="preview")
         elif isinstance(event, TrainingDone):
-            self._stopped = event.reason == "stopped"
+            stopped = event.reason == "stopped"
             self._run_ended_well = not event.message  # out of memory: no prediction after it
             summary = f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s)."
             if event.message:
                 show_error(f"Training on '{self._training_layer.name}' stopped: {event.message}")
-            elif not self._stopped:
+            elif not stopped:
                 show_info(summary)
             # A Stop the user asked for is said in the status line only: a notification repaints the canvas.
-            self._show_status(summary if self._stopped else None, now=True)
+            self._show_status(summary if stopped else None, now=True)
 
     def _on_training_finished(self) -> None:
         self.worker = None
+        if self.session.state == "training":  # a run that never started (napari closed first)
+            self.session.end()
         self.set_running(False)
         ended_well, self._run_ended_well = self._run_ended_well, False
         if ended_well and self.predict_after.value and self.image_layer.value is not None and not self._closing:
@@ -664,15 +661,17 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         has_model = self.model is not None
         for name, control in self._config_controls().items():  # as in MIA: Reset model unlocks them
             if name in FIELDS_FIXED_BY_MODEL or name.startswith("pretrained"):
-                control.enabled = not has_model and not (name == "input_channels" and self.color_mode.value == AUTO)
+                control.enabled = not has_model and not running and not (
+                    name == "input_channels" and self.color_mode.value == AUTO)
                 control.tooltip = ("Set by the current model: Reset model to change it" if has_model else
+                                   "Fixed while training builds the model" if running else
                                    self._own_tooltips.get(name, ""))
         self.train_button.enabled = self.load_button.enabled = not running
         for button in (self.predict_button, self.save_button, self.reset_button, self.export_button):
             button.enabled = not running and has_model
         self.measure_button.enabled = not running and isinstance(self.prediction_layer(), napari.layers.Labels)
         self.stop_button.enabled = running
-        self.resume_button.enabled = not running and self._stopped
+        self.resume_button.enabled = not running and self.session.stopped
         self.experiment_panel.refresh()
         self.use_prediction_button.enabled = not running and (
             self.prediction_layer() is not None or bool(self.predicted_frame_classes))
@@ -709,3 +708,11 @@ def _to_control(name: str, value):
 def _color_choices(auto_text: str = AUTO) -> list[tuple[str, str]]:
     """Color / Mono's choices; the auto one shows what it chose once a run chose it."""
     return [(auto_text, AUTO), ("mono", "mono"), ("color", "color")]
+
+
+def _train_in_worker(run, subject: str):
+    """Worker: the session's training run, its data errors naming what it learns from."""
+    try:
+        return (yield from run)
+    except ValueError as error:  # DataError, ConfigError, missing weights
+        raise ValueError(f"Cannot train on {subject}: {error}") from error

@@ -1,0 +1,155 @@
+"""The session: the one owner of the user's work (experiment, model, history, what runs), without Qt."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_mia.core.auto import resolve
+from napari_mia.core.events import EpochEnd, TrainingDone
+from napari_mia.core.experiment import Experiment
+from napari_mia.core.io import load_model, read_metadata
+from napari_mia.core.session import RunKept, Session, SessionBusy, TrainerReady
+from tests.configs import fixed_config
+
+from ..conftest import blobs
+
+SEMANTIC = fixed_config(epochs=6, batch_size=4, patch_size=64, validation_fraction=0.0, seed=1,
+                        decoder_channels=(16, 16, 16, 16, 16), learning_rate=3e-3)
+
+
+def _folder(tmp_path, count=4):
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    truth = {}
+    for index in range(count):
+        image, labels = blobs((96, 96), n=5, seed=index)
+        tifffile.imwrite(folder / f"cells{index + 1}.tif", image)
+        truth[f"cells{index + 1}"] = labels
+    return folder, truth
+
+
+def _builder(experiment, config):
+    def build():
+        resolved, choices = resolve(config, experiment.auto_examples())
+        return resolved, choices, *experiment.samples(resolved)
+    return build
+
+
+def _run(job):
+    """Every event of a job, and what it returned."""
+    events = []
+    while True:
+        try:
+            events.append(next(job))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+def test_a_running_session_refuses_a_second_run_and_changes_to_what_the_model_fixes(tmp_path):
+    folder, truth = _folder(tmp_path)
+    session = Session()
+    experiment = session.open_folder(folder)
+    experiment.save_labels(experiment["cells1"], truth["cells1"])
+    job = session.start_training(_builder(experiment, SEMANTIC.replace(epochs=1)))
+    assert session.state == "training"  # at once, before the worker built anything
+    for refused in (lambda: session.start_training(_builder(experiment, SEMANTIC)), session.reset_model,
+                    lambda: session.check_change("application"), session.close_folder,
+                    lambda: session.open_folder(folder), lambda: session.begin("predicting")):
+        with pytest.raises(SessionBusy, match="training"):
+            refused()
+    session.check_change("epochs")  # not fixed by the model: applies to the next run
+    events, done = _run(job)
+    assert isinstance(events[0], TrainerReady) and isinstance(done, TrainingDone)
+    assert session.state == "idle" and session.model is not None
+    session.reset_model()
+    assert session.model is None
+
+
+def test_stop_then_resume_keeps_each_epoch_once_in_the_history_and_the_folder_model(tmp_path):
+    folder, truth = _folder(tmp_path)
+    session = Session()
+    experiment = session.open_folder(folder)
+    experiment.save_labels(experiment["cells1"], truth["cells1"])
+    job = session.start_training(_builder(experiment, SEMANTIC.replace(epochs=4, batch_size=1)))
+    for event in job:
+        if isinstance(event, EpochEnd) and event.epoch == 1:
+            session.request_stop()
+    stopped_after = [e.epoch for e in session.history]
+    assert session.stopped and stopped_after[:2] == [0, 1] and len(stopped_after) < 4
+    assert [e["epoch"] for e in json.loads(read_metadata(experiment.model_path)["history"])] == stopped_after
+    _run(session.resume_training())
+    assert [e.epoch for e in session.history] == [0, 1, 2, 3]
+    saved = json.loads(read_metadata(experiment.model_path)["history"])
+    assert [e["epoch"] for e in saved] == [0, 1, 2, 3]
+    _run(session.start_training(_builder(experiment, SEMANTIC.replace(epochs=2))))  # a second run adds its own
+    assert [e.epoch for e in session.history] == [0, 1, 2, 3, 0, 1]
+
+
+def test_a_worse_retrain_leaves_the_better_model_in_use_and_both_on_disk(tmp_path):
+    folder, truth = _folder(tmp_path)
+    session = Session()
+    experiment = session.open_folder(folder)
+    for name in ("cells1", "cells2"):
+        experiment.save_labels(experiment[name], truth[name])
+    experiment.save_labels(experiment["cells4"], truth["cells4"])
+    experiment.set_role(experiment["cells4"], "validation")
+    events, _ = _run(session.start_training(_builder(experiment, SEMANTIC.replace(epochs=12))))
+    first = next(e for e in events if isinstance(e, RunKept))
+    assert first.in_use and first.run.score > 0.5 and first.run.validation == ("cells4",)
+    assert set(first.run.images) == {"cells1", "cells2"}
+    good_weights = {k: v.clone() for k, v in session.model.state_dict().items()}
+
+    experiment.save_labels(experiment["cells3"], truth["cells3"])
+    # A learning rate that wrecks what the network learnt: the run ends worse on cells4.
+    ruin = SEMANTIC.replace(epochs=3, learning_rate=1.0, retrain_lr_factor=1.0, lr_schedule="constant",
+                            keep_best=False)
+    events, _ = _run(session.start_training(_builder(experiment, session.config.replace(
+        **{k: getattr(ruin, k) for k in ("epochs", "learning_rate", "retrain_lr_factor", "lr_schedule",
+                                         "keep_best")}))))
+    second = next(e for e in events if isinstance(e, RunKept))
+    assert not second.in_use and second.run.score < first.run.score and second.previous_score == pytest.approx(
+        first.run.score, abs=1e-6)
+    assert "below the model before it" in second.message
+    for name, value in session.model.state_dict().items():  # the better weights are the ones in use
+        torch.testing.assert_close(value, good_weights[name])
+    assert first.run.path.is_file() and second.run.path.is_file()
+    in_use, _, _ = load_model(experiment.model_path)
+    for name, value in in_use.state_dict().items():
+        torch.testing.assert_close(value, good_weights[name])
+
+    reopened = Session()
+    again = reopened.open_folder(folder)
+    assert [r.number for r in again.runs] == [1, 2] and again.run_in_use == 1
+    reopened.use_run(2)  # the user prefers it after all
+    assert Experiment.open(folder).run_in_use == 2
+    ruined, _, _ = load_model(second.run.path)
+    for name, value in reopened.model.state_dict().items():
+        torch.testing.assert_close(value, ruined.state_dict()[name])
+
+
+def test_export_leaves_the_model_in_use_as_it_was(tmp_path):
+    from napari_mia.core.models import build_model
+
+    config = fixed_config(epochs=1, patch_size=64, decoder_channels=(16, 16, 16, 16, 16))
+    session = Session()
+    model = build_model(config).train()  # a model in the middle of training
+    session.set_model(model, config)
+    before = [p for p in model.parameters()]
+    job = session.export("torchscript", tmp_path / "m.pt")
+    assert session.state == "exporting"
+    _, (path, difference) = _run(job)
+    assert path.is_file() and difference < 1e-3 and session.state == "idle"
+    assert model.training and all(a is b for a, b in zip(model.parameters(), before))
+
+
+def test_the_session_trains_from_layers_held_in_memory():
+    image, labels = blobs((96, 96), n=5, seed=3)
+    session = Session()
+    layers = Experiment()
+    layers.add_array("cells", image, None, labels)
+    _, done = _run(session.start_training(_builder(layers, SEMANTIC.replace(epochs=1))))
+    assert done.reason == "finished" and session.model is not None and len(session.history) == 1
+    assert np.count_nonzero(layers.read_labels(layers["cells"])) == np.count_nonzero(labels)
