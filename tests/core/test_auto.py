@@ -103,8 +103,8 @@ def test_sparse_labels_are_strokes_not_objects_so_auto_down_scaling_measures_non
     from tests.configs import fixed_config
 
     strokes = np.zeros((200, 200), np.uint8)
-    strokes[50:53, 20:180] = 2  # a thin foreground stroke across a large object
-    strokes[150:152, 10:190] = 1  # a background stroke
+    strokes[40:52, 20:180] = 2  # a broad foreground stroke across a large object
+    strokes[150:162, 10:190] = 1  # a background stroke
     config = fixed_config(sparse_labels=True, downscale="auto")
     resolved, choices = resolve(config, [Example(np.zeros((200, 200), np.uint8), None, labels=strokes)])
     assert resolved.downscale == 1.0 and "sparse" in choices[0].reason
@@ -118,7 +118,10 @@ def test_float_labels_get_the_one_line_error_naming_the_file_not_a_traceback(tmp
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
     tifffile.imwrite(tmp_path / "images" / "a.tif", np.zeros((64, 64), np.uint8))
-    tifffile.imwrite(tmp_path / "labels" / "a.tif", np.ones((64, 64), np.float32))
+    ids = np.zeros((64, 64), np.float32)
+    for number in range(20):  # object ids, as float: more values than classes
+        ids[number * 3, :] = number + 1
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", ids)
     code = main(["train", "--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"),
                  "--out", str(tmp_path / "m.safetensors"), "--epochs", "1"])
     error = capsys.readouterr().err.strip().splitlines()[-1]

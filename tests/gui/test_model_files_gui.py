@@ -84,18 +84,31 @@ def dock_with_a_model(make_napari_viewer, monkeypatch):
     """A dock holding an untrained model, and the error messages it shows."""
     widget = MiaWidget(make_napari_viewer())
     config = fixed_config(patch_size=64)
-    widget.model, widget.model_config = build_model(config).eval(), config
+    widget.session.set_model(build_model(config).eval(), config)
     errors = []
     record_errors(monkeypatch, errors)
     return widget, errors
 
 
-def test_onnx_export_without_onnx_installed_says_what_to_install(dock_with_a_model, tmp_path, monkeypatch):
+def test_onnx_export_without_onnx_installed_says_what_to_install(dock_with_a_model, qtbot, tmp_path, monkeypatch):
     widget, errors = dock_with_a_model
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the export extra were not installed
     widget.export_model(tmp_path / "m.onnx")
+    wait_until_idle(qtbot, widget)
     assert len(errors) == 1 and 'pip install "napari-mia[export]"' in errors[0]
-    assert not (tmp_path / "m.onnx").exists()
+    assert not (tmp_path / "m.onnx").exists() and widget.session.state == "idle"
+
+
+def test_export_runs_in_a_worker_and_leaves_the_model_in_use_as_it_was(dock_with_a_model, qtbot, tmp_path):
+    """The model may be on a GPU and part-trained (Stop, then Resume): a copy is exported, off the GUI thread."""
+    widget, errors = dock_with_a_model
+    model = widget.model.train()
+    parameters = list(model.parameters())
+    widget.export_model(tmp_path / "m.pt")
+    assert widget.session.state == "exporting" and not widget.train_button.enabled  # the click returned at once
+    wait_until_idle(qtbot, widget)
+    assert (tmp_path / "m.pt").is_file() and not errors and widget.train_button.enabled
+    assert model.training and all(a is b for a, b in zip(model.parameters(), parameters))
 
 
 def test_a_failing_save_is_reported_and_the_model_kept(dock_with_a_model, tmp_path):

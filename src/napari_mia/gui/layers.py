@@ -74,6 +74,19 @@ def point_annotations(layer: Points, class_names: list[str]) -> tuple[np.ndarray
     return positions, np.array([class_names.index(str(v)) for v in values], np.int64)
 
 
+def points_within(points: np.ndarray, index: tuple) -> np.ndarray:
+    """Which points (N, D) lie in the frame or region ``index`` selects (an int per leading axis, then
+    slices of the last two; empty: the whole image)."""
+    inside = np.ones(len(points), bool)
+    for axis, part in enumerate(index):
+        values = points[:, axis]
+        if isinstance(part, slice):
+            inside &= (values >= (part.start or 0)) & (values < (np.inf if part.stop is None else part.stop))
+        else:
+            inside &= np.round(values) == part
+    return inside
+
+
 def point_class_names(layer: Points) -> list[str]:
     if "class" not in layer.features or not len(layer.features):
         return []

@@ -79,6 +79,7 @@ class PredictionActions:
             points = np.hstack([np.tile(np.asarray(frame, np.float64), (len(points), 1)), points])
         config = self.model_config
         layers.write_points(self.viewer, image_layer, points, classes, scores, config.classes, config.class_colors)
+        self._predicted_index = index
         counts = ", ".join(f"{name} {int((classes == i).sum())}" for i, name in enumerate(config.classes))
         self.status.value = f"{len(points)} objects detected ({counts}) in '{image_layer.name} detections'."
 
@@ -142,7 +143,7 @@ class PredictionActions:
         if layer is None:
             return
         if application == "detection":
-            self.points_layer.value = layer
+            self._merge_points(layer)
         elif self._open_experiment() is not None and self.experiment_panel.current is not None:
             self.experiment_panel.accept()
         elif self.labels_layer.value is not None and self._predicted_index is not None:
@@ -153,6 +154,26 @@ class PredictionActions:
             target.data[index] = layer.data[index]
             target.refresh()
             self.status.value = f"'{layer.name}' copied into '{target.name}': it trains from the next Train."
+
+
+    def _merge_points(self, detections) -> None:
+        """The detections of the predicted frame (or region) replace the user's points there; the user's
+        points elsewhere stay, and training stays on the user's layer."""
+        target, index = self.points_layer.value, self._predicted_index
+        if target is None:  # no points of the user's yet: a copy of the detections becomes them
+            target = self.viewer.add_points(np.asarray(detections.data), name=f"{self.image_layer.value.name} points",
+                                            features={"class": list(detections.features["class"])},
+                                            scale=detections.scale, translate=detections.translate)
+            self.points_layer.value = target
+        else:
+            names = self.model_config.classes
+            positions, class_ids = layers.point_annotations(target, names)
+            keep = ~layers.points_within(positions, index or ())
+            detected = np.asarray(detections.data, np.float64)
+            classes = [names[c] for c in class_ids[keep]] + [str(c) for c in detections.features["class"]]
+            target.data = np.concatenate([positions[keep], detected.reshape(-1, positions.shape[1])])
+            target.features = {"class": classes}
+        self.status.value = f"'{detections.name}' copied into '{target.name}': it trains from the next Train."
 
 
 def _labels_and_confidence(model, image, config, channel_axis, device):

@@ -1,0 +1,180 @@
+"""The dock as a view of the session: nothing painted is lost, one run at a time, the user's choices honoured."""
+
+import imageio.v3 as iio
+import numpy as np
+
+from napari_mia.core.io import read_metadata, save_model
+from napari_mia.core.models import build_model
+from napari_mia.gui.widget import MiaWidget
+from tests.configs import fixed_config
+
+from ..conftest import blobs, instance_blobs
+from .conftest import record_errors, wait_until_idle
+
+SMALL = {"decoder_channels": (16, 16, 16, 16, 16)}
+
+
+def _dock(viewer, application="instance"):
+    widget = MiaWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.application.value = application
+    widget.backbone.value, widget.pretrained.value = "resnet18", False
+    widget.color_mode.value, widget.downscale.value = "mono", "1"
+    widget.epochs.value, widget.batch_size.value, widget.patch_size.value = 1, 4, 64
+    widget.validation_fraction.value = 0.0
+    return widget
+
+
+def _blob_folder(tmp_path, count=4):
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    for number in range(1, count + 1):
+        iio.imwrite(folder / f"blob{number}.png", instance_blobs((64, 64), n=3, seed=number)[0])
+    config = fixed_config(application="instance", classes=["background", "object"], **SMALL)
+    save_model(folder / "napari-mia-model.safetensors", build_model(config), config)
+    return folder
+
+
+def _open(qtbot, widget, folder):
+    widget.experiment_panel.open_folder(folder)
+    qtbot.waitUntil(lambda: widget.experiment_panel.current is not None, timeout=30_000)
+    wait_until_idle(qtbot, widget)
+
+
+def _go(qtbot, widget, step, name):
+    widget.experiment_panel.step(step)
+    qtbot.waitUntil(lambda: widget.experiment_panel.current.name == name, timeout=30_000)
+    wait_until_idle(qtbot, widget)
+
+
+def test_a_stroke_on_the_prediction_after_next_survives_next_previous_predict_all_and_reopening(
+        make_napari_viewer, qtbot, tmp_path):
+    folder = _blob_folder(tmp_path)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    _go(qtbot, widget, 1, "blob2")
+    prediction = viewer.layers["blob2 prediction"]
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is prediction)  # what the user paints on
+    prediction.brush_size = 5
+    prediction.paint((20, 20), 7)  # the user's stroke: napari's paint, as the brush does it
+    stroke = np.array(prediction.data) == 7
+    assert stroke.any()
+
+    _go(qtbot, widget, 1, "blob3")
+    _go(qtbot, widget, -1, "blob2")
+    np.testing.assert_array_equal(viewer.layers["blob2 prediction"].data == 7, stroke)
+    assert panel.current.corrected and not panel.current.teaches  # kept, but it teaches only once accepted
+    panel.predict_all_button.clicked()
+    wait_until_idle(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["blob2 prediction"].data == 7, stroke)
+    viewer.close()
+
+    again = make_napari_viewer()
+    widget = _dock(again)
+    _open(qtbot, widget, folder)
+    widget.experiment_panel.show_entry(1)
+    qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob2", timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    np.testing.assert_array_equal(again.layers["blob2 prediction"].data == 7, stroke)
+    assert [row[3] for row in widget.experiment_panel.table.data.to_list()][1] == "corrected"
+
+
+def test_while_training_the_application_stays_and_a_second_train_is_refused(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    image, labels = blobs((96, 96))
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="labels")
+    widget = _dock(viewer, "semantic")
+    widget.epochs.value = 3
+    errors = []
+    record_errors(monkeypatch, errors)
+    widget.train_button.clicked()
+    assert not widget.application.enabled and not widget.backbone.enabled  # fixed while the run builds the model
+    widget.application.value = "detection"  # as a script or a stale click would
+    assert widget.application.value == "semantic" and widget.session.state == "training"
+    assert widget.stop_button.enabled and not widget.train_button.enabled
+    widget.start_training()  # a second Train
+    assert any("Cannot change the Application" in e for e in errors) and any("Cannot start" in e for e in errors)
+    wait_until_idle(qtbot, widget)
+    assert widget.model_config.application == "semantic" and len(widget.history) == 3
+
+
+def test_with_a_folder_open_train_refuses_other_layers_until_the_folder_is_closed(make_napari_viewer, qtbot,
+                                                                                   tmp_path, monkeypatch):
+    folder = _blob_folder(tmp_path)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    _open(qtbot, widget, folder)
+    image, instances, _ = instance_blobs((96, 96), n=4, seed=9)
+    other = viewer.add_image(image, name="other")
+    other_labels = viewer.add_labels(instances, name="other labels")
+    widget.image_layer.value, widget.labels_layer.value = other, other_labels
+    errors = []
+    record_errors(monkeypatch, errors)
+    widget.train_button.clicked()
+    assert widget.session.state == "idle" and "Close the folder to train on 'other'" in errors[0]
+
+    widget.experiment_panel.close_button.clicked()
+    assert widget.session.experiment is None and "blob1" not in viewer.layers
+    widget.image_layer.value, widget.labels_layer.value = other, other_labels
+    widget.train_button.clicked()
+    assert "'other'" in widget.status.value
+    wait_until_idle(qtbot, widget)
+    assert len(errors) == 1 and not (folder / "models").exists()  # trained on the layers, not the folder
+
+
+def test_stop_and_resume_in_a_folder_save_each_epoch_once(make_napari_viewer, qtbot, tmp_path):
+    folder = _blob_folder(tmp_path)
+    (folder / "napari-mia-model.safetensors").unlink()
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    widget.epochs.value, widget.batch_size.value = 40, 1
+    _open(qtbot, widget, folder)
+    viewer.layers["blob1 labels"].data = instance_blobs((64, 64), n=3, seed=1)[1]
+    widget.experiment_panel.save_now()
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.trainer.epoch >= 2, timeout=120_000)
+    widget.stop_button.clicked()
+    wait_until_idle(qtbot, widget)
+    widget.epochs.value = 40
+    widget.resume_button.clicked()
+    wait_until_idle(qtbot, widget, timeout=300_000)
+    import json
+
+    saved = [e["epoch"] for e in json.loads(read_metadata(folder / "napari-mia-model.safetensors")["history"])]
+    assert saved == list(range(40)) and [e.epoch for e in widget.history] == saved
+
+
+def test_use_as_training_points_after_one_frame_keeps_the_users_points_of_the_other_frames(make_napari_viewer):
+    viewer = make_napari_viewer()
+    stack = np.zeros((2, 64, 64), np.uint8)
+    image = viewer.add_image(stack, name="stack")
+    users = viewer.add_points(np.array([[0, 10, 10], [0, 30, 30], [1, 12, 12], [1, 40, 40]], float), name="mine",
+                              features={"class": ["cell", "cell", "cell", "cell"]})
+    widget = _dock(viewer, "detection")
+    widget.points_layer.value = users
+    config = fixed_config(application="detection", classes=["cell"], **SMALL)
+    widget.session.set_model(build_model(config).eval(), config)
+    # Frame 1 predicted (Predict current frame only): one detection, where the user had two points.
+    widget._show_points(image, (np.array([[20.0, 20.0]]), np.array([0]), np.array([0.9])), (1,))
+    widget.use_prediction_button.clicked()
+    assert widget.points_layer.value is users  # training stays on the user's points
+    np.testing.assert_array_equal(np.asarray(users.data), [[0, 10, 10], [0, 30, 30], [1, 20, 20]])
+    assert list(users.features["class"]) == ["cell"] * 3
+
+
+def test_a_validation_pair_that_is_the_training_pair_is_named(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    image, labels = blobs((96, 96))
+    layer = viewer.add_image(image, name="cells")
+    painted = viewer.add_labels(labels, name="labels")
+    widget = _dock(viewer, "semantic")
+    widget.validation_image.value, widget.validation_labels.value = layer, painted
+    errors = []
+    record_errors(monkeypatch, errors)
+    widget.train_button.clicked()
+    wait_until_idle(qtbot, widget)
+    assert len(errors) == 1 and "validation" in errors[0] and "'cells'" in errors[0]
+    assert "no labelled pixels" not in errors[0] and widget.model is None
