@@ -520,8 +520,8 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         validation_image, validation_labels = self.validation_image.value, self.validation_labels.value
         if validation_image is self.image_layer.value or (
                 validation_labels is not None and validation_labels is self.labels_layer.value):
-            raise ValueError(f"the validation image and labels are the training ones ('{self.image_layer.value.name}'); "
-                             "choose another image to validate on, or none (a share of the patches is held out)")
+            raise ValueError(f"the validation pair is the training pair ('{self.image_layer.value.name}'); choose "
+                             "another image to validate on, or none (a share of the patches is held out)")
         if validation_image is not None and validation_labels is not None:
             image, channel_axis = layers.image_array(validation_image)
             layer_set.add_array(validation_image.name, image, channel_axis, validation_labels.data,
