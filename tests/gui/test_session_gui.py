@@ -178,3 +178,32 @@ def test_a_validation_pair_that_is_the_training_pair_is_named(make_napari_viewer
     wait_until_idle(qtbot, widget)
     assert len(errors) == 1 and "validation" in errors[0] and "'cells'" in errors[0]
     assert "no labelled pixels" not in errors[0] and widget.model is None
+
+
+def test_the_user_chooses_which_of_the_folders_runs_is_the_model_in_use(make_napari_viewer, qtbot, tmp_path):
+    import torch
+
+    from napari_mia.core.experiment import Experiment
+    from napari_mia.core.io import load_model
+
+    folder = _blob_folder(tmp_path)
+    config = fixed_config(application="instance", classes=["background", "object"], **SMALL)
+    experiment = Experiment.open(folder)
+    models = []
+    for number, score in ((1, 0.8), (2, 0.6)):  # run 2 scored worse: kept, not used
+        torch.manual_seed(number)
+        models.append(build_model(config))
+        experiment.keep_run(number, models[-1], config, [], score, "ap50", ["blob1"], ["blob4"], in_use=number == 1)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    assert [label for label, _ in panel._run_choices] == ["run 1: ap50 0.800, 1 image(s) (in use)",
+                                                          "run 2: ap50 0.600, 1 image(s)"]
+    assert panel.runs.value == 1 and panel.runs.enabled
+    panel.runs.value = 2
+    assert Experiment.open(folder).run_in_use == 2 and "(in use)" in panel._run_choices[1][0]
+    in_use, _, _ = load_model(folder / "napari-mia-model.safetensors")
+    for name, value in widget.model.state_dict().items():
+        torch.testing.assert_close(value, models[1].state_dict()[name])
+        torch.testing.assert_close(in_use.state_dict()[name], models[1].state_dict()[name])

@@ -68,6 +68,11 @@ class ExperimentPanel(Container):
         self.predict_all_button = PushButton(text="Predict all", enabled=False)
         self.predict_all_button.tooltip = "Predict every image not yet labelled, saved in predictions/"
         self.role = ComboBox(label="Role", choices=ROLES, value="train", enabled=False)
+        self._run_choices: list[tuple[str, int]] = []
+        self.runs = ComboBox(label="Model", choices=lambda _: self._run_choices, enabled=False)
+        self.runs.tooltip = ("Every run trained on this folder, with its score on the validation images; a run that "
+                             "scores worse than the model in use is kept, not used. Choose one to use it.")
+        self._showing_runs = False  # the panel sets the choice: not the user's
         self.order = ComboBox(label="Next", choices=ORDERS, value=ORDERS[0])
         self.order.tooltip = ("Where Next goes: the next image of the folder, or the image not yet labelled or "
                               "accepted whose prediction the model is least sure of (after Predict all)")
@@ -84,6 +89,7 @@ class ExperimentPanel(Container):
             Container(widgets=[self.previous_button, self.next_button, self.accept_button], layout="horizontal",
                       labels=False),
             Container(widgets=[self.role, self.predict_all_button], layout="horizontal"),
+            Container(widgets=[self.runs], layout="horizontal"),
             Container(widgets=[self.order, self.show_uncertainty], layout="horizontal"),
             self.unsure_button,
             self.summary,
@@ -95,6 +101,7 @@ class ExperimentPanel(Container):
         self.accept_button.changed.connect(self.accept)
         self.predict_all_button.changed.connect(self.predict_all)
         self.role.changed.connect(self._on_role)
+        self.runs.changed.connect(self._on_run_chosen)
         self.show_uncertainty.changed.connect(lambda _: self._show_uncertainty_layer())
         self.unsure_button.changed.connect(self.next_unsure_object)
         self.table.native.cellClicked.connect(lambda row, _: self.show_entry(row))
@@ -183,6 +190,7 @@ class ExperimentPanel(Container):
         self.predict_all_button.enabled = has and idle and self.dock.model is not None
         self.role.enabled = self.current is not None
         self.unsure_button.enabled = has and self._uncertainty is not None
+        self._show_runs(idle)
         if has:
             teaching = experiment.annotated_entries()
             self.summary.value = (
@@ -485,6 +493,33 @@ class ExperimentPanel(Container):
         self._pending = (entry, accepted, "accepted")  # written in turn with the edits: never overtaken
         self._write_in_worker()
         self.summary.value = f"{entry.name} accepted: it trains from now on."
+
+    def _show_runs(self, idle: bool) -> None:
+        experiment = self.experiment
+        runs = [] if experiment is None else experiment.runs
+        self._run_choices = [(run.describe() + (" (in use)" if run.number == experiment.run_in_use else ""),
+                              run.number) for run in runs]
+        self._showing_runs = True
+        try:
+            self.runs.reset_choices()
+            if experiment is not None and experiment.run_in_use in [n for _, n in self._run_choices]:
+                self.runs.value = experiment.run_in_use
+        finally:
+            self._showing_runs = False
+        self.runs.enabled = idle and len(runs) > 1
+
+    def _on_run_chosen(self, number) -> None:
+        from ..core.models import resolve_device
+
+        if self._showing_runs or number is None or number == self.experiment.run_in_use:
+            return
+        try:
+            self.dock.session.use_run(number, resolve_device())
+        except (ValueError, OSError) as error:
+            show_error(f"Cannot use run {number}: {error}")
+            return
+        self.dock.show_model(f"Run {number} of {self.experiment.folder.name} is the model in use.")
+        self.refresh()
 
     def _on_role(self, role: str) -> None:
         if self.current is not None and self.current.role != role:
