@@ -74,8 +74,10 @@ def test_detection_writes_points_with_class_and_score(viewer_and_widget, qtbot):
     assert set(detections.features["class"]) <= {"big", "small"}
     assert "objects detected" in widget.status.value
     assert len(points.data) == len(centres)  # the user's points are untouched
-    widget.use_prediction_button.clicked()
-    assert widget.points_layer.value is detections
+    widget.use_prediction_button.clicked()  # the whole image was predicted: its detections are the points now
+    assert widget.points_layer.value is points
+    np.testing.assert_array_equal(points.data, detections.data)
+    assert list(points.features["class"]) == list(detections.features["class"])
 
 
 def test_classification_of_frames_and_objects(viewer_and_widget, qtbot):

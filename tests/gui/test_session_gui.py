@@ -119,10 +119,14 @@ def test_with_a_folder_open_train_refuses_other_layers_until_the_folder_is_close
     widget.experiment_panel.close_button.clicked()
     assert widget.session.experiment is None and "blob1" not in viewer.layers
     widget.image_layer.value, widget.labels_layer.value = other, other_labels
+    widget.predict_after.value = False
     widget.train_button.clicked()
     assert "'other'" in widget.status.value
+    qtbot.waitUntil(lambda: widget.trainer is not None and widget.trainer.step >= 1, timeout=60_000)
+    widget.stop_button.clicked()
     wait_until_idle(qtbot, widget)
-    assert len(errors) == 1 and not (folder / "models").exists()  # trained on the layers, not the folder
+    assert len(errors) == 1 and widget.model is not None
+    assert not (folder / "models").exists()  # trained on the layers, not the folder
 
 
 def test_stop_and_resume_in_a_folder_save_each_epoch_once(make_napari_viewer, qtbot, tmp_path):
