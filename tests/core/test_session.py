@@ -153,3 +153,100 @@ def test_the_session_trains_from_layers_held_in_memory():
     _, done = _run(session.start_training(_builder(layers, SEMANTIC.replace(epochs=1))))
     assert done.reason == "finished" and session.model is not None and len(session.history) == 1
     assert np.count_nonzero(layers.read_labels(layers["cells"])) == np.count_nonzero(labels)
+
+
+def _application_folder(tmp_path, application):
+    """Four images and what a user would give them in ``application``: label images, points at the discs'
+    centres, or a class per image (small or large discs)."""
+    from ..conftest import instance_blobs
+
+    folder = tmp_path / application
+    folder.mkdir()
+    annotations = {}
+    for index in range(4):
+        radius = 5 if application == "classification" and index % 2 else 9
+        image, instances, centres = instance_blobs((96, 96), n=5, radius=radius, seed=index)
+        tifffile.imwrite(folder / f"im{index + 1}.tif", image)
+        annotations[f"im{index + 1}"] = {
+            "semantic": (instances > 0).astype(np.uint8), "instance": instances,
+            "detection": (centres, ["cell"] * len(centres), np.ones(len(centres))),
+            "classification": ("small" if radius == 5 else "large", 1.0)}[application]
+    return folder, annotations
+
+
+APPLICATION_CONFIGS = {
+    "semantic": fixed_config(),
+    "instance": fixed_config(application="instance"),
+    "detection": fixed_config(application="detection", classes=["cell"], object_size=18.0),
+    "classification": fixed_config(application="classification", classes=["large", "small"]),
+}
+
+
+@pytest.mark.parametrize("application", list(APPLICATION_CONFIGS))
+def test_every_application_works_through_a_folder_and_comes_back(tmp_path, application):
+    from napari_mia.core.config import APPLICATIONS
+    from napari_mia.core.experiment import predict_entry
+
+    folder, given = _application_folder(tmp_path, application)
+    kind = APPLICATIONS[application].annotations
+    config = APPLICATION_CONFIGS[application].replace(epochs=2, batch_size=2, patch_size=64, validation_fraction=0,
+                                                      decoder_channels=(16, 16, 16, 16, 16))
+    session = Session()
+    experiment = session.open_folder(folder, annotations=kind)
+    for name in ("im1", "im2"):
+        experiment.save_annotation(experiment[name], given[name])
+    _run(session.start_training(_builder(experiment, config)))
+    assert {e.name for e in experiment.last_used} == {"im1", "im2"}
+
+    third = experiment["im3"]
+    prediction, _ = predict_entry(session.model, session.config, experiment, third)
+    assert third.status == "predicted" and experiment.read_annotation(third) is None
+    assert not third.teaches  # a prediction never teaches before it is accepted
+    experiment.save_annotation(third, experiment.read_predicted(third), "accepted")
+    _run(session.start_training(_builder(experiment, config)))
+    assert {e.name for e in experiment.last_used} == {"im1", "im2", "im3"}
+
+    reopened = Session()
+    again = reopened.open_folder(folder, annotations=kind)
+    assert [e.status for e in again] == ["labelled", "labelled", "accepted", "unlabelled"]
+    assert reopened.model is not None and reopened.config.application == application
+    assert [r.number for r in again.runs] == [1, 2] and len(reopened.history) == 4
+    kept = again.read_annotation(again["im1"])
+    if kind == "labels":
+        np.testing.assert_array_equal(kept, given["im1"])
+    elif kind == "points":
+        np.testing.assert_allclose(kept[0], given["im1"][0], atol=0.01)
+        assert kept[1] == given["im1"][1]
+    else:
+        assert kept[0] == given["im1"][0]
+
+
+@pytest.mark.parametrize("application", ["detection", "classification"])
+def test_the_command_line_trains_on_a_points_or_classes_folder_as_it_was_written(tmp_path, application, monkeypatch):
+    from napari_mia.core import train
+    from napari_mia.core.cli import main
+    from napari_mia.core.config import APPLICATIONS
+
+    folder, given = _application_folder(tmp_path, application)
+    kind = APPLICATIONS[application].annotations
+    experiment = Experiment.open(folder, annotations=kind)
+    for name in ("im1", "im2"):
+        experiment.save_annotation(experiment[name], given[name])
+    runs, original = [], train.Trainer.__init__
+
+    def recording(self, config, train_samples, *args, **kwargs):
+        runs.append((config, list(train_samples)))
+        original(self, config, train_samples, *args, **kwargs)
+
+    monkeypatch.setattr(train.Trainer, "__init__", recording)
+    table = folder / ("points.csv" if kind == "points" else "classes.csv")
+    assert main(["train", "--application", application, "--images", str(folder), f"--{kind}", str(table),
+                 "--out", str(tmp_path / "m.safetensors"), "--epochs", "1", "--batch-size", "2",
+                 "--patch-size", "64", "--validation-fraction", "0", "--backbone", "resnet18", "--no-pretrained",
+                 "--mono", "--downscale", "1"]) == 0
+    config, samples = runs[0]
+    assert len(samples) == 2  # the two annotated images, not the two the user left alone
+    if kind == "points":
+        assert config.classes == ["cell"] and sum(len(s.truth) for s in samples) == 10
+    else:
+        assert config.classes == ["large", "small"] and sorted(int(s.labels) for s in samples) == [0, 1]

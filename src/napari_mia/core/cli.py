@@ -159,9 +159,17 @@ def _load_examples(args, image_folder, label_folder=None):
     accepted images, with the roles saved beside them, as the dock leaves them). Detection and
     classification: (name, image, annotation, channel_axis) for every annotated image, the annotation
     being a (points (N, 2), class names) pair or a class name."""
-    from .experiment import Experiment
+    from .experiment import STATE_FILE, Experiment
     from .files import list_images, read_image
 
+    kind = APPLICATIONS[args.application].annotations
+    table = {"points": args.points, "classes": args.classes}.get(kind)
+    if table and Path(table).is_file() and (Path(image_folder) / STATE_FILE).is_file():
+        # A folder the dock wrote: exactly the images the user annotated or accepted, with their roles.
+        experiment = Experiment.open(image_folder, annotations=kind, table=table)
+        if not experiment.annotated_entries():
+            raise ValueError(f"no image of {image_folder} is annotated in {table}")
+        return experiment
     if APPLICATIONS[args.application].label_images:
         if not label_folder:
             raise ValueError(f"--labels is needed for {args.application} segmentation")
@@ -249,8 +257,12 @@ def _class_ids(names, config) -> np.ndarray:
 
 
 def _class_names(args, examples) -> list[str]:
+    from .experiment import Experiment
+
     if args.classes and not Path(args.classes).is_file():
         return [name.strip() for name in args.classes.split(",")]
+    if isinstance(examples, Experiment) and examples.table is not None:
+        return examples.class_names() or default_classes(args.application)
     if args.application == "detection":
         return sorted({name for _, _, (_, names), _ in examples for name in names}) or ["object"]
     if args.application == "classification":

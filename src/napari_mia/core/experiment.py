@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .annotations import TABLES
 from .auto import Example
 from .config import TrainingConfig
 from .data import DataError, Sample, make_samples, split_train_validation
@@ -102,8 +103,16 @@ class Experiment:
     """The entries of one experiment and the files that keep them. Methods that write are safe to call
     from worker threads (each file is replaced atomically; the state file under a lock)."""
 
-    def __init__(self, folder: str | Path | None = None, label_folder: str | Path | None = None):
+    def __init__(self, folder: str | Path | None = None, label_folder: str | Path | None = None,
+                 annotations: str = "labels", table: str | Path | None = None):
         self.folder = None if folder is None else Path(folder)
+        # Points and image classes live in one table for the folder (annotations.py); labels in files.
+        self.annotations = annotations
+        kind = TABLES.get(annotations)
+        self.table = None if kind is None else kind(Path(table) if table else (
+            None if self.folder is None else self.folder / kind.file_name))
+        self.predicted_table = None if kind is None else kind(
+            None if self.folder is None else self.folder / "predictions" / kind.file_name, scored=True)
         self.label_folder = Path(label_folder) if label_folder else (
             None if self.folder is None else self.folder / "labels")
         self.entries: list[Entry] = []
@@ -115,9 +124,11 @@ class Experiment:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, folder: str | Path, label_folder: str | Path | None = None) -> Experiment:
-        """The images of ``folder`` with the labels, roles and statuses saved beside them."""
-        experiment = cls(folder, label_folder)
+    def open(cls, folder: str | Path, label_folder: str | Path | None = None, annotations: str = "labels",
+             table: str | Path | None = None) -> Experiment:
+        """The images of ``folder`` with the annotations (label images, or the points or classes table:
+        ``annotations``), roles and statuses saved beside them."""
+        experiment = cls(folder, label_folder, annotations, table)
         record = experiment._read_state()
         state = record.get("images", {})
         experiment.runs = [Run.from_dict(r, experiment.folder) for r in record.get("runs", [])]
@@ -127,19 +138,34 @@ class Experiment:
             experiment._label_files = {p.stem: p for p in sorted(
                 list_images(experiment.label_folder), key=lambda p: p.suffix.lower() == ".tif")}
         paths = list_images(folder)
-        for path, name in zip(paths, entry_names(paths)):
+        names = entry_names(paths)
+        for table in (experiment.table, experiment.predicted_table):
+            if table is not None:
+                table.lookup(names)
+        for path, name in zip(paths, names):
             saved = state.get(name, {})
             entry = Entry(name, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0),
                           trained=saved.get("trained", False), uncertainty=saved.get("uncertainty"),
                           corrected=saved.get("corrected", False))
-            has_labels = name in experiment._label_files
             status = saved.get("status")
-            if has_labels:  # the label file decides: a file written by hand, or by a crashed session, counts
+            if experiment._has_annotation(entry, status):
                 entry.status = status if status in ANNOTATED else "labelled"
             else:
-                entry.status = "predicted" if experiment.prediction_path(entry).is_file() else "unlabelled"
+                entry.status = "predicted" if experiment._has_prediction(entry) else "unlabelled"
             experiment.entries.append(entry)
         return experiment
+
+    def _has_annotation(self, entry: Entry, status: str | None) -> bool:
+        """The label file decides (one written by hand, or by a crashed session, counts); in a table, a row,
+        or the state's word for an image accepted with no point."""
+        if self.table is None:
+            return entry.name in self._label_files
+        return self.table.has(entry.name) or status in ANNOTATED
+
+    def _has_prediction(self, entry: Entry) -> bool:
+        if self.predicted_table is None:
+            return self.prediction_path(entry).is_file()
+        return self.predicted_table.has(entry.name)
 
     def _read_state(self) -> dict:
         path = self.folder / STATE_FILE
@@ -350,6 +376,49 @@ class Experiment:
         """What Predict all predicts: the images with neither labels nor a prediction the user corrected."""
         return [e for e in self.entries if e.status not in ANNOTATED and not e.corrected]
 
+    # ---- points and classes (annotations.py) -----------------------------------------------------------
+    def read_annotation(self, entry: Entry):
+        """What the user gave ``entry``: its label image, or its row of the points or classes table."""
+        return self.read_labels(entry) if self.table is None else self.table.read(entry.name)
+
+    def save_annotation(self, entry: Entry, value, status: str = "labelled") -> None:
+        """Keep what the user clicked or chose for ``entry`` (labels: ``save_labels``): it teaches from now
+        on; ``None`` in a table takes the image out of training."""
+        if self.table is None:
+            self.save_labels(entry, value, status)
+            return
+        self.table.write(entry.name, value)
+        entry.annotated = 0 if value is None else self.table.count(value)
+        if value is None:
+            entry.status = "predicted" if self._has_prediction(entry) else "unlabelled"
+        else:
+            entry.status = "accepted" if "accepted" in (status, entry.status) else "labelled"
+            entry.role = "train" if entry.role == "test" else entry.role
+        self.save_state()
+
+    def read_predicted(self, entry: Entry):
+        """The model's prediction of ``entry`` (with the user's corrections): a label image, or its row."""
+        return self.read_prediction(entry) if self.predicted_table is None else self.predicted_table.read(entry.name)
+
+    def save_predicted(self, entry: Entry, value, uncertainty: np.ndarray | None = None,
+                       corrected: bool = False) -> None:
+        if self.predicted_table is None:
+            if corrected:
+                self.save_corrected_prediction(entry, value)
+            else:
+                self.save_prediction(entry, value, uncertainty)
+            return
+        self.predicted_table.write(entry.name, value)
+        entry.corrected = corrected
+        if entry.status == "unlabelled":
+            entry.status = "predicted"
+        self.save_state()
+
+    def class_names(self) -> list[str]:
+        """The class names the annotations use (points' classes, images' classes), sorted."""
+        return sorted({n for e in self.annotated_entries() for n in self.table.class_names(self.table.read(e.name))
+                       if self.table.read(e.name) is not None})
+
     def highest_label(self) -> int:
         return max((int(self.read_labels(e).max()) for e in self.annotated_entries()), default=0)
 
@@ -357,15 +426,25 @@ class Experiment:
         """The painted and accepted images with their labels, one at a time, for the "auto" settings."""
         for entry in self.annotated_entries():
             image, channel_axis = self.read_image(entry)
-            yield Example(image, channel_axis, labels=self.read_labels(entry), name=self.describe(entry))
+            if self.table is not None:
+                yield self.table.example(image, channel_axis, self.table.read(entry.name) or ((), (), ()),
+                                         self.describe(entry))
+            else:
+                yield Example(image, channel_axis, labels=self.read_labels(entry), name=self.describe(entry))
 
     def entry_samples(self, entry: Entry, config: TrainingConfig, binarize: bool = False) -> list[Sample]:
         image, channel_axis = self.read_image(entry)
-        labels = self.read_labels(entry)
-        if binarize:
-            labels = (labels > 0).astype(np.uint8)
-        try:  # an image accepted with no object teaches that it holds none
-            samples = make_samples(image, labels, config, channel_axis, keep_empty_frames=entry.status == "accepted")
+        try:
+            if self.table is not None:  # an image with no point teaches that it holds none
+                value = self.table.read(entry.name) or (np.zeros((0, 2)), [], np.zeros(0))
+                samples = self.table.samples(image, channel_axis, value, config)
+            else:
+                labels = self.read_labels(entry)
+                if binarize:
+                    labels = (labels > 0).astype(np.uint8)
+                # an image accepted with no object teaches that it holds none
+                samples = make_samples(image, labels, config, channel_axis,
+                                       keep_empty_frames=entry.status == "accepted")
         except ValueError as error:
             raise DataError(f"{entry.name}: {error}") from error
         for sample in samples:
@@ -408,11 +487,22 @@ def predict_all(model, config: TrainingConfig, experiment: Experiment, entries: 
                 device="cpu") -> Generator[ImagePredicted, None, int]:
     """Predict ``entries`` one by one, each saved (atomically, with its uncertainty) as soon as it is done;
     stopping between two images leaves every finished one saved. Returns how many were predicted."""
+    for done, entry in enumerate(entries, start=1):
+        prediction, uncertainty = predict_entry(model, config, experiment, entry, device)
+        yield ImagePredicted(entry.name, done, len(entries), prediction, uncertainty)
+    return len(entries)
+
+
+def predict_entry(model, config: TrainingConfig, experiment: Experiment, entry: Entry, device="cpu"):
+    """Predict ``entry`` and save the prediction: (label image and its uncertainty) or (row of its table,
+    None)."""
     from .infer import predict_with_uncertainty
 
-    for done, entry in enumerate(entries, start=1):
-        image, channel_axis = experiment.read_image(entry)
-        labels, uncertainty = predict_with_uncertainty(model, image, config, channel_axis, device)
-        experiment.save_prediction(entry, labels, uncertainty)
-        yield ImagePredicted(entry.name, done, len(entries), labels, uncertainty)
-    return len(entries)
+    image, channel_axis = experiment.read_image(entry)
+    if experiment.table is not None:
+        prediction = experiment.table.predict(model, image, config, channel_axis, device)
+        experiment.save_predicted(entry, prediction)
+        return prediction, None
+    labels, uncertainty = predict_with_uncertainty(model, image, config, channel_axis, device)
+    experiment.save_prediction(entry, labels, uncertainty)
+    return labels, uncertainty

@@ -104,10 +104,11 @@ class Session:
             raise SessionBusy(f"Cannot {what} while {self.state} is running; stop it or wait for it to end.")
 
     # ---- the experiment -------------------------------------------------------------------------------
-    def open_folder(self, folder: str | Path, device="cpu") -> Experiment:
-        """Open ``folder`` as the experiment, with the model it uses (if any)."""
+    def open_folder(self, folder: str | Path, device="cpu", annotations: str = "labels") -> Experiment:
+        """Open ``folder`` as the experiment of an application that annotates with ``annotations`` (label
+        images, points or classes: ``Application.annotations``), with the model it uses (if any)."""
         self._refuse_while_busy("open a folder")
-        experiment = Experiment.open(folder)
+        experiment = Experiment.open(folder, annotations=annotations)
         self.experiment = experiment
         if experiment.model_path.is_file():
             self.load_model(experiment.model_path, device)
