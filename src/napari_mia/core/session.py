@@ -108,11 +108,16 @@ class Session:
         """Open ``folder`` as the experiment of an application that annotates with ``annotations`` (label
         images, points or classes: ``Application.annotations``), with the model it uses (if any)."""
         self._refuse_while_busy("open a folder")
+        from .config import APPLICATIONS
+        from .io import load_model
+
         experiment = Experiment.open(folder, annotations=annotations)
         self.experiment = experiment
         if experiment.model_path.is_file():
-            self.load_model(experiment.model_path, device)
-            self._model_of_experiment = True
+            model, config, history = load_model(experiment.model_path, device)
+            if APPLICATIONS[config.application].annotations == annotations:  # the folder's model of this kind
+                self.set_model(model, config, history)
+                self._model_of_experiment = True
         return experiment
 
     def close_folder(self) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Table
+from napari.layers import Points
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
@@ -29,6 +30,11 @@ AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this lo
 _ACTIVATE_AFTER_MS = 80  # the layer to correct becomes active once the new image has been drawn
 LABELS_SUFFIX = "labels"
 PREDICTION_SUFFIX = "prediction"
+POINTS_SUFFIX, DETECTIONS_SUFFIX = "points", "detections"
+# The open image's layers by annotation kind: (what the user annotates, what the model predicted).
+_LAYER_SUFFIXES = {"labels": (LABELS_SUFFIX, PREDICTION_SUFFIX), "points": (POINTS_SUFFIX, DETECTIONS_SUFFIX),
+                   "classes": (None, None)}
+_ANNOTATION_COLUMN = {"labels": "Labelled px", "points": "Points", "classes": "Class"}
 _WATCHED = "napari_mia_edits_saved"  # a prediction layer whose edits the panel saves
 _COLUMNS = ("Image", "Size", "Role", "Status", "Labelled px", "Uncertainty")
 UNCERTAINTY_SUFFIX = "uncertainty"
@@ -68,6 +74,10 @@ class ExperimentPanel(Container):
         self.predict_all_button = PushButton(text="Predict all", enabled=False)
         self.predict_all_button.tooltip = "Predict every image not yet labelled, saved in predictions/"
         self.role = ComboBox(label="Role", choices=ROLES, value="train", enabled=False)
+        self.class_choice = ComboBox(label="Class", choices=lambda _: ["", *self.dock.class_names()], visible=False)
+        self.class_choice.tooltip = ("Classification: this image's class (saved in classes.csv). Points: the class of "
+                                     "new points and of the selected ones")
+        self._showing_class = False  # the panel sets the choice: not the user's
         self._run_choices: list[tuple[str, int]] = []
         self.runs = ComboBox(label="Model", choices=lambda _: self._run_choices, enabled=False)
         self.runs.tooltip = ("Every run trained on this folder, with its score on the validation images; a run that "
@@ -89,6 +99,7 @@ class ExperimentPanel(Container):
             Container(widgets=[self.previous_button, self.next_button, self.accept_button], layout="horizontal",
                       labels=False),
             Container(widgets=[self.role, self.predict_all_button], layout="horizontal"),
+            Container(widgets=[self.class_choice], layout="horizontal"),
             Container(widgets=[self.runs], layout="horizontal"),
             Container(widgets=[self.order, self.show_uncertainty], layout="horizontal"),
             self.unsure_button,
@@ -101,6 +112,7 @@ class ExperimentPanel(Container):
         self.accept_button.changed.connect(self.accept)
         self.predict_all_button.changed.connect(self.predict_all)
         self.role.changed.connect(self._on_role)
+        self.class_choice.changed.connect(self._on_class_chosen)
         self.runs.changed.connect(self._on_run_chosen)
         self.show_uncertainty.changed.connect(lambda _: self._show_uncertainty_layer())
         self.unsure_button.changed.connect(self.next_unsure_object)
@@ -129,7 +141,7 @@ class ExperimentPanel(Container):
             return
         self.close_experiment()
         try:
-            experiment = self.dock.session.open_folder(folder, resolve_device())
+            experiment = self.dock.session.open_folder(folder, resolve_device(), self.dock.annotation_kind())
         except (ValueError, OSError) as error:
             show_error(f"Cannot open the folder {folder}: {error}")
             return
@@ -138,6 +150,17 @@ class ExperimentPanel(Container):
             self.dock.show_model(f"{experiment.folder.name}: its model loaded")
         self.refresh()
         self.show_entry(0)
+
+    def reopen_for(self, annotations: str) -> None:
+        """The application changed: the open folder is read again for its annotations (labels, points or
+        classes); what is pending is saved first."""
+        experiment = self.experiment
+        if experiment is None or experiment.annotations == annotations or self.dock.session.busy:
+            return
+        folder = experiment.folder
+        self.close_experiment()
+        self.dock.session.close_folder()
+        self.open_folder(folder)
 
     def close_folder(self, *_) -> None:
         """Save what is pending, take the open image's layers out and close the experiment."""
@@ -157,17 +180,18 @@ class ExperimentPanel(Container):
         self.close_experiment_layers()
         self.current = None
 
-    def shows(self, image_layer, labels_layer) -> bool:
-        """Whether these are the open image's Image and Labels layers (what a folder trains from)."""
+    def shows(self, image_layer, annotation_layer) -> bool:
+        """Whether these are the open image's Image and Labels (or Points) layers (what a folder trains from)."""
+        annotated, _ = _LAYER_SUFFIXES[self.experiment.annotations]
         return self.current is not None and image_layer is self._open_layer() and (
-            labels_layer is None or labels_layer is self._labels_layer())
+            annotation_layer is None or annotated is None or annotation_layer is self._open_layer(annotated))
 
     def _layer_names(self) -> list[str]:
         if self.current is None:
             return []
         name = self.current.name
         return [name, f"{name} {LABELS_SUFFIX}", f"{name} prediction", f"{name} preview",
-                f"{name} {UNCERTAINTY_SUFFIX}"]
+                f"{name} {UNCERTAINTY_SUFFIX}", f"{name} {POINTS_SUFFIX}", f"{name} {DETECTIONS_SUFFIX}"]
 
     # ---- the table ----------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -175,9 +199,9 @@ class ExperimentPanel(Container):
         experiment = self.experiment
         has = experiment is not None
         rows = [] if not has else [
-            [e.name, self._shapes.get(e.name, ""), e.role, _status(e), e.annotated,
+            [e.name, self._shapes.get(e.name, ""), e.role, _status(e), self._annotation_cell(e),
              "" if e.uncertainty is None else f"{e.uncertainty:.3f}"] for e in experiment]
-        self.table.value = _table_value(rows)
+        self.table.value = _table_value(rows, "labels" if not has else experiment.annotations)
         self.table.native.resizeColumnsToContents()
         current = None if self.current is None else experiment.entries.index(self.current)
         if current is not None:
@@ -220,8 +244,10 @@ class ExperimentPanel(Container):
         entry = self.experiment.entries[index]
         model = self.dock.model if predict and entry.status == "unlabelled" else None
         self.dock.session.begin("opening")
-        worker = create_background_worker(self._read_entry, entry, model, _connect={
-            "returned": self._show_read_entry, "errored": self._on_error,
+        labels = self.experiment.table is None
+        worker = create_background_worker(self._read_entry if labels else self._read_table_entry, entry, model,
+                                          _connect={
+            "returned": self._show_read_entry if labels else self._show_table_entry, "errored": self._on_error,
             "finished": self._on_job_finished}, _start_thread=False)
         self.dock.worker = worker
         self.refresh()
@@ -327,6 +353,163 @@ class ExperimentPanel(Container):
         labels_layer.name = f"{name} {LABELS_SUFFIX}"
         return image_layer, labels_layer
 
+    # ---- points and classes (a table for the folder) ------------------------------------------------
+    def _read_table_entry(self, entry: Entry, model):
+        """Worker: save what is pending, read the image, its points or class and the prediction (made now
+        if asked)."""
+        from ..core.experiment import predict_entry
+
+        self.write_pending()
+        image, channel_axis = self.experiment.read_image(entry)
+        annotation, predicted = self.experiment.read_annotation(entry), self.experiment.read_predicted(entry)
+        if model is not None and annotation is None and predicted is None:
+            predicted, _ = predict_entry(model, self.dock.model_config, self.experiment, entry,
+                                         next(model.parameters()).device)
+        return entry, image, channel_axis, annotation, predicted
+
+    def _show_table_entry(self, result) -> None:
+        entry, image, channel_axis, annotation, predicted = result
+        for name in self._layer_names():  # the image before: its layers go (one image open at a time)
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.current = entry
+        spatial = image.shape[:-1] if channel_axis is not None else image.shape
+        self._shapes[entry.name] = " × ".join(map(str, spatial))
+        image_layer = self.viewer.add_image(image, name=entry.name, rgb=channel_axis is not None)
+        self.dock.image_layer.value = image_layer
+        if self.experiment.annotations == "points":
+            self._show_points(entry, image_layer, annotation, predicted)
+        else:
+            self._show_class(annotation, predicted)
+        with contextlib.suppress(ValueError):
+            self.role.value = entry.role
+
+    def _show_points(self, entry: Entry, image_layer, annotation, predicted) -> None:
+        names = self.dock.class_names()
+        self._setting_labels = True
+        try:
+            points = self._add_points(image_layer, POINTS_SUFFIX, annotation, names)
+            detections = self._add_points(image_layer, DETECTIONS_SUFFIX, predicted, names, face="transparent")
+        finally:
+            self._setting_labels = False
+        self.dock.points_layer.value = points
+        active = detections if entry.status == "predicted" else points
+        QTimer.singleShot(_ACTIVATE_AFTER_MS, lambda: self._activate(active))
+
+    def _add_points(self, image_layer, suffix: str, value, names: list[str], face: str = "class"):
+        """``<image> points`` (the user's) or ``<image> detections`` (the model's, editable), with a class
+        feature; every edit is saved as it is made."""
+        positions, classes, scores = value if value is not None else (np.zeros((0, 2)), [], np.zeros(0))
+        default = self.class_choice.value or (names[0] if names else "object")
+        layer = self.viewer.add_points(
+            np.asarray(positions, np.float64).reshape(-1, len(layers.spatial_shape(image_layer))),
+            name=f"{image_layer.name} {suffix}", features=_point_features(classes, scores),
+            feature_defaults={"class": default, "score": 1.0}, scale=image_layer.scale, size=8,
+            face_color="transparent" if face == "transparent" else "yellow", border_color="yellow"
+            if suffix == POINTS_SUFFIX else "cyan", border_width=0.2)
+        for event in (layer.events.data, layer.events.features):
+            event.connect(lambda *_: self._on_edit(suffix))
+        return layer
+
+    def _show_class(self, annotation, predicted) -> None:
+        """The image's class in Class (empty: none yet); its predicted class in the summary."""
+        self._showing_class = True
+        try:
+            self.class_choice.reset_choices()
+            self.class_choice.value = annotation[0] if annotation else ""
+        finally:
+            self._showing_class = False
+        if predicted is not None and annotation is None:
+            self.summary.value = (f"{self.current.name}: predicted {predicted[0]} ({predicted[1]:.2f}). "
+                                  "Accept takes it, or choose its Class.")
+
+    def _show_table_prediction(self, predicted) -> None:
+        """Predict all predicted the open image: show it (a class in the summary, detections in their layer)."""
+        if self.experiment.annotations == "classes":
+            self._show_class(self.experiment.read_annotation(self.current), predicted)
+            return
+        layer = self._open_layer(DETECTIONS_SUFFIX)
+        if layer is not None:
+            positions, classes, scores = predicted
+            self._setting_labels = True
+            try:
+                layer.data = np.asarray(positions, np.float64).reshape(-1, layer.data.shape[1])
+                layer.features = _point_features(classes, scores)
+            finally:
+                self._setting_labels = False
+
+    def _on_class_chosen(self, name: str) -> None:
+        """Classification: the user's class of the open image, saved at once. Points: the class of new
+        points and of the selected ones."""
+        if self._showing_class or self.current is None or self.experiment is None:
+            return
+        if self.experiment.annotations == "points":
+            layer = self._open_layer(POINTS_SUFFIX)
+            if layer is not None and name:
+                layer.feature_defaults = {"class": name, "score": 1.0}
+                selected = sorted(layer.selected_data)
+                if selected:
+                    classes = list(layer.features["class"])
+                    for index in selected:
+                        classes[index] = name
+                    layer.features = _point_features(classes, layer.features["score"])
+            return
+        self._pending = (self.current, (name, 1.0) if name else None, "labelled")
+        self._write_in_worker()
+
+    def _accept_table_entry(self) -> None:
+        """Points: the (corrected) detections become the image's points; none: the points as they are.
+        Classification: the predicted class, or the one chosen."""
+        entry = self.current
+        if self.experiment.annotations == "points":
+            points, detections = self._open_layer(POINTS_SUFFIX), self._open_layer(DETECTIONS_SUFFIX)
+            value = self._layer_value(detections if len(detections.data) else points)
+            if len(detections.data):
+                self._setting_labels = True
+                try:
+                    points.data, points.features = np.asarray(value[0]), _point_features(value[1], value[2])
+                    detections.data = np.zeros((0, detections.data.shape[1]))
+                finally:
+                    self._setting_labels = False
+                self._pending_correction = None
+        else:
+            chosen = self.class_choice.value
+            predicted = self.experiment.read_predicted(entry)
+            value = (chosen, 1.0) if chosen else predicted
+            if value is None:
+                self.summary.value = f"{entry.name}: choose its Class first (no prediction to accept)."
+                return
+            self._showing_class = True
+            try:
+                self.class_choice.value = value[0]
+            finally:
+                self._showing_class = False
+        self._save_timer.stop()
+        self._edited.clear()
+        self._pending = (entry, value, "accepted")
+        self._write_in_worker()
+        self.summary.value = f"{entry.name} accepted: it trains from now on."
+
+    def _layer_value(self, layer):
+        """What a layer the user edits holds, as the experiment keeps it."""
+        if isinstance(layer, Points):
+            features = layer.features
+            count = len(layer.data)
+            classes = [str(c) for c in features["class"]] if "class" in features else ["object"] * count
+            scores = np.asarray(features["score"], np.float64) if "score" in features else np.ones(count)
+            return np.array(layer.data), classes, scores
+        return np.array(layer.data)
+
+    def _annotation_cell(self, entry: Entry):
+        """The table's annotation column: labelled pixels, points, or the image's class."""
+        if self.experiment.annotations != "classes":
+            return entry.annotated
+        annotation = self.experiment.read_annotation(entry)
+        if annotation is not None:
+            return annotation[0]
+        predicted = self.experiment.read_predicted(entry)
+        return "" if predicted is None else f"({predicted[0]}?)"
+
     # ---- uncertainty --------------------------------------------------------------------------------
     def _set_uncertainty(self, uncertainty: np.ndarray | None, prediction_layer, confidences=None) -> None:
         """The open image's per-pixel uncertainty (None: not predicted, or before maps were kept): shown
@@ -423,14 +606,15 @@ class ExperimentPanel(Container):
             return
         self._save_timer.stop()
         edited, self._edited = self._edited, set()
-        layer = self._labels_layer()
-        if layer is not None and LABELS_SUFFIX in edited:
+        annotated, predicted = _LAYER_SUFFIXES[self.experiment.annotations]
+        layer = self._open_layer(annotated) if annotated else None
+        if layer is not None and annotated in edited:
             accepted = self._pending is not None and self._pending[0] is self.current and (
                 self._pending[2] == "accepted")  # edits after an Accept not yet written keep it accepted
-            self._pending = (self.current, np.array(layer.data), "accepted" if accepted else "labelled")
-        prediction = self._open_layer(PREDICTION_SUFFIX)
-        if prediction is not None and PREDICTION_SUFFIX in edited:
-            self._pending_correction = (self.current, np.array(prediction.data))
+            self._pending = (self.current, self._layer_value(layer), "accepted" if accepted else "labelled")
+        prediction = self._open_layer(predicted) if predicted else None
+        if prediction is not None and predicted in edited:
+            self._pending_correction = (self.current, self._layer_value(prediction))
 
     def write_pending(self) -> None:
         """Any thread: write the last snapshots, if any (one write at a time, the latest labels last)."""
@@ -438,9 +622,9 @@ class ExperimentPanel(Container):
             pending, self._pending = self._pending, None
             correction, self._pending_correction = self._pending_correction, None
             if correction is not None:
-                self.experiment.save_corrected_prediction(*correction)
+                self.experiment.save_predicted(*correction, corrected=True)
             if pending is not None:
-                self.experiment.save_labels(*pending)
+                self.experiment.save_annotation(*pending)
 
     def save_soon(self) -> None:
         """The edits settled: write them in a worker."""
@@ -467,6 +651,9 @@ class ExperimentPanel(Container):
         """The (corrected) prediction becomes the image's labels; without one (an empty prediction layer),
         the labels as they are."""
         if self.current is None:
+            return
+        if self.experiment.table is not None:
+            self._accept_table_entry()
             return
         entry, labels_layer = self.current, self._labels_layer()
         prediction = self.dock.prediction_layer()
@@ -548,7 +735,9 @@ class ExperimentPanel(Container):
     def _on_image_predicted(self, event: ImagePredicted) -> None:
         self._predicted = event.done
         self.dock.progress.max, self.dock.progress.value = event.total, event.done
-        if self.current is not None and event.name == self.current.name and self._labels_layer() is not None:
+        if self.current is not None and event.name == self.current.name and self.experiment.table is not None:
+            self._show_table_prediction(event.labels)
+        elif self.current is not None and event.name == self.current.name and self._labels_layer() is not None:
             prediction_layer = self._write_prediction(self.viewer.layers[self.current.name], event.labels)
             self._set_uncertainty(event.uncertainty, prediction_layer)
         self.refresh()
@@ -572,10 +761,20 @@ class ExperimentPanel(Container):
         show_error(f"napari-mia experiment{name}: {error}")
 
 
+def _point_features(classes, scores):
+    """A Points layer's class (text) and score columns, typed even when empty (pandas would read an
+    empty column as numbers, and then refuse the first class name)."""
+    import pandas as pd
+
+    return pd.DataFrame({"class": pd.Series(list(classes), dtype=object),
+                         "score": pd.Series(np.asarray(scores, np.float64))})
+
+
 def _status(entry: Entry) -> str:
     return "corrected" if entry.status == "predicted" and entry.corrected else entry.status
 
 
-def _table_value(rows: list[list]) -> dict:
+def _table_value(rows: list[list], annotations: str = "labels") -> dict:
     """Rows for magicgui's Table, numbered from 1 (without "index" it reads the keys as column names)."""
-    return {"data": rows, "index": list(range(1, len(rows) + 1)), "columns": list(_COLUMNS)}
+    columns = [_ANNOTATION_COLUMN[annotations] if c == "Labelled px" else c for c in _COLUMNS]
+    return {"data": rows, "index": list(range(1, len(rows) + 1)), "columns": columns}

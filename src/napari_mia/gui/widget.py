@@ -301,7 +301,8 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.points_layer.visible = self.object_size.visible = application == "detection"
         self.frame_classes.visible = self.objects_layer.visible = application == "classification"
         self.sparse.visible = application == "semantic"
-        self.experiment_panel.visible = self.experiment_title.visible = label_images
+        self.experiment_panel.reopen_for(APPLICATIONS[application].annotations)
+        self.experiment_panel.class_choice.visible = not label_images
         self.sparse.value = self.sparse.value and application == "semantic"
         self.test_time_augmentation.value = APPLICATIONS[application].test_time_augmentation
         self.architecture.reset_choices()
@@ -321,6 +322,12 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         if self.model_config is not None:
             return
         application = self.application.value
+        experiment = self._open_experiment()
+        if experiment is not None and experiment.table is not None:
+            names = experiment.class_names()
+            if len(names) >= (1 if application == "detection" else 2):
+                self.classes.value = ", ".join(names)
+            return
         if application == "detection":
             layer = self.points_layer.value
             names = layers.point_class_names(layer) if layer is not None else []
@@ -432,7 +439,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         if image_layer is None or annotations is None:
             show_error(f"Choose an image layer and {self._annotation_kind()} to train on.")
             return
-        if experiment is not None and not self.experiment_panel.shows(image_layer, self.labels_layer.value):
+        if experiment is not None and not self.experiment_panel.shows(image_layer, self._annotation_layer()):
             show_error(f"A folder is open ({experiment.folder}): Train learns from its images. Close the folder "
                        f"to train on '{image_layer.name}'.")
             return
@@ -452,10 +459,24 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self._run_training(run, subject)
 
     def _open_experiment(self):
-        """The experiment the dock trains on: the open folder, for the applications it holds labels of."""
-        if APPLICATIONS[self.application.value].label_images:
-            return self.experiment_panel.experiment
+        """The experiment the dock trains on: the open folder, opened for this application's annotations."""
+        experiment = self.experiment_panel.experiment
+        if experiment is not None and experiment.annotations == APPLICATIONS[self.application.value].annotations:
+            return experiment
         return None
+
+    def _annotation_layer(self):
+        """The chosen Labels or Points layer (None for classes)."""
+        control = {"labels": self.labels_layer, "points": self.points_layer}.get(self.annotation_kind())
+        return None if control is None else control.value
+
+    def annotation_kind(self) -> str:
+        """What the chosen application trains from: "labels", "points" or "classes"."""
+        return APPLICATIONS[self.application.value].annotations
+
+    def class_names(self) -> list[str]:
+        """The names in Classes, as a run would take them."""
+        return _from_control("classes", self.classes.value)
 
     def _annotation_kind(self) -> str:
         return {"points": "a points layer", "classes": "frame classes"}.get(

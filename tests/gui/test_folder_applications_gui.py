@@ -1,0 +1,177 @@
+"""The folder loop for detection (points) and classification (a class per image), as a user works it on
+real images: open, annotate, Train, Next, correct, Accept, Train again, close, reopen."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from napari_mia.core.cli import main
+from napari_mia.gui.widget import MiaWidget
+
+from ..conftest import SHARED_DATA
+from .conftest import wait_until_idle
+
+BCCD = SHARED_DATA / "bccd_blood_cells"
+DSB = SHARED_DATA / "dsb2018_nuclei" / "train"
+
+
+def _dock(viewer, application, classes):
+    widget = MiaWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.application.value = application
+    widget.backbone.value, widget.pretrained.value = "resnet18", False
+    widget.color_mode.value, widget.downscale.value = "color", "0.5"
+    widget.epochs.value, widget.batch_size.value, widget.patch_size.value = 1, 2, 64
+    widget.validation_fraction.value = 0.0
+    widget.classes.value = classes
+    widget.predict_after.value = False
+    return widget
+
+
+def _trained_samples(monkeypatch):
+    from napari_mia.core import train
+
+    runs, original = [], train.Trainer.__init__
+
+    def recording(self, config, train_samples, *args, **kwargs):
+        runs.append(list(train_samples))
+        original(self, config, train_samples, *args, **kwargs)
+
+    monkeypatch.setattr(train.Trainer, "__init__", recording)
+    return runs
+
+
+def _open(qtbot, widget, folder):
+    widget.experiment_panel.open_folder(folder)
+    qtbot.waitUntil(lambda: widget.experiment_panel.current is not None, timeout=30_000)
+    wait_until_idle(qtbot, widget)
+
+
+def _next(qtbot, widget, name):
+    widget.experiment_panel.next_button.clicked()
+    qtbot.waitUntil(lambda: widget.experiment_panel.current.name == name, timeout=120_000)
+    wait_until_idle(qtbot, widget)
+
+
+def _train(qtbot, widget, runs, count):
+    widget.train_button.clicked()
+    qtbot.waitUntil(lambda: len(runs) == count, timeout=120_000)
+    wait_until_idle(qtbot, widget, timeout=300_000)
+
+
+def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(make_napari_viewer, qtbot,
+                                                                                tmp_path, monkeypatch):
+    if not BCCD.is_dir():
+        pytest.skip("BCCD (shared/data) is not on this machine")
+    rows = list(csv.DictReader(open(BCCD / "annotations.csv")))
+    names = sorted({r["image"] for r in rows})[:4]
+    folder = tmp_path / "blood"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(BCCD / "JPEGImages" / name, folder / name)
+    truth = {}
+    for r in rows:
+        if r["image"] in names[:2] and r["label"] in ("WBC", "Platelets"):
+            centre = [(int(r["ymin"]) + int(r["ymax"])) / 2, (int(r["xmin"]) + int(r["xmax"])) / 2]
+            truth.setdefault(r["image"][:-4], []).append((centre, r["label"]))
+    runs = _trained_samples(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "detection", "Platelets, WBC")
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    first = names[0][:-4]
+    assert panel.current.name == first and f"{first} points" in viewer.layers
+    assert widget.points_layer.value is viewer.layers[f"{first} points"]
+    points = viewer.layers[f"{first} points"]
+    for centre, label in truth[first]:  # the user clicks the cells, each with its class
+        points.feature_defaults = {"class": label, "score": 1.0}
+        points.add(np.array([centre]))
+    qtbot.waitUntil(lambda: (folder / "points.csv").is_file() and panel.current.status == "labelled",
+                    timeout=10_000)
+    _train(qtbot, widget, runs, 1)
+    assert sum(len(s.truth) for s in runs[0]) == len(truth[first])
+
+    second = names[1][:-4]
+    _next(qtbot, widget, second)  # the next image arrives with the model's detections to correct
+    detections = viewer.layers[f"{second} detections"]
+    assert panel.current.status == "predicted" and (folder / "predictions" / "points.csv").is_file()
+    corrected = np.array([c for c, _ in truth[second]])
+    detections.data = corrected  # the user's correction: the right cells
+    detections.features = {"class": [label for _, label in truth[second]], "score": [1.0] * len(corrected)}
+    panel.accept_button.clicked()
+    qtbot.waitUntil(lambda: panel.current.status == "accepted", timeout=10_000)
+    np.testing.assert_allclose(viewer.layers[f"{second} points"].data, corrected)
+    _train(qtbot, widget, runs, 2)
+    assert sorted(len(s.truth) for s in runs[1]) == sorted(len(truth[n]) for n in (first, second))
+    viewer.close()
+
+    again = make_napari_viewer()
+    widget = _dock(again, "detection", "Platelets, WBC")
+    _open(qtbot, widget, folder)
+    assert [e.status for e in widget.experiment_panel.experiment] == ["labelled", "accepted", "unlabelled",
+                                                                      "unlabelled"]
+    np.testing.assert_allclose(again.layers[f"{first} points"].data, [c for c, _ in truth[first]], atol=0.01)
+    assert list(again.layers[f"{first} points"].features["class"]) == [label for _, label in truth[first]]
+    assert widget.model is not None and widget.model_config.application == "detection"
+    # The command line trains on the folder the dock wrote, unchanged: the two annotated images.
+    assert main(["train", "--application", "detection", "--images", str(folder), "--points",
+                 str(folder / "points.csv"), "--out", str(tmp_path / "cli.safetensors"), "--epochs", "1",
+                 "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0", "--backbone", "resnet18",
+                 "--no-pretrained", "--color", "--downscale", "0.5", "--object-size", "40"]) == 0
+    assert len(runs[-1]) == 2
+
+
+def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_napari_viewer, qtbot, tmp_path,
+                                                                          monkeypatch):
+    if not DSB.is_dir():
+        pytest.skip("DSB2018 (shared/data) is not on this machine")
+    rows = list(csv.DictReader(open(DSB / "index.csv")))
+    grey = [r["image_id"] for r in rows if r["is_grayscale"] == "1"][:3]
+    colour = [r["image_id"] for r in rows if r["is_grayscale"] == "0"][:3]
+    folder = tmp_path / "stains"
+    folder.mkdir()
+    kinds = {}
+    for number, (image_id, kind) in enumerate(zip([grey[0], colour[0], grey[1], colour[1], grey[2]],
+                                                  ["fluorescence", "histology"] * 2 + ["fluorescence"]), start=1):
+        shutil.copy(DSB / "images" / f"{image_id}.png", folder / f"slide{number}.png")
+        kinds[f"slide{number}"] = kind
+    runs = _trained_samples(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "classification", "fluorescence, histology")
+    widget.patch_size.value = 64
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    assert not panel.class_choice.native.isHidden()
+    for name in ("slide1", "slide2"):  # the user gives two images their class
+        if panel.current.name != name:
+            _next(qtbot, widget, name)
+        panel.class_choice.value = kinds[name]
+        qtbot.waitUntil(lambda: panel.current.status == "labelled", timeout=10_000)
+    _train(qtbot, widget, runs, 1)
+    assert sorted(int(s.labels) for s in runs[0]) == [0, 1]
+
+    _next(qtbot, widget, "slide3")  # predicted: the table shows the guess
+    assert panel.current.status == "predicted" and "predicted" in panel.summary.value
+    assert panel.table.data.to_list()[2][4].startswith("(")
+    panel.class_choice.value = kinds["slide3"]  # the user's correction (or agreement)
+    panel.accept_button.clicked()
+    qtbot.waitUntil(lambda: panel.current.status == "accepted", timeout=10_000)
+    _train(qtbot, widget, runs, 2)
+    assert len(runs[1]) == 3
+    viewer.close()
+
+    again = make_napari_viewer()
+    widget = _dock(again, "classification", "fluorescence, histology")
+    _open(qtbot, widget, folder)
+    experiment = widget.experiment_panel.experiment
+    assert [e.status for e in experiment] == ["labelled", "labelled", "accepted", "unlabelled", "unlabelled"]
+    assert [row[4] for row in widget.experiment_panel.table.data.to_list()][:3] == [
+        kinds["slide1"], kinds["slide2"], kinds["slide3"]]
+    assert widget.model is not None and widget.model_config.application == "classification"
+    assert main(["train", "--application", "classification", "--images", str(folder), "--classes",
+                 str(folder / "classes.csv"), "--out", str(tmp_path / "cli.safetensors"), "--epochs", "1",
+                 "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0", "--backbone", "resnet18",
+                 "--no-pretrained", "--color"]) == 0
+    assert len(runs[-1]) == 3
