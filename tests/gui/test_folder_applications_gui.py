@@ -175,3 +175,46 @@ def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_
                  "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0", "--backbone", "resnet18",
                  "--no-pretrained", "--color"]) == 0
     assert len(runs[-1]) == 3
+
+
+def test_semantic_membranes_are_painted_predicted_corrected_accepted_and_reopened(make_napari_viewer, qtbot,
+                                                                                  tmp_path, monkeypatch):
+    import imageio.v3 as iio
+
+    em = SHARED_DATA / "isbi2012_em_membranes"
+    if not em.is_dir():
+        pytest.skip("ISBI 2012 (shared/data) is not on this machine")
+    folder = tmp_path / "em"
+    folder.mkdir()
+    truth = {}
+    for index in range(4):  # 128x128 crops of four slices: membrane (1) and the rest (0)
+        iio.imwrite(folder / f"slice{index}.png", iio.imread(em / "images" / f"{index:02d}.png")[:128, :128])
+        truth[f"slice{index}"] = (iio.imread(em / "labels" / f"{index:02d}.png")[:128, :128] == 0).astype(np.uint8)
+    runs = _trained_samples(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "semantic", "background, membrane")
+    widget.color_mode.value, widget.downscale.value = "mono", "1"
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    viewer.layers["slice0 labels"].data = truth["slice0"]  # the user paints slice 0
+    qtbot.waitUntil(lambda: panel.current.status == "labelled", timeout=10_000)
+    _train(qtbot, widget, runs, 1)
+    assert len(runs[0]) == 1
+
+    _next(qtbot, widget, "slice1")
+    assert panel.current.status == "predicted"
+    viewer.layers["slice1 prediction"].data = truth["slice1"]  # the corrected prediction
+    panel.accept_button.clicked()
+    qtbot.waitUntil(lambda: panel.current.status == "accepted", timeout=10_000)
+    _train(qtbot, widget, runs, 2)
+    assert len(runs[1]) == 2 and sorted(int((s.labels == 1).sum()) for s in runs[1]) == sorted(
+        int(truth[n].sum()) for n in ("slice0", "slice1"))
+    viewer.close()
+
+    again = make_napari_viewer()
+    widget = _dock(again, "semantic", "background, membrane")
+    _open(qtbot, widget, folder)
+    assert [e.status for e in widget.experiment_panel.experiment] == ["labelled", "accepted", "unlabelled",
+                                                                      "unlabelled"]
+    np.testing.assert_array_equal(again.layers["slice0 labels"].data, truth["slice0"])
+    assert widget.model is not None and widget.model_config.application == "semantic"

@@ -114,7 +114,7 @@ def test_with_a_folder_open_train_refuses_other_layers_until_the_folder_is_close
     errors = []
     record_errors(monkeypatch, errors)
     widget.train_button.clicked()
-    assert widget.session.state == "idle" and "Close the folder to train on 'other'" in errors[0]
+    assert widget.worker is None and "Close the folder to train on 'other'" in errors[0]
 
     widget.experiment_panel.close_button.clicked()
     assert widget.session.experiment is None and "blob1" not in viewer.layers
@@ -151,7 +151,8 @@ def test_stop_and_resume_in_a_folder_save_each_epoch_once(make_napari_viewer, qt
     assert saved == list(range(40)) and [e.epoch for e in widget.history] == saved
 
 
-def test_use_as_training_points_after_one_frame_keeps_the_users_points_of_the_other_frames(make_napari_viewer):
+def test_use_as_training_points_after_one_frame_keeps_the_users_points_of_the_other_frames(make_napari_viewer,
+                                                                                          tmp_path):
     viewer = make_napari_viewer()
     stack = np.zeros((2, 64, 64), np.uint8)
     image = viewer.add_image(stack, name="stack")
@@ -160,7 +161,7 @@ def test_use_as_training_points_after_one_frame_keeps_the_users_points_of_the_ot
     widget = _dock(viewer, "detection")
     widget.points_layer.value = users
     config = fixed_config(application="detection", classes=["cell"], **SMALL)
-    widget.session.set_model(build_model(config).eval(), config)
+    widget.load_model(save_model(tmp_path / "m.safetensors", build_model(config), config))
     # Frame 1 predicted (Predict current frame only): one detection, where the user had two points.
     widget._show_points(image, (np.array([[20.0, 20.0]]), np.array([0]), np.array([0.9])), (1,))
     widget.use_prediction_button.clicked()

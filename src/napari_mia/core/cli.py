@@ -352,25 +352,29 @@ def _train(args, rank: int) -> int:
     from .events import BatchEnd, EpochEnd, TrainingDone
     from .io import history_csv_path, load_model, save_model, write_history_csv
     from .models import resolve_device
-    from .train import Trainer, evaluate
+    from .session import Session
+    from .train import evaluate
     from .weights import describe
 
-    model, previous, history = None, None, []
+    session, previous = Session(), None  # the dock's session, headless
     if args.from_model:  # the model's history goes on: its earlier runs, then this one
         model, previous, history = load_model(args.from_model)
+        session.set_model(model, previous, history)
         args.application = previous.application
     examples = _load_examples(args, args.images, args.labels)
     config, choices = resolve(_training_config(args, examples, previous), _auto_examples(examples))
     if not rank:
-        print("napari-mia: " + "; ".join([describe(config), *(f"{_LABELS[c.field]} {c.text}" for c in choices)]),
+        weights = f"{config.backbone} from {args.from_model}" if args.from_model else describe(config)
+        print("napari-mia: " + "; ".join([weights, *(f"{_LABELS[c.field]} {c.text}" for c in choices)]),
               file=sys.stderr)
     train_samples, validation_samples = _samples(examples, config, args, validation_given=bool(args.val_images))
     if args.val_images:
         validation_samples = sum(_samples(_load_examples(args, args.val_images, args.val_labels), config, args,
                                           validation_given=True), [])
-    trainer = Trainer(config, train_samples, validation_samples, model=model)
+    run = session.start_training(lambda: (config, choices, train_samples, validation_samples))
+    trainer = next(run).trainer  # the first event: TrainerReady
     if rank:  # under torchrun only the first process reports and saves
-        for _ in trainer.run():
+        for _ in run:
             pass
         return 0
     processes = int(os.environ.get("WORLD_SIZE", "1"))
@@ -378,7 +382,7 @@ def _train(args, rank: int) -> int:
           f"device {resolve_device(config.device)}" + (f", {processes} processes (DDP)" if processes > 1 else ""),
           file=sys.stderr)
     bar = tqdm(total=config.epochs * trainer.batches_per_epoch, unit="batch", file=sys.stderr)
-    for event in trainer.run():
+    for event in run:
         if isinstance(event, BatchEnd):
             bar.update(1)
             bar.set_postfix(epoch=event.epoch + 1, loss=f"{event.loss:.4f}", img_s=f"{event.images_per_second:.1f}")
@@ -390,14 +394,14 @@ def _train(args, rank: int) -> int:
             precision = "bf16 autocast" if trainer.precision.bf16 else "fp32"
             print(f"napari-mia: training {event.reason} after {event.steps} batches, {event.seconds:.0f} s "
                   f"({precision})", file=sys.stderr)
-    history += trainer.history
-    path = save_model(args.out, trainer.model, config, history)
+    history = session.history
+    path = save_model(args.out, session.model, session.config, history)
     if event.message:  # out of memory: the last good weights were saved, the run did not finish
         print(f"napari-mia: error: {event.message} (saved to {path})", file=sys.stderr)
         return 3
     write_history_csv(history_csv_path(path), history)
     if validation_samples:
-        final = evaluate(trainer.model, validation_samples, config, trainer.device)
+        final = evaluate(session.model, validation_samples, session.config, trainer.device)
         print("validation: " + " ".join(f"{k}={v:.4f}" for k, v in final.items()))
     print(f"napari-mia: model saved to {path} (training history in {history_csv_path(path)})", file=sys.stderr)
     return 0

@@ -28,17 +28,42 @@ class Application:
     default_classes: tuple[str, ...]
     # Prediction averages the four flips by default where benchmarks showed it pays for its time.
     test_time_augmentation: bool = False
+    min_classes: int = 2  # the fewest classes it learns a difference from
+    sparse_labels: bool = False  # trains from sparse labels (0 = unlabelled) too
+    object_ids: bool = False  # its label images hold an id per object, not class ids
 
     @property
     def label_images(self) -> bool:
         """Trains on and predicts label images, 0 being background (semantic, instance)."""
         return self.annotations == "labels"
 
+    @property
+    def points(self) -> bool:
+        """Trains on and predicts points with a class (detection, counting)."""
+        return self.annotations == "points"
+
+    @property
+    def image_classes(self) -> bool:
+        """Trains on and predicts a class per image or frame (classification)."""
+        return self.annotations == "classes"
+
+    @property
+    def prediction_suffix(self) -> str:
+        """``<image> <suffix>``: the layer its predictions go to."""
+        return "detections" if self.points else "prediction"
+
+    @property
+    def use_prediction_text(self) -> str:
+        """The dock's button that makes a corrected prediction training annotations."""
+        return {"points": "Use as training points", "classes": "Use as frame classes"}.get(
+            self.annotations, "Use as training labels")
+
 
 APPLICATIONS = {
-    "semantic": Application("Semantic segmentation", "labels", ("background", "foreground")),
-    "instance": Application("Instance segmentation", "labels", ("background", "object"), test_time_augmentation=True),
-    "detection": Application("Object detection / counting", "points", ("object",)),
+    "semantic": Application("Semantic segmentation", "labels", ("background", "foreground"), sparse_labels=True),
+    "instance": Application("Instance segmentation", "labels", ("background", "object"), test_time_augmentation=True,
+                            object_ids=True),
+    "detection": Application("Object detection / counting", "points", ("object",), min_classes=1),
     "classification": Application("Classification", "classes", ("class 1", "class 2")),
 }
 # smp's architectures (what each takes is read from smp: models.build_model).
@@ -249,7 +274,7 @@ class TrainingConfig:
     @property
     def n_outputs(self) -> int:
         """Channels of the network's output."""
-        return len(INSTANCE_TARGETS) if self.application == "instance" else self.n_classes
+        return len(INSTANCE_TARGETS) if APPLICATIONS[self.application].object_ids else self.n_classes
 
     @property
     def has_background(self) -> bool:
@@ -264,13 +289,14 @@ class TrainingConfig:
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("loss", self.loss, losses_for(self.application))
         _choice("device", self.device.split(":")[0], DEVICES)
-        if len(self.classes) < (1 if self.application == "detection" else 2):
-            need = "one class" if self.application == "detection" else (
+        application = APPLICATIONS[self.application]
+        if len(self.classes) < application.min_classes:
+            need = "one class" if application.min_classes == 1 else (
                 "2 (background and one class)" if self.has_background else "2")
             raise ConfigError(f"classes: need at least {need}")
-        if self.application == "instance" and self.n_classes != 2:
+        if application.object_ids and self.n_classes != 2:
             raise ConfigError("classes: instance segmentation takes background and one object class")
-        if self.sparse_labels and self.application != "semantic":
+        if self.sparse_labels and not application.sparse_labels:
             raise ConfigError("sparse_labels: only semantic segmentation trains from sparse labels")
         if len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"classes: names must be unique, got {self.classes}")
@@ -366,7 +392,7 @@ class TrainingConfig:
     @property
     def unresolved(self) -> list[str]:
         """The settings still "auto": a run resolves them from its data (auto.resolve) before training."""
-        names = ("color_mode", "downscale") + (("object_size",) if self.application == "detection" else ())
+        names = ("color_mode", "downscale") + (("object_size",) if APPLICATIONS[self.application].points else ())
         return [name for name in names if getattr(self, name) == AUTO]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from napari.utils.notifications import show_error
 
+from ..core.config import APPLICATIONS
 from ..core.events import TileDone
 from ..core.session import SessionBusy
 from . import layers
@@ -27,7 +28,8 @@ class PredictionActions:
         config = self.model_config.replace(test_time_augmentation=self.test_time_augmentation.value)
         device = next(self.model.parameters()).device
         objects = self.objects_layer.value
-        if config.application == "classification":
+        application = APPLICATIONS[config.application]
+        if application.image_classes:
             image, channel_axis = layers.image_array(image_layer)
             if objects is not None:
                 job = (infer.predict_object_classes, self.model, image, np.asarray(objects.data), config,
@@ -38,14 +40,14 @@ class PredictionActions:
                 shown = self._show_frame_classes
         else:
             image, channel_axis, index = self._current_frame(image_layer, self.visible_region_only.value)
-            if config.application == "detection":
+            if application.points:
                 job = (infer.iter_predict_points, self.model, image, config, channel_axis, device)
                 shown = lambda result: self._show_points(image_layer, result, index)  # noqa: E731
             else:
                 job = (_labels_and_confidence, self.model, image, config, channel_axis, device)
                 shown = lambda result: self._show_prediction(image_layer, *result, index)  # noqa: E731
         connections = {"returned": shown, "errored": self._on_worker_error, "finished": self.on_prediction_finished}
-        if config.application != "classification":  # tiled predictions report progress per tile
+        if not application.image_classes:  # tiled predictions report progress per tile
             connections["yielded"] = self._on_tile
         self.start_prediction_job(create_background_worker(*job, _connect=connections, _start_thread=False),
                                   f"Predicting '{image_layer.name}'…")
@@ -67,7 +69,7 @@ class PredictionActions:
         """Class colours for class-id labels; None (napari's colours for ids) for instance labels, and
         before there is a model."""
         config = self.model_config
-        return None if config is None or config.application == "instance" else config.class_colors
+        return None if config is None or APPLICATIONS[config.application].object_ids else config.class_colors
 
     def _show_points(self, image_layer, result, index: tuple[int, ...]) -> None:
         points, classes, scores = result
@@ -124,8 +126,7 @@ class PredictionActions:
         image_layer = self.image_layer.value
         if image_layer is None:
             return None
-        suffix = "detections" if self.application.value == "detection" else "prediction"
-        name = f"{image_layer.name} {suffix}"
+        name = f"{image_layer.name} {APPLICATIONS[self.application.value].prediction_suffix}"
         if name in self.viewer.layers and layers.is_prediction_layer(self.viewer.layers[name]):
             return self.viewer.layers[name]
         return None
@@ -134,15 +135,15 @@ class PredictionActions:
         """Accept the prediction (after the user corrected it) as training annotations: an explicit action.
         Labels: the predicted frame (or region) is copied into the chosen labels layer, the rest of the
         user's labels stay; in an experiment, the image's labels become the prediction (Accept)."""
-        application = self.application.value
-        if application == "classification":
+        application = APPLICATIONS[self.application.value]
+        if application.image_classes:
             if self.predicted_frame_classes:
                 self.frame_classes.value = self.predicted_frame_classes
             return
         layer = self.prediction_layer()
         if layer is None:
             return
-        if application == "detection":
+        if application.points:
             self._merge_points(layer)
         elif self._open_experiment() is not None and self.experiment_panel.current is not None:
             self.experiment_panel.accept()

@@ -296,23 +296,22 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             return
         if self.model_config is not None and self.model_config.application != application:
             self.reset_model()
-        label_images = APPLICATIONS[application].label_images
+        chosen = APPLICATIONS[application]
+        label_images = chosen.label_images
         self.labels_layer.visible = self.validation_labels.visible = self.validation_image.visible = label_images
-        self.points_layer.visible = self.object_size.visible = application == "detection"
-        self.frame_classes.visible = self.objects_layer.visible = application == "classification"
-        self.sparse.visible = application == "semantic"
+        self.points_layer.visible = self.object_size.visible = chosen.points
+        self.frame_classes.visible = self.objects_layer.visible = chosen.image_classes
+        self.sparse.visible = chosen.sparse_labels
         self.experiment_panel.reopen_for(APPLICATIONS[application].annotations)
         self.experiment_panel.class_choice.visible = not label_images
-        self.sparse.value = self.sparse.value and application == "semantic"
+        self.sparse.value = self.sparse.value and chosen.sparse_labels
         self.test_time_augmentation.value = APPLICATIONS[application].test_time_augmentation
         self.architecture.reset_choices()
         self.architecture.value = architectures_for(application)[0]
         loss = self.settings["loss"]
         loss.reset_choices()
         loss.value = losses_for(application)[0]
-        self.use_prediction_button.text = ("Use as training points" if application == "detection" else
-                                           "Use as frame classes" if application == "classification" else
-                                           "Use as training labels")
+        self.use_prediction_button.text = chosen.use_prediction_text
         self.classes.value = ", ".join(default_classes(application))
         self._classes_from_labels()
 
@@ -321,26 +320,26 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         points' class names, or the frame classes."""
         if self.model_config is not None:
             return
-        application = self.application.value
+        application = APPLICATIONS[self.application.value]
         experiment = self._open_experiment()
         if experiment is not None and experiment.table is not None:
             names = experiment.class_names()
-            if len(names) >= (1 if application == "detection" else 2):
+            if len(names) >= application.min_classes:
                 self.classes.value = ", ".join(names)
             return
-        if application == "detection":
+        if application.points:
             layer = self.points_layer.value
             names = layers.point_class_names(layer) if layer is not None else []
             if names:
                 self.classes.value = ", ".join(names)
             return
-        if application == "classification":
+        if application.image_classes:
             names = sorted({n.strip() for n in self.frame_classes.value.split(",") if n.strip()})
             if len(names) >= 2:
                 self.classes.value = ", ".join(names)
             return
         layer = self.labels_layer.value
-        if layer is None or application == "instance":
+        if layer is None or application.object_ids:
             return
         names = [n.strip() for n in self.classes.value.split(",") if n.strip()]
         highest = int(np.max(layer.data)) if np.size(layer.data) else 0
@@ -484,10 +483,9 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
 
     def _annotation_layer_name(self) -> str | None:
         """How the chosen annotations are called in messages, or None if none are chosen."""
-        application = self.application.value
-        if application == "classification":
+        if APPLICATIONS[self.application.value].image_classes:
             return "frame classes" if self.frame_classes.value.strip() else None
-        layer = self.points_layer.value if application == "detection" else self.labels_layer.value
+        layer = self._annotation_layer()
         return None if layer is None else f"'{layer.name}'"
 
     def _frame_class_ids(self, config: TrainingConfig, n_frames: int) -> list[int | None]:
@@ -520,7 +518,8 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
                 return resolved, choices, *experiment.samples(resolved)
             return from_experiment
         image, channel_axis = layers.image_array(self.image_layer.value)
-        if config.application == "detection":
+        application = APPLICATIONS[config.application]
+        if application.points:
             points, classes = layers.point_annotations(self.points_layer.value, config.classes)
 
             def from_points():
@@ -529,7 +528,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
                 return resolved, choices, *split(make_point_samples(image, points, classes, resolved, channel_axis),
                                                  resolved)
             return from_points
-        if config.application == "classification":
+        if application.image_classes:
             class_ids = self._frame_class_ids(config, len(split_frames(image, channel_axis)))
 
             def from_frames():
