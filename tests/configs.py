@@ -9,3 +9,7 @@ FIXED = {"backbone": "resnet18", "pretrained": False, "color_mode": "mono", "dow
 
 def fixed_config(**settings) -> TrainingConfig:
     return TrainingConfig(**{**FIXED, **settings})
+
+# A network of about a hundred thousand weights (timm's test EfficientNet): for tests whose subject is the
+# loop, not accuracy.
+TINY_NETWORK = {"backbone": "tu-test_efficientnet", "pretrained": False, "decoder_channels": (16, 16, 16, 16, 16)}

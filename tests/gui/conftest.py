@@ -20,3 +20,20 @@ def record_errors(monkeypatch, into: list) -> None:
     """Collect the error notifications the dock shows, in whichever of its modules they are raised."""
     for module in ("widget", "prediction", "model_files", "experiment_panel"):
         monkeypatch.setattr(f"napari_mia.gui.{module}.show_error", into.append)
+
+
+def tiny_dock(viewer, application: str = "semantic", **values):
+    """The dock in ``viewer`` with a network of a hundred thousand weights (timm's test EfficientNet) and
+    short runs: for tests whose subject is the loop, not accuracy. ``values`` set other controls by name."""
+    from napari_mia.gui.widget import MiaWidget
+
+    widget = MiaWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.application.value = application
+    widget.backbone.value, widget.pretrained.value = "tu-test_efficientnet", False
+    widget.color_mode.value, widget.downscale.value = "mono", "1"
+    widget.epochs.value, widget.batch_size.value, widget.patch_size.value = 1, 4, 64
+    widget.validation_fraction.value = 0.0
+    for name, value in values.items():
+        getattr(widget, name).value = value
+    return widget

@@ -10,7 +10,7 @@ from napari_mia.gui.layers import is_prediction_layer, viewer_camera
 from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import instance_blobs
-from .conftest import record_errors, wait_until_idle
+from .conftest import record_errors, tiny_dock, wait_until_idle
 
 
 def _shown(control) -> bool:
@@ -20,6 +20,13 @@ def _shown(control) -> bool:
 
 @pytest.fixture
 def viewer_and_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    return viewer, tiny_dock(viewer, epochs=2)
+
+
+@pytest.fixture
+def viewer_and_learning_widget(make_napari_viewer):
+    """The dock with its default network: for tests whose results need a model that learnt something."""
     viewer = make_napari_viewer()
     widget = MiaWidget(viewer)
     viewer.window.add_dock_widget(widget)
@@ -37,8 +44,8 @@ def _train_and_predict(qtbot, widget):
     wait_until_idle(qtbot, widget)
 
 
-def test_instance_segmentation_writes_object_ids(viewer_and_widget, qtbot):
-    viewer, widget = viewer_and_widget
+def test_instance_segmentation_writes_object_ids(viewer_and_learning_widget, qtbot):
+    viewer, widget = viewer_and_learning_widget
     image, instances, _ = instance_blobs((96, 96), n=6)
     viewer.add_image(image, name="cells")
     objects = viewer.add_labels(instances, name="nuclei")
@@ -119,10 +126,10 @@ def test_unknown_frame_class_is_reported_not_trained(viewer_and_widget, qtbot, m
     assert widget.worker is None and "Frame classes lists 2 frame(s)" in errors[0] and "'frames'" in errors[0]
 
 
-def test_visible_region_measurements_export_and_cancel(viewer_and_widget, qtbot, tmp_path):
+def test_visible_region_measurements_export_and_cancel(viewer_and_learning_widget, qtbot, tmp_path):
     import csv
 
-    viewer, widget = viewer_and_widget
+    viewer, widget = viewer_and_learning_widget
     image, instances, _ = instance_blobs((256, 256), n=12, seed=2)
     viewer.add_image(image, name="cells")
     widget.application.value = "instance"

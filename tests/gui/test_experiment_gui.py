@@ -13,11 +13,10 @@ from napari_mia.core.cli import main
 from napari_mia.core.experiment import Experiment
 from napari_mia.core.io import save_model
 from napari_mia.core.models import build_model
-from napari_mia.gui.widget import MiaWidget
 from tests.configs import fixed_config
 
 from ..conftest import SHARED_DATA, instance_blobs
-from .conftest import wait_until_idle
+from .conftest import tiny_dock, wait_until_idle
 
 DSB = SHARED_DATA / "dsb2018_nuclei" / "train"
 
@@ -41,12 +40,7 @@ def _dsb_folder(tmp_path, count=6):
 
 
 def _dock(viewer):
-    widget = MiaWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.application.value = "instance"
-    widget.epochs.value, widget.batch_size.value, widget.patch_size.value = 1, 4, 64
-    widget.validation_fraction.value = 0.0
-    return widget
+    return tiny_dock(viewer, "instance")
 
 
 def _open(qtbot, widget, folder):

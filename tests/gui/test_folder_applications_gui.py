@@ -8,26 +8,18 @@ import numpy as np
 import pytest
 
 from napari_mia.core.cli import main
-from napari_mia.gui.widget import MiaWidget
 
 from ..conftest import SHARED_DATA
-from .conftest import wait_until_idle
+from .conftest import tiny_dock, wait_until_idle
 
 BCCD = SHARED_DATA / "bccd_blood_cells"
 DSB = SHARED_DATA / "dsb2018_nuclei" / "train"
+TINY_FLAGS = ("--backbone", "tu-test_efficientnet", "--no-pretrained")
 
 
 def _dock(viewer, application, classes):
-    widget = MiaWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.application.value = application
-    widget.backbone.value, widget.pretrained.value = "resnet18", False
-    widget.color_mode.value, widget.downscale.value = "color", "0.5"
-    widget.epochs.value, widget.batch_size.value, widget.patch_size.value = 1, 2, 64
-    widget.validation_fraction.value = 0.0
-    widget.classes.value = classes
-    widget.predict_after.value = False
-    return widget
+    return tiny_dock(viewer, application, color_mode="color", downscale="0.5", batch_size=2, classes=classes,
+                     predict_after=False)
 
 
 def _trained_samples(monkeypatch):
@@ -118,8 +110,8 @@ def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(
     # The command line trains on the folder the dock wrote, unchanged: the two annotated images.
     assert main(["train", "--application", "detection", "--images", str(folder), "--points",
                  str(folder / "points.csv"), "--out", str(tmp_path / "cli.safetensors"), "--epochs", "1",
-                 "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0", "--backbone", "resnet18",
-                 "--no-pretrained", "--color", "--downscale", "0.5", "--object-size", "40"]) == 0
+                 "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0", *TINY_FLAGS, "--color",
+                 "--downscale", "0.5", "--object-size", "40"]) == 0
     assert len(runs[-1]) == 2
 
 
@@ -172,8 +164,7 @@ def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_
     assert widget.model is not None and widget.model_config.application == "classification"
     assert main(["train", "--application", "classification", "--images", str(folder), "--classes",
                  str(folder / "classes.csv"), "--out", str(tmp_path / "cli.safetensors"), "--epochs", "1",
-                 "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0", "--backbone", "resnet18",
-                 "--no-pretrained", "--color"]) == 0
+                 "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0", *TINY_FLAGS, "--color"]) == 0
     assert len(runs[-1]) == 3
 
 

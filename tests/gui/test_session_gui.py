@@ -5,24 +5,14 @@ import numpy as np
 
 from napari_mia.core.io import read_metadata, save_model
 from napari_mia.core.models import build_model
-from napari_mia.gui.widget import MiaWidget
-from tests.configs import fixed_config
+from tests.configs import TINY_NETWORK, fixed_config
 
 from ..conftest import blobs, instance_blobs
-from .conftest import record_errors, wait_until_idle
-
-SMALL = {"decoder_channels": (16, 16, 16, 16, 16)}
+from .conftest import record_errors, tiny_dock, wait_until_idle
 
 
 def _dock(viewer, application="instance"):
-    widget = MiaWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.application.value = application
-    widget.backbone.value, widget.pretrained.value = "resnet18", False
-    widget.color_mode.value, widget.downscale.value = "mono", "1"
-    widget.epochs.value, widget.batch_size.value, widget.patch_size.value = 1, 4, 64
-    widget.validation_fraction.value = 0.0
-    return widget
+    return tiny_dock(viewer, application)
 
 
 def _blob_folder(tmp_path, count=4):
@@ -30,7 +20,7 @@ def _blob_folder(tmp_path, count=4):
     folder.mkdir()
     for number in range(1, count + 1):
         iio.imwrite(folder / f"blob{number}.png", instance_blobs((64, 64), n=3, seed=number)[0])
-    config = fixed_config(application="instance", classes=["background", "object"], **SMALL)
+    config = fixed_config(application="instance", classes=["background", "object"], **TINY_NETWORK)
     save_model(folder / "napari-mia-model.safetensors", build_model(config), config)
     return folder
 
@@ -160,7 +150,7 @@ def test_use_as_training_points_after_one_frame_keeps_the_users_points_of_the_ot
                               features={"class": ["cell", "cell", "cell", "cell"]})
     widget = _dock(viewer, "detection")
     widget.points_layer.value = users
-    config = fixed_config(application="detection", classes=["cell"], **SMALL)
+    config = fixed_config(application="detection", classes=["cell"], **TINY_NETWORK)
     widget.load_model(save_model(tmp_path / "m.safetensors", build_model(config), config))
     # Frame 1 predicted (Predict current frame only): one detection, where the user had two points.
     widget._show_points(image, (np.array([[20.0, 20.0]]), np.array([0]), np.array([0.9])), (1,))
@@ -192,7 +182,7 @@ def test_the_user_chooses_which_of_the_folders_runs_is_the_model_in_use(make_nap
     from napari_mia.core.io import load_model
 
     folder = _blob_folder(tmp_path)
-    config = fixed_config(application="instance", classes=["background", "object"], **SMALL)
+    config = fixed_config(application="instance", classes=["background", "object"], **TINY_NETWORK)
     experiment = Experiment.open(folder)
     models = []
     for number, score in ((1, 0.8), (2, 0.6)):  # run 2 scored worse: kept, not used

@@ -80,6 +80,8 @@ BACKBONES = (
     "efficientnet-b3",
     "mobilenet_v2",
     "tu-efficientnet_lite0",
+    # timm's test network (a hundred thousand weights): a model in seconds, to try the loop and for tests
+    "tu-test_efficientnet",
 )
 COLOR_MODES = (AUTO, "mono", "color")
 # The backbone a new run gets: the ImageNet encoder that learns most per CPU minute here (docs/results.md),
