@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Table
-from napari.layers import Points
+from napari.layers import Image, Points
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
@@ -183,8 +183,11 @@ class ExperimentPanel(Container):
     def shows(self, image_layer, annotation_layer) -> bool:
         """Whether these are the open image's Image and Labels (or Points) layers (what a folder trains from)."""
         annotated, _ = _LAYER_SUFFIXES[self.experiment.annotations]
-        return self.current is not None and image_layer is self._open_layer() and (
-            annotation_layer is None or annotated is None or annotation_layer is self._open_layer(annotated))
+        # By name (unique in a viewer): a dock napari made holds its viewer through a proxy, whose layers are
+        # proxies too, never the layer objects the dock's choices hold.
+        name = None if self.current is None else self.current.name
+        return name is not None and image_layer.name == name and (
+            annotation_layer is None or annotated is None or annotation_layer.name == f"{name} {annotated}")
 
     def _layer_names(self) -> list[str]:
         if self.current is None:
@@ -284,7 +287,8 @@ class ExperimentPanel(Container):
         if entry.status in ("labelled", "accepted"):  # label files written elsewhere have no count yet
             entry.annotated = int(np.count_nonzero(labels))
         if image_layer is None:
-            image_layer = self.viewer.add_image(image, name=entry.name, rgb=channel_axis is not None)
+            image_layer = self._open_image_layer(entry.name, image, channel_axis is not None) or self.viewer.add_image(
+                image, name=entry.name, rgb=channel_axis is not None)
             labels_layer = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}")
             self._watch_edits(labels_layer, LABELS_SUFFIX)
         predicted = prediction is not None
@@ -299,6 +303,14 @@ class ExperimentPanel(Container):
         self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
+
+    def _open_image_layer(self, name: str, image: np.ndarray, rgb: bool):
+        """An Image layer of this name already in the viewer (the sample experiment's first image, added with
+        it), given the image: shown once, not twice."""
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if not isinstance(layer, Image) or layer.rgb != rgb or layer.data.shape != image.shape:
+            return None
+        return layer
 
     def _write_prediction(self, image_layer, prediction: np.ndarray):
         """Show the open image's prediction in ``<image> prediction``; the user's edits of that layer are
