@@ -202,3 +202,22 @@ def test_the_user_chooses_which_of_the_folders_runs_is_the_model_in_use(make_nap
     for name, value in widget.model.state_dict().items():
         torch.testing.assert_close(value, models[1].state_dict()[name])
         torch.testing.assert_close(in_use.state_dict()[name], models[1].state_dict()[name])
+
+
+def test_keys_accept_and_train_beside_mias_a_and_d(make_napari_viewer, qtbot, tmp_path):
+    from app_model.types import KeyBinding
+
+    folder = _blob_folder(tmp_path)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    viewer.keymap[KeyBinding.from_str("D")](viewer)  # Next: predicted, ready to correct
+    qtbot.waitUntil(lambda: panel.current.name == "blob2", timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    viewer.keymap[KeyBinding.from_str("Shift+Enter")](viewer)  # Accept
+    qtbot.waitUntil(lambda: panel.current.status == "accepted", timeout=10_000)
+    viewer.keymap[KeyBinding.from_str("Shift+T")](viewer)  # Train
+    assert widget.session.state == "training"
+    assert "Shift-Enter" in panel.accept_button.tooltip and "Shift-T" in widget.train_button.tooltip
+    wait_until_idle(qtbot, widget)

@@ -26,6 +26,7 @@ from ..core.experiment import ORDERS, ROLES, Entry, Experiment
 from . import layers
 from .background import create_background_worker
 
+ACCEPT_KEY, TRAIN_KEY = "Shift-Enter", "Shift-T"  # beside MIA's A and D
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
 _ACTIVATE_AFTER_MS = 80  # the layer to correct becomes active once the new image has been drawn
 LABELS_SUFFIX = "labels"
@@ -67,10 +68,12 @@ class ExperimentPanel(Container):
         self.table.read_only = True
         self.table.native.setMinimumHeight(140)
         self.previous_button = PushButton(text="◀ Previous (A)", enabled=False)
+        self.previous_button.tooltip = "The image before this one (key: A, as in MIA)"
         self.next_button = PushButton(text="Next (D) ▶", enabled=False)
-        self.next_button.tooltip = "The next image; an unlabelled one is predicted first, ready to correct"
-        self.accept_button = PushButton(text="Accept", enabled=False)
-        self.accept_button.tooltip = "The corrected prediction becomes this image's labels and trains from now on"
+        self.next_button.tooltip = "The next image; an unlabelled one is predicted first, ready to correct (key: D)"
+        self.accept_button = PushButton(text="Accept (⇧↵)", enabled=False)
+        self.accept_button.tooltip = ("The corrected prediction becomes this image's labels and trains from now on "
+                                      f"(key: {ACCEPT_KEY})")
         self.predict_all_button = PushButton(text="Predict all", enabled=False)
         self.predict_all_button.tooltip = "Predict every image not yet labelled, saved in predictions/"
         self.role = ComboBox(label="Role", choices=ROLES, value="train", enabled=False)
@@ -119,6 +122,7 @@ class ExperimentPanel(Container):
         self.table.native.cellClicked.connect(lambda row, _: self.show_entry(row))
         for key, step in (("a", -1), ("d", 1)):  # MIA's keys for the previous and next image
             self.viewer.bind_key(key, lambda _viewer, step=step: self.step(step), overwrite=True)
+        self.viewer.bind_key(ACCEPT_KEY, lambda _viewer: self.accept(), overwrite=True)
 
     # ---- opening ------------------------------------------------------------------------------------
     def _ask_folder(self, *_) -> None:

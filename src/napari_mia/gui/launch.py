@@ -9,6 +9,9 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-mia-gui", description=__doc__)
     parser.add_argument("--no-sample", action="store_true", help="open without the nuclei sample")
+    parser.add_argument("--experiment", action="store_true",
+                        help="open the sample experiment (six nuclei images, a folder the dock works through) "
+                             "instead of the one nuclei image")
     parser.add_argument("--quit-after", type=float, metavar="SECONDS",
                         help="close napari this long after its window is up, and say what it showed "
                              "(for smoke tests and scripted screenshots)")
@@ -20,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     viewer = napari.Viewer()
-    if not args.no_sample:
+    if args.experiment:
+        viewer.open_sample("napari-mia", "experiment")  # opens the dock with the folder
+    elif not args.no_sample:
         viewer.open_sample("napari-mia", "nuclei")
     viewer.window.add_plugin_dock_widget("napari-mia", "MIA Training")
     if args.quit_after is not None:

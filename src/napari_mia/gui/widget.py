@@ -43,7 +43,7 @@ from ..core.session import RunKept, Session, SessionBusy, TrainerReady
 from ..core.weights import describe, find_weights
 from . import config_panel, layers
 from .background import create_background_worker, freeze_startup_objects
-from .experiment_panel import ExperimentPanel
+from .experiment_panel import TRAIN_KEY, ExperimentPanel
 from .model_files import ModelFileActions
 from .prediction import PredictionActions
 from .train_plot import TrainDataWindow
@@ -180,7 +180,9 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.visible_region_only = CheckBox(text="Predict visible region only", value=False)
         self.test_time_augmentation = CheckBox(text="Test-time augmentation (mean of 4 flips: 4x slower)",
                                                value=defaults.test_time_augmentation)
-        self.train_button = PushButton(text="Train")
+        self.train_button = PushButton(text="Train (⇧T)")
+        self.train_button.tooltip = (f"Train on what you annotated (key: {TRAIN_KEY}); a model that exists goes on "
+                                     "learning")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.resume_button = PushButton(text="Resume", enabled=False)
         self.predict_button = PushButton(text="Predict", enabled=False)
@@ -250,6 +252,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.points_layer.changed.connect(self._classes_from_labels)
         self.frame_classes.changed.connect(self._classes_from_labels)
         self.application.changed.connect(self._on_application)
+        self.viewer.bind_key(TRAIN_KEY, lambda _viewer: self.start_training(), overwrite=True)
         self.viewer.layers.events.inserted.connect(self.reset_choices)
         self.viewer.layers.events.removed.connect(self.reset_choices)
 
