@@ -12,7 +12,7 @@ from napari_mia.core.events import EpochEnd, TrainingDone
 from napari_mia.core.experiment import Experiment
 from napari_mia.core.io import load_model, read_metadata
 from napari_mia.core.session import RunKept, Session, SessionBusy, TrainerReady
-from tests.configs import fixed_config
+from tests.configs import TINY_NETWORK, fixed_config
 
 from ..conftest import blobs
 
@@ -50,10 +50,11 @@ def _run(job):
 
 def test_a_running_session_refuses_a_second_run_and_changes_to_what_the_model_fixes(tmp_path):
     folder, truth = _folder(tmp_path)
+    quick = SEMANTIC.replace(**TINY_NETWORK)
     session = Session()
     experiment = session.open_folder(folder)
     experiment.save_labels(experiment["cells1"], truth["cells1"])
-    job = session.start_training(_builder(experiment, SEMANTIC.replace(epochs=1)))
+    job = session.start_training(_builder(experiment, quick.replace(epochs=1)))
     assert session.state == "training"  # at once, before the worker built anything
     for refused in (lambda: session.start_training(_builder(experiment, SEMANTIC)), session.reset_model,
                     lambda: session.check_change("application"), session.close_folder,
@@ -73,7 +74,7 @@ def test_stop_then_resume_keeps_each_epoch_once_in_the_history_and_the_folder_mo
     session = Session()
     experiment = session.open_folder(folder)
     experiment.save_labels(experiment["cells1"], truth["cells1"])
-    job = session.start_training(_builder(experiment, SEMANTIC.replace(epochs=4, batch_size=1)))
+    job = session.start_training(_builder(experiment, SEMANTIC.replace(epochs=4, batch_size=1, **TINY_NETWORK)))
     for event in job:
         if isinstance(event, EpochEnd) and event.epoch == 1:
             session.request_stop()
@@ -84,7 +85,7 @@ def test_stop_then_resume_keeps_each_epoch_once_in_the_history_and_the_folder_mo
     assert [e.epoch for e in session.history] == [0, 1, 2, 3]
     saved = json.loads(read_metadata(experiment.model_path)["history"])
     assert [e["epoch"] for e in saved] == [0, 1, 2, 3]
-    _run(session.start_training(_builder(experiment, SEMANTIC.replace(epochs=2))))  # a second run adds its own
+    _run(session.start_training(_builder(experiment, SEMANTIC.replace(epochs=2, **TINY_NETWORK))))  # a second run
     assert [e.epoch for e in session.history] == [0, 1, 2, 3, 0, 1]
 
 
@@ -96,7 +97,7 @@ def test_a_worse_retrain_leaves_the_better_model_in_use_and_both_on_disk(tmp_pat
         experiment.save_labels(experiment[name], truth[name])
     experiment.save_labels(experiment["cells4"], truth["cells4"])
     experiment.set_role(experiment["cells4"], "validation")
-    events, _ = _run(session.start_training(_builder(experiment, SEMANTIC.replace(epochs=12))))
+    events, _ = _run(session.start_training(_builder(experiment, SEMANTIC.replace(epochs=12))))  # resnet18: learns
     first = next(e for e in events if isinstance(e, RunKept))
     assert first.in_use and first.run.score > 0.5 and first.run.validation == ("cells4",)
     assert set(first.run.images) == {"cells1", "cells2"}
@@ -175,10 +176,10 @@ def _application_folder(tmp_path, application):
 
 
 APPLICATION_CONFIGS = {
-    "semantic": fixed_config(),
-    "instance": fixed_config(application="instance"),
-    "detection": fixed_config(application="detection", classes=["cell"], object_size=18.0),
-    "classification": fixed_config(application="classification", classes=["large", "small"]),
+    "semantic": fixed_config(**TINY_NETWORK),
+    "instance": fixed_config(application="instance", **TINY_NETWORK),
+    "detection": fixed_config(application="detection", classes=["cell"], object_size=18.0, **TINY_NETWORK),
+    "classification": fixed_config(application="classification", classes=["large", "small"], **TINY_NETWORK),
 }
 
 
@@ -189,8 +190,7 @@ def test_every_application_works_through_a_folder_and_comes_back(tmp_path, appli
 
     folder, given = _application_folder(tmp_path, application)
     kind = APPLICATIONS[application].annotations
-    config = APPLICATION_CONFIGS[application].replace(epochs=2, batch_size=2, patch_size=64, validation_fraction=0,
-                                                      decoder_channels=(16, 16, 16, 16, 16))
+    config = APPLICATION_CONFIGS[application].replace(epochs=2, batch_size=2, patch_size=64, validation_fraction=0)
     session = Session()
     experiment = session.open_folder(folder, annotations=kind)
     for name in ("im1", "im2"):

@@ -23,6 +23,7 @@ def setup(make_napari_viewer, monkeypatch):
     widget = MiaWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.batch_size.value, widget.patch_size.value, widget.epochs.value = 4, 64, 2
+    widget.backbone.value, widget.pretrained.value = "tu-test_efficientnet", False  # the faults, not accuracy
     widget.validation_fraction.value = 0.0
     errors = []
     record_errors(monkeypatch, errors)

@@ -26,6 +26,7 @@ def widget(make_napari_viewer):
     widget.validation_image.value = viewer.layers["val image"]
     widget.validation_labels.value = viewer.layers["val labels"]
     widget.batch_size.value, widget.patch_size.value = 4, 64
+    widget.backbone.value, widget.pretrained.value = "tu-test_efficientnet", False  # the plots, not accuracy
     widget.predict_after.value = False
     return widget
 

@@ -12,6 +12,7 @@ from .conftest import record_errors, wait_until_idle
 
 
 def _small_settings(widget):
+    widget.backbone.value, widget.pretrained.value = "tu-test_efficientnet", False  # the loop, not accuracy
     widget.epochs.value = 2
     widget.batch_size.value = 4
     widget.patch_size.value = 64
