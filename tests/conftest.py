@@ -43,3 +43,18 @@ def tiny_config():
     from tests.configs import fixed_config
 
     return fixed_config(epochs=2, batch_size=4, patch_size=64, validation_fraction=0.0, seed=1)
+
+
+@pytest.fixture
+def trained_samples(monkeypatch):
+    """The training samples of every run from now on, as the Trainer receives them."""
+    from napari_mia.core import train
+
+    runs, original = [], train.Trainer.__init__
+
+    def recording(self, config, train_samples, *args, **kwargs):
+        runs.append(list(train_samples))
+        original(self, config, train_samples, *args, **kwargs)
+
+    monkeypatch.setattr(train.Trainer, "__init__", recording)
+    return runs

@@ -222,8 +222,8 @@ def test_every_application_works_through_a_folder_and_comes_back(tmp_path, appli
 
 
 @pytest.mark.parametrize("application", ["detection", "classification"])
-def test_the_command_line_trains_on_a_points_or_classes_folder_as_it_was_written(tmp_path, application, monkeypatch):
-    from napari_mia.core import train
+def test_the_command_line_trains_on_a_points_or_classes_folder_as_it_was_written(tmp_path, application,
+                                                                                  trained_samples):
     from napari_mia.core.cli import main
     from napari_mia.core.config import APPLICATIONS
 
@@ -232,19 +232,12 @@ def test_the_command_line_trains_on_a_points_or_classes_folder_as_it_was_written
     experiment = Experiment.open(folder, annotations=kind)
     for name in ("im1", "im2"):
         experiment.save_annotation(experiment[name], given[name])
-    runs, original = [], train.Trainer.__init__
-
-    def recording(self, config, train_samples, *args, **kwargs):
-        runs.append((config, list(train_samples)))
-        original(self, config, train_samples, *args, **kwargs)
-
-    monkeypatch.setattr(train.Trainer, "__init__", recording)
     table = folder / ("points.csv" if kind == "points" else "classes.csv")
     assert main(["train", "--application", application, "--images", str(folder), f"--{kind}", str(table),
                  "--out", str(tmp_path / "m.safetensors"), "--epochs", "1", "--batch-size", "2",
                  "--patch-size", "64", "--validation-fraction", "0", "--backbone", "resnet18", "--no-pretrained",
                  "--mono", "--downscale", "1"]) == 0
-    config, samples = runs[0]
+    (samples,), config = trained_samples, load_model(tmp_path / "m.safetensors")[1]
     assert len(samples) == 2  # the two annotated images, not the two the user left alone
     if kind == "points":
         assert config.classes == ["cell"] and sum(len(s.truth) for s in samples) == 10

@@ -49,24 +49,10 @@ def _open(qtbot, widget, folder):
     wait_until_idle(qtbot, widget)
 
 
-def _trained_samples(monkeypatch):
-    """The training samples of every run, as the Trainer receives them."""
-    from napari_mia.core import train
-
-    runs, original = [], train.Trainer.__init__
-
-    def recording(self, config, train_samples, *args, **kwargs):
-        runs.append(list(train_samples))
-        original(self, config, train_samples, *args, **kwargs)
-
-    monkeypatch.setattr(train.Trainer, "__init__", recording)
-    return runs
-
-
 def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napari_viewer, qtbot, tmp_path,
-                                                                       monkeypatch):
+                                                                       trained_samples):
     folder, truth = _dsb_folder(tmp_path)
-    runs = _trained_samples(monkeypatch)
+    runs = trained_samples
     viewer = make_napari_viewer()
     widget = _dock(viewer)
     panel = widget.experiment_panel

@@ -22,19 +22,6 @@ def _dock(viewer, application, classes):
                      predict_after=False)
 
 
-def _trained_samples(monkeypatch):
-    from napari_mia.core import train
-
-    runs, original = [], train.Trainer.__init__
-
-    def recording(self, config, train_samples, *args, **kwargs):
-        runs.append(list(train_samples))
-        original(self, config, train_samples, *args, **kwargs)
-
-    monkeypatch.setattr(train.Trainer, "__init__", recording)
-    return runs
-
-
 def _open(qtbot, widget, folder):
     widget.experiment_panel.open_folder(folder)
     qtbot.waitUntil(lambda: widget.experiment_panel.current is not None, timeout=30_000)
@@ -47,14 +34,14 @@ def _next(qtbot, widget, name):
     wait_until_idle(qtbot, widget)
 
 
-def _train(qtbot, widget, runs, count):
+def _train(qtbot, widget, trained_samples, count):
     widget.train_button.clicked()
-    qtbot.waitUntil(lambda: len(runs) == count, timeout=120_000)
+    qtbot.waitUntil(lambda: len(trained_samples) == count, timeout=120_000)
     wait_until_idle(qtbot, widget, timeout=300_000)
 
 
 def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(make_napari_viewer, qtbot,
-                                                                                tmp_path, monkeypatch):
+                                                                                tmp_path, trained_samples):
     if not BCCD.is_dir():
         pytest.skip("BCCD (shared/data) is not on this machine")
     rows = list(csv.DictReader(open(BCCD / "annotations.csv")))
@@ -68,7 +55,6 @@ def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(
         if r["image"] in names[:2] and r["label"] in ("WBC", "Platelets"):
             centre = [(int(r["ymin"]) + int(r["ymax"])) / 2, (int(r["xmin"]) + int(r["xmax"])) / 2]
             truth.setdefault(r["image"][:-4], []).append((centre, r["label"]))
-    runs = _trained_samples(monkeypatch)
     viewer = make_napari_viewer()
     widget = _dock(viewer, "detection", "Platelets, WBC")
     panel = widget.experiment_panel
@@ -82,8 +68,8 @@ def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(
         points.add(np.array([centre]))
     qtbot.waitUntil(lambda: (folder / "points.csv").is_file() and panel.current.status == "labelled",
                     timeout=10_000)
-    _train(qtbot, widget, runs, 1)
-    assert sum(len(s.truth) for s in runs[0]) == len(truth[first])
+    _train(qtbot, widget, trained_samples, 1)
+    assert sum(len(s.truth) for s in trained_samples[0]) == len(truth[first])
 
     second = names[1][:-4]
     _next(qtbot, widget, second)  # the next image arrives with the model's detections to correct
@@ -95,8 +81,8 @@ def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(
     panel.accept_button.clicked()
     qtbot.waitUntil(lambda: panel.current.status == "accepted", timeout=10_000)
     np.testing.assert_allclose(viewer.layers[f"{second} points"].data, corrected)
-    _train(qtbot, widget, runs, 2)
-    assert sorted(len(s.truth) for s in runs[1]) == sorted(len(truth[n]) for n in (first, second))
+    _train(qtbot, widget, trained_samples, 2)
+    assert sorted(len(s.truth) for s in trained_samples[1]) == sorted(len(truth[n]) for n in (first, second))
     viewer.close()
 
     again = make_napari_viewer()
@@ -112,11 +98,11 @@ def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(
                  str(folder / "points.csv"), "--out", str(tmp_path / "cli.safetensors"), "--epochs", "1",
                  "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0", *TINY_FLAGS, "--color",
                  "--downscale", "0.5", "--object-size", "40"]) == 0
-    assert len(runs[-1]) == 2
+    assert len(trained_samples[-1]) == 2
 
 
 def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_napari_viewer, qtbot, tmp_path,
-                                                                          monkeypatch):
+                                                                          trained_samples):
     if not DSB.is_dir():
         pytest.skip("DSB2018 (shared/data) is not on this machine")
     rows = list(csv.DictReader(open(DSB / "index.csv")))
@@ -129,7 +115,6 @@ def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_
                                                   ["fluorescence", "histology"] * 2 + ["fluorescence"]), start=1):
         shutil.copy(DSB / "images" / f"{image_id}.png", folder / f"slide{number}.png")
         kinds[f"slide{number}"] = kind
-    runs = _trained_samples(monkeypatch)
     viewer = make_napari_viewer()
     widget = _dock(viewer, "classification", "fluorescence, histology")
     widget.patch_size.value = 64
@@ -141,8 +126,8 @@ def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_
             _next(qtbot, widget, name)
         panel.class_choice.value = kinds[name]
         qtbot.waitUntil(lambda: panel.current.status == "labelled", timeout=10_000)
-    _train(qtbot, widget, runs, 1)
-    assert sorted(int(s.labels) for s in runs[0]) == [0, 1]
+    _train(qtbot, widget, trained_samples, 1)
+    assert sorted(int(s.labels) for s in trained_samples[0]) == [0, 1]
 
     _next(qtbot, widget, "slide3")  # predicted: the table shows the guess
     assert panel.current.status == "predicted" and "predicted" in panel.summary.value
@@ -150,8 +135,8 @@ def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_
     panel.class_choice.value = kinds["slide3"]  # the user's correction (or agreement)
     panel.accept_button.clicked()
     qtbot.waitUntil(lambda: panel.current.status == "accepted", timeout=10_000)
-    _train(qtbot, widget, runs, 2)
-    assert len(runs[1]) == 3
+    _train(qtbot, widget, trained_samples, 2)
+    assert len(trained_samples[1]) == 3
     viewer.close()
 
     again = make_napari_viewer()
@@ -165,11 +150,11 @@ def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_
     assert main(["train", "--application", "classification", "--images", str(folder), "--classes",
                  str(folder / "classes.csv"), "--out", str(tmp_path / "cli.safetensors"), "--epochs", "1",
                  "--batch-size", "2", "--patch-size", "64", "--validation-fraction", "0", *TINY_FLAGS, "--color"]) == 0
-    assert len(runs[-1]) == 3
+    assert len(trained_samples[-1]) == 3
 
 
 def test_semantic_membranes_are_painted_predicted_corrected_accepted_and_reopened(make_napari_viewer, qtbot,
-                                                                                  tmp_path, monkeypatch):
+                                                                                  tmp_path, trained_samples):
     import imageio.v3 as iio
 
     em = SHARED_DATA / "isbi2012_em_membranes"
@@ -181,7 +166,6 @@ def test_semantic_membranes_are_painted_predicted_corrected_accepted_and_reopene
     for index in range(4):  # 128x128 crops of four slices: membrane (1) and the rest (0)
         iio.imwrite(folder / f"slice{index}.png", iio.imread(em / "images" / f"{index:02d}.png")[:128, :128])
         truth[f"slice{index}"] = (iio.imread(em / "labels" / f"{index:02d}.png")[:128, :128] == 0).astype(np.uint8)
-    runs = _trained_samples(monkeypatch)
     viewer = make_napari_viewer()
     widget = _dock(viewer, "semantic", "background, membrane")
     widget.color_mode.value, widget.downscale.value = "mono", "1"
@@ -189,16 +173,16 @@ def test_semantic_membranes_are_painted_predicted_corrected_accepted_and_reopene
     _open(qtbot, widget, folder)
     viewer.layers["slice0 labels"].data = truth["slice0"]  # the user paints slice 0
     qtbot.waitUntil(lambda: panel.current.status == "labelled", timeout=10_000)
-    _train(qtbot, widget, runs, 1)
-    assert len(runs[0]) == 1
+    _train(qtbot, widget, trained_samples, 1)
+    assert len(trained_samples[0]) == 1
 
     _next(qtbot, widget, "slice1")
     assert panel.current.status == "predicted"
     viewer.layers["slice1 prediction"].data = truth["slice1"]  # the corrected prediction
     panel.accept_button.clicked()
     qtbot.waitUntil(lambda: panel.current.status == "accepted", timeout=10_000)
-    _train(qtbot, widget, runs, 2)
-    assert len(runs[1]) == 2 and sorted(int((s.labels == 1).sum()) for s in runs[1]) == sorted(
+    _train(qtbot, widget, trained_samples, 2)
+    assert len(trained_samples[1]) == 2 and sorted(int((s.labels == 1).sum()) for s in trained_samples[1]) == sorted(
         int(truth[n].sum()) for n in ("slice0", "slice1"))
     viewer.close()
 

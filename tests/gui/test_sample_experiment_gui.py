@@ -20,18 +20,10 @@ def _menu_action(window, *path):
 
 
 def test_the_sample_experiment_opens_from_the_file_menu_and_the_loop_runs_on_it(make_napari_viewer, qtbot, tmp_path,
-                                                                                monkeypatch):
-    from napari_mia.core import train
-
+                                                                                monkeypatch, trained_samples):
     folder = tmp_path / "sample experiment"
     monkeypatch.setenv("NAPARI_MIA_SAMPLE_FOLDER", str(folder))
-    runs, original = [], train.Trainer.__init__
-
-    def recording(self, config, train_samples, *args, **kwargs):
-        runs.append(list(train_samples))
-        original(self, config, train_samples, *args, **kwargs)
-
-    monkeypatch.setattr(train.Trainer, "__init__", recording)
+    runs = trained_samples
     viewer = make_napari_viewer()
     _menu_action(viewer.window, "File", "Open Sample", "napari-mia",
                  "Nuclei experiment (a folder of six images, opened in MIA Training)").trigger()
