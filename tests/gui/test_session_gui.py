@@ -221,3 +221,22 @@ def test_keys_accept_and_train_beside_mias_a_and_d(make_napari_viewer, qtbot, tm
     assert widget.session.state == "training"
     assert "Shift-Enter" in panel.accept_button.tooltip and "Shift-T" in widget.train_button.tooltip
     wait_until_idle(qtbot, widget)
+
+
+def test_the_folder_view_says_what_to_do_next(make_napari_viewer, qtbot, tmp_path):
+    folder = _blob_folder(tmp_path)
+    (folder / "napari-mia-model.safetensors").unlink()
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    assert panel.summary.value.startswith("Paint a few objects on this image, then Train (Shift+T).")
+    assert "4 images: 0 annotated or accepted" in panel.summary.value
+    viewer.layers["blob1 labels"].data = instance_blobs((64, 64), n=3, seed=1)[1]
+    qtbot.waitUntil(lambda: panel.summary.value.startswith("Train (Shift+T)"), timeout=10_000)
+    widget.predict_after.value = False
+    widget.train_button.clicked()
+    wait_until_idle(qtbot, widget)
+    assert panel.summary.value.startswith("Next (D) predicts the next image")
+    _go(qtbot, widget, 1, "blob2")
+    assert panel.summary.value.startswith("Correct this prediction, then Accept (Shift+Enter)")

@@ -36,6 +36,8 @@ POINTS_SUFFIX, DETECTIONS_SUFFIX = "points", "detections"
 _LAYER_SUFFIXES = {"labels": (LABELS_SUFFIX, PREDICTION_SUFFIX), "points": (POINTS_SUFFIX, DETECTIONS_SUFFIX),
                    "classes": (None, None)}
 _ANNOTATION_COLUMN = {"labels": "Labelled px", "points": "Points", "classes": "Class"}
+_FIRST_STEP = {"labels": "Paint a few objects on this image", "points": "Click a few objects on this image",
+               "classes": "Give a few images their Class"}
 _WATCHED = "napari_mia_edits_saved"  # a prediction layer whose edits the panel saves
 _COLUMNS = ("Image", "Size", "Role", "Status", "Labelled px", "Uncertainty")
 UNCERTAINTY_SUFFIX = "uncertainty"
@@ -223,10 +225,25 @@ class ExperimentPanel(Container):
         self.unsure_button.enabled = has and self._uncertainty is not None
         self._show_runs(idle)
         if has:
-            teaching = experiment.annotated_entries()
-            self.summary.value = (
-                f"{len(experiment)} images in {experiment.folder}; {len(teaching)} labelled or accepted "
-                f"(they train), {sum(e.status == 'predicted' for e in experiment)} predicted.")
+            self.summary.value = self._next_step()
+
+    def _next_step(self) -> str:
+        """Where the folder stands, and what to do next, in the user's words."""
+        experiment, current = self.experiment, self.current
+        teaching = len(experiment.annotated_entries())
+        predicted = sum(e.status == "predicted" for e in experiment)
+        counts = f"{len(experiment)} images: {teaching} annotated or accepted (they train), {predicted} predicted."
+        if current is not None and current.status == "predicted":
+            guess = experiment.read_predicted(current) if experiment.annotations == "classes" else None
+            todo = (f"Predicted: {guess[0]} ({guess[1]:.2f}). " if guess else "") + (
+                "Correct this prediction, then Accept (Shift+Enter); Train again after a few.")
+        elif not teaching:
+            todo = _FIRST_STEP[experiment.annotations] + ", then Train (Shift+T)."
+        elif self.dock.model is None:
+            todo = "Train (Shift+T) when you have annotated a few."
+        else:
+            todo = "Next (D) predicts the next image for you to correct."
+        return f"{todo} {counts}"
 
     # ---- navigation ---------------------------------------------------------------------------------
     def step(self, step: int) -> None:
@@ -436,8 +453,7 @@ class ExperimentPanel(Container):
         finally:
             self._showing_class = False
         if predicted is not None and annotation is None:
-            self.summary.value = (f"{self.current.name}: predicted {predicted[0]} ({predicted[1]:.2f}). "
-                                  "Accept takes it, or choose its Class.")
+            self.summary.value = self._next_step()
 
     def _show_table_prediction(self, predicted) -> None:
         """Predict all predicted the open image: show it (a class in the summary, detections in their layer)."""
