@@ -103,11 +103,9 @@ class ExperimentPanel(Container):
             self.table,
             Container(widgets=[self.previous_button, self.next_button, self.accept_button], layout="horizontal",
                       labels=False),
-            Container(widgets=[self.role, self.predict_all_button], layout="horizontal"),
-            Container(widgets=[self.class_choice], layout="horizontal"),
-            Container(widgets=[self.runs], layout="horizontal"),
+            Container(widgets=[self.role, self.class_choice, self.predict_all_button], layout="horizontal"),
             Container(widgets=[self.order, self.show_uncertainty], layout="horizontal"),
-            self.unsure_button,
+            Container(widgets=[self.runs, self.unsure_button], layout="horizontal"),
             self.summary,
         ])
         self.open_button.changed.connect(self._ask_folder)

@@ -84,7 +84,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         return self.root_native_widget
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):
-        super().__init__(scrollable=True)
+        super().__init__(scrollable=True, labels=False)  # sections label their own fields; the folder view spans
         self.viewer = napari_viewer
         self.session = Session()  # the user's work: the dock shows it and forwards clicks to it
         self.worker = None  # the thread running the session's job
@@ -208,26 +208,39 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.experiment_title = Label(value="<b>Experiment (a folder of images)</b>")
 
     def _lay_out(self) -> None:
-        self.extend([
-            self.application, self.experiment_title, self.experiment_panel,
-            self.image_layer, self.labels_layer, self.points_layer, self.frame_classes,
-            self.objects_layer, self.validation_image, self.validation_labels,
+        """The loop first (the folder, Train, the status), then MIA's Training Window and the images open in
+        napari as sections of their own, then the model files."""
+        self.training_window = Container(widgets=[
             Label(value="<b>Deep Learning Model</b>"),
             self.architecture, self.backbone, self.pretrained, self.pretrained_path,
             Label(value="<b>Training Parameter</b>"),
             self.classes, self.object_size, self.color_mode, self.input_channels, self.batch_size, self.epochs,
-            self.learning_rate, self.downscale, self.patch_size, self.validation_fraction, self.device,
-            self.sparse, self.predict_after, self.current_frame_only, self.visible_region_only,
-            self.test_time_augmentation,
+            self.learning_rate, self.downscale, self.patch_size, self.validation_fraction, self.device, self.sparse,
             self.settings_button, self.settings, self.augmentations_button, self.augmentations,
-            Container(widgets=[self.train_button, self.stop_button, self.resume_button], layout="horizontal",
-                      labels=False),
+        ])
+        self.open_layers = Container(widgets=[
+            self.image_layer, self.labels_layer, self.points_layer, self.frame_classes,
+            self.objects_layer, self.validation_image, self.validation_labels,
+            self.predict_after, self.current_frame_only, self.visible_region_only, self.test_time_augmentation,
             Container(widgets=[self.predict_button, self.use_prediction_button], layout="horizontal",
                       labels=False),
+        ])
+        self.training_window_button = PushButton(text="Training Window ▸")
+        self.training_window_button.tooltip = ("MIA's Training Window: the model, the training parameters, "
+                                               "Settings and Augmentations")
+        self.open_layers_button = PushButton(text="Images open in napari ▾")
+        self.open_layers_button.tooltip = "Train on, and predict, one image already open in napari (no folder)"
+        self.training_window.visible = False
+        self.extend([
+            Container(widgets=[self.application]),
+            Container(widgets=[self.train_button, self.stop_button, self.resume_button], layout="horizontal",
+                      labels=False),
+            self.progress, self.status, self.experiment_title, self.experiment_panel,
+            self.training_window_button, self.training_window,
+            self.open_layers_button, self.open_layers,
             Container(widgets=[self.save_button, self.load_button, self.reset_button], layout="horizontal",
                       labels=False),
             Container(widgets=[self.export_button, self.measure_button], layout="horizontal", labels=False),
-            self.progress, self.status,
         ])
 
     def _connect_controls(self) -> None:
@@ -242,6 +255,9 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.export_button.changed.connect(self._ask_export)
         self.measure_button.changed.connect(self._ask_measurements)
         self.settings_button.changed.connect(lambda: self._toggle(self.settings, self.settings_button))
+        self.training_window_button.changed.connect(
+            lambda: self._toggle(self.training_window, self.training_window_button))
+        self.open_layers_button.changed.connect(lambda: self._toggle(self.open_layers, self.open_layers_button))
         self.augmentations_button.changed.connect(
             lambda: self._toggle(self.augmentations, self.augmentations_button))
         self.preview_augmentations_button.changed.connect(self.preview_augmentations)
