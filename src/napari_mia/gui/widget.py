@@ -208,7 +208,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.experiment_title = Label(value="<b>Experiment (a folder of images)</b>")
 
     def _lay_out(self) -> None:
-        """The loop first (the folder, Train, the status), then MIA's Training Window and the images open in
+        """The loop first (Train, the status, the folder), then MIA's Training Window and the images open in
         napari as sections of their own, then the model files."""
         self.training_window = Container(widgets=[
             Label(value="<b>Deep Learning Model</b>"),
