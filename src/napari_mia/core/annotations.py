@@ -17,7 +17,7 @@ import numpy as np
 
 from .auto import Example
 from .config import TrainingConfig
-from .data import DataError, Sample, make_class_samples, make_point_samples
+from .data import DataError, Sample, make_class_samples, make_point_samples, one_frame_stack
 from .files import write_atomically
 
 
@@ -174,8 +174,8 @@ class ClassTable(_Table):
         class_name = value[0]
         if class_name not in config.classes:
             raise DataError(f"class {class_name!r} is not among the classes {config.classes}")
-        axis = None if channel_axis is None else channel_axis % image.ndim + 1
-        return make_class_samples(image[np.newaxis], [config.classes.index(class_name)], config, axis)
+        stack, axis = one_frame_stack(image, channel_axis)
+        return make_class_samples(stack, [config.classes.index(class_name)], config, axis)
 
     @staticmethod
     def example(image, channel_axis, value, name: str) -> Example:
@@ -185,8 +185,8 @@ class ClassTable(_Table):
     def predict(model, image, config: TrainingConfig, channel_axis, device):
         from .infer import predict_classes
 
-        axis = None if channel_axis is None else channel_axis % image.ndim + 1
-        (class_id,), (score,) = predict_classes(model, image[np.newaxis], config, axis, device)
+        stack, axis = one_frame_stack(image, channel_axis)
+        (class_id,), (score,) = predict_classes(model, stack, config, axis, device)
         return config.classes[class_id], float(score)
 
 

@@ -212,7 +212,7 @@ def _load_examples(args, image_folder, label_folder=None):
 def _samples(examples, config, args, validation_given: bool = False):
     """(training, validation) samples; with ``validation_given`` all of them train (validation comes
     from --val-images)."""
-    from .data import make_class_samples, make_point_samples, split_train_validation
+    from .data import make_class_samples, make_point_samples, one_frame_stack, split_train_validation
     from .experiment import Experiment
 
     if validation_given:
@@ -226,8 +226,8 @@ def _samples(examples, config, args, validation_given: bool = False):
                 points, class_names = annotation
                 samples += make_point_samples(image, points, _class_ids(class_names, config), config, channel_axis)
             else:
-                samples += make_class_samples(image[np.newaxis], _class_ids([annotation], config), config,
-                                              None if channel_axis is None else channel_axis % image.ndim + 1)
+                stack, axis = one_frame_stack(image, channel_axis)
+                samples += make_class_samples(stack, _class_ids([annotation], config), config, axis)
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from error
     return split_train_validation(samples, config.validation_fraction, config.seed)
@@ -412,9 +412,10 @@ def predict_command(args) -> int:
 
     from tqdm import tqdm
 
+    from .annotations import ClassTable
     from .data import spatial_shape
     from .files import list_images, open_image, write_labels, write_map
-    from .infer import iter_predict, iter_predict_points, predict_classes, run
+    from .infer import iter_predict, iter_predict_points, run
     from .io import load_model
     from .models import resolve_device
 
@@ -450,10 +451,8 @@ def predict_command(args) -> int:
             rows += [(path.stem, f"{p[-2]:.1f}", f"{p[-1]:.1f}", config.classes[c], f"{s:.4f}")
                      for p, c, s in zip(points, classes, scores)]
         elif config.application == "classification":
-            (class_id,), (score,) = predict_classes(model, image[np.newaxis], config,
-                                                    None if channel_axis is None else channel_axis % image.ndim + 1,
-                                                    device)
-            rows.append((path.stem, config.classes[class_id], f"{score:.4f}"))
+            class_name, score = ClassTable.predict(model, image, config, channel_axis, device)
+            rows.append((path.stem, class_name, f"{score:.4f}"))
         else:
             as_zarr = args.out_format == "zarr" or (args.out_format is None and not in_memory)
             target = _zarr_labels(out / f"{path.stem}.zarr", image, channel_axis, config) if as_zarr else None

@@ -77,6 +77,11 @@ class LazyFrame:
         return whole if dtype is None else whole.astype(dtype)
 
 
+def one_frame_stack(image: np.ndarray, channel_axis: int | None) -> tuple[np.ndarray, int | None]:
+    """``image`` as a stack of one frame, and its channel axis there: how a whole image is classified."""
+    return image[np.newaxis], None if channel_axis is None else channel_axis % image.ndim + 1
+
+
 def split_frames(image: np.ndarray, channel_axis: int | None = None) -> list[np.ndarray]:
     """Split an image into 2D frames of shape (C, H, W); leading axes are frames. Arrays that are not
     in memory (zarr, dask) give :class:`LazyFrame` views that read only what is sliced."""

@@ -173,9 +173,10 @@ class Experiment:
             return {}
         try:
             record = json.loads(path.read_text())
-            record.get("images", {})
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
             return record
-        except (ValueError, AttributeError) as error:
+        except ValueError as error:
             raise DataError(f"{path}: not a napari-mia experiment file ({error}); move it away to start "
                             "afresh") from error
 
@@ -416,8 +417,8 @@ class Experiment:
 
     def class_names(self) -> list[str]:
         """The class names the annotations use (points' classes, images' classes), sorted."""
-        return sorted({n for e in self.annotated_entries() for n in self.table.class_names(self.table.read(e.name))
-                       if self.table.read(e.name) is not None})
+        values = (self.table.read(e.name) for e in self.annotated_entries())
+        return sorted({name for value in values if value is not None for name in self.table.class_names(value)})
 
     def highest_label(self) -> int:
         return max((int(self.read_labels(e).max()) for e in self.annotated_entries()), default=0)

@@ -334,11 +334,8 @@ class ExperimentPanel(Container):
     def _write_prediction(self, image_layer, prediction: np.ndarray):
         """Show the open image's prediction in ``<image> prediction``; the user's edits of that layer are
         saved as they are made."""
-        self._setting_labels = True  # the model's labels, not an edit
-        try:
+        with self._own_writes():  # the model's labels, not an edit
             layer = layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
-        finally:
-            self._setting_labels = False
         if not layer.metadata.get(_WATCHED):
             layer.metadata[_WATCHED] = True
             self._watch_edits(layer, PREDICTION_SUFFIX)
@@ -374,13 +371,10 @@ class ExperimentPanel(Container):
         image_layer.data = image
         image_layer.reset_contrast_limits()
         image_layer.name = name
-        self._setting_labels = True  # new data, not an edit
-        try:
+        with self._own_writes():  # new data, not an edit
             # In the layer's own dtype where the ids fit: a new dtype makes napari rebuild the layer's visual.
             kept_dtype = layers.fits(labels, labels_layer.data.dtype)
             labels_layer.data = labels.astype(labels_layer.data.dtype, copy=False) if kept_dtype else labels
-        finally:
-            self._setting_labels = False
         labels_layer.name = f"{name} {LABELS_SUFFIX}"
         return image_layer, labels_layer
 
@@ -417,27 +411,24 @@ class ExperimentPanel(Container):
 
     def _show_points(self, entry: Entry, image_layer, annotation, predicted) -> None:
         names = self.dock.class_names()
-        self._setting_labels = True
-        try:
-            points = self._add_points(image_layer, POINTS_SUFFIX, annotation, names)
-            detections = self._add_points(image_layer, DETECTIONS_SUFFIX, predicted, names, face="transparent")
-        finally:
-            self._setting_labels = False
+        points = self._add_points(image_layer, POINTS_SUFFIX, annotation, names)
+        detections = self._add_points(image_layer, DETECTIONS_SUFFIX, predicted, names)
         self.dock.points_layer.value = points
         active = detections if entry.status == "predicted" else points
         QTimer.singleShot(_ACTIVATE_AFTER_MS, lambda: self._activate(active))
 
-    def _add_points(self, image_layer, suffix: str, value, names: list[str], face: str = "class"):
-        """``<image> points`` (the user's) or ``<image> detections`` (the model's, editable), with a class
-        feature; every edit is saved as it is made."""
+    def _add_points(self, image_layer, suffix: str, value, names: list[str]):
+        """``<image> points`` (the user's, filled) or ``<image> detections`` (the model's, editable, hollow),
+        with a class feature; every edit from now on is saved as it is made."""
         positions, classes, scores = value if value is not None else (np.zeros((0, 2)), [], np.zeros(0))
         default = self.class_choice.value or (names[0] if names else "object")
+        users = suffix == POINTS_SUFFIX
         layer = self.viewer.add_points(
             np.asarray(positions, np.float64).reshape(-1, len(layers.spatial_shape(image_layer))),
             name=f"{image_layer.name} {suffix}", features=_point_features(classes, scores),
             feature_defaults={"class": default, "score": 1.0}, scale=image_layer.scale, size=8,
-            face_color="transparent" if face == "transparent" else "yellow", border_color="yellow"
-            if suffix == POINTS_SUFFIX else "cyan", border_width=0.2)
+            face_color="yellow" if users else "transparent", border_color="yellow" if users else "cyan",
+            border_width=0.2)
         for event in (layer.events.data, layer.events.features):
             event.connect(lambda *_: self._on_edit(suffix))
         return layer
@@ -461,12 +452,9 @@ class ExperimentPanel(Container):
         layer = self._open_layer(DETECTIONS_SUFFIX)
         if layer is not None:
             positions, classes, scores = predicted
-            self._setting_labels = True
-            try:
+            with self._own_writes():
                 layer.data = np.asarray(positions, np.float64).reshape(-1, layer.data.shape[1])
                 layer.features = _point_features(classes, scores)
-            finally:
-                self._setting_labels = False
 
     def _on_class_chosen(self, name: str) -> None:
         """Classification: the user's class of the open image, saved at once. Points: the class of new
@@ -495,12 +483,9 @@ class ExperimentPanel(Container):
             points, detections = self._open_layer(POINTS_SUFFIX), self._open_layer(DETECTIONS_SUFFIX)
             value = self._layer_value(detections if len(detections.data) else points)
             if len(detections.data):
-                self._setting_labels = True
-                try:
+                with self._own_writes():
                     points.data, points.features = np.asarray(value[0]), _point_features(value[1], value[2])
                     detections.data = np.zeros((0, detections.data.shape[1]))
-                finally:
-                    self._setting_labels = False
                 self._pending_correction = None
         else:
             chosen = self.class_choice.value
@@ -624,6 +609,15 @@ class ExperimentPanel(Container):
     def _labels_layer(self):
         return self._open_layer(LABELS_SUFFIX)
 
+    @contextlib.contextmanager
+    def _own_writes(self):
+        """The panel itself writes into the open image's layers: not an edit of the user's to save."""
+        self._setting_labels = True
+        try:
+            yield
+        finally:
+            self._setting_labels = False
+
     def _on_edit(self, suffix: str) -> None:
         if not self._setting_labels:
             self._edited.add(suffix)
@@ -691,16 +685,9 @@ class ExperimentPanel(Container):
             prediction = None
         accepted = np.array(prediction.data if prediction is not None else labels_layer.data)
         if prediction is not None:
-            self._setting_labels = True
-            try:
+            with self._own_writes():
                 labels_layer.data = accepted.astype(np.uint16, copy=False)
-            finally:
-                self._setting_labels = False
-            self._setting_labels = True
-            try:
                 prediction.data = np.zeros_like(prediction.data)  # now the labels: emptied, kept for the next image
-            finally:
-                self._setting_labels = False
             self._set_uncertainty(None, prediction)
         self._save_timer.stop()
         self._edited.discard(LABELS_SUFFIX)
