@@ -54,7 +54,7 @@ def test_a_trained_resnet18_unet_exports_to_onnx(tmp_path):
 
     from ..conftest import blobs
 
-    config = fixed_config(backbone="resnet18", patch_size=128, batch_size=4, epochs=1000, max_minutes=0.25,
+    config = fixed_config(backbone="resnet18", patch_size=128, batch_size=4, epochs=3,
                             validation_fraction=0.0, learning_rate=3e-3)
     samples = [s for seed in range(4) for s in make_samples(*blobs((192, 192), n=12, seed=seed), config)]
     trainer = Trainer(config, samples, [])

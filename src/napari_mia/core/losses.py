@@ -9,10 +9,17 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from segmentation_models_pytorch import losses as smp_losses
 
 from .config import APPLICATIONS, TrainingConfig
 from .data import IGNORE, Sample
+
+
+def _smp_losses():
+    """smp's losses, imported when a loss is built: importing smp loads timm and torchvision, which the
+    command line's argument checks do not need."""
+    from segmentation_models_pytorch import losses
+
+    return losses
 
 
 def class_weights(config: TrainingConfig, samples: Sequence[Sample]) -> list[float] | None:
@@ -78,16 +85,16 @@ def _ce_dice(weights):
 
 
 def _dice(weights):
-    return smp_losses.DiceLoss("multiclass", ignore_index=IGNORE, class_weights=weights)
+    return _smp_losses().DiceLoss("multiclass", ignore_index=IGNORE, class_weights=weights)
 
 
 SEGMENTATION_LOSSES = {
     "ce_dice": _ce_dice,
     "cross_entropy": _cross_entropy,
     "dice": _dice,
-    "focal": lambda weights: smp_losses.FocalLoss("multiclass", ignore_index=IGNORE, class_weights=weights),
-    "jaccard": lambda weights: smp_losses.JaccardLoss("multiclass", ignore_index=IGNORE, class_weights=weights),
-    "lovasz": lambda weights: smp_losses.LovaszLoss("multiclass", ignore_index=IGNORE),
+    "focal": lambda weights: _smp_losses().FocalLoss("multiclass", ignore_index=IGNORE, class_weights=weights),
+    "jaccard": lambda weights: _smp_losses().JaccardLoss("multiclass", ignore_index=IGNORE, class_weights=weights),
+    "lovasz": lambda weights: _smp_losses().LovaszLoss("multiclass", ignore_index=IGNORE),
 }
 HEATMAP_LOSSES = {
     "heatmap_focal": lambda weights: lambda logits, target: heatmap_focal_loss(logits, target, weights),
@@ -95,7 +102,7 @@ HEATMAP_LOSSES = {
 }
 CLASSIFICATION_LOSSES = {
     "cross_entropy": _cross_entropy,
-    "focal": lambda weights: smp_losses.FocalLoss("multiclass"),  # accepts (N, K) logits with (N,) targets
+    "focal": lambda weights: _smp_losses().FocalLoss("multiclass"),  # accepts (N, K) logits with (N,) targets
 }
 _BY_ANNOTATIONS = {"labels": SEGMENTATION_LOSSES, "points": HEATMAP_LOSSES, "classes": CLASSIFICATION_LOSSES}
 
