@@ -131,7 +131,7 @@ def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_
 
     _next(qtbot, widget, "slide3")  # predicted: the table shows the guess
     assert panel.current.status == "predicted" and "predicted" in panel.summary.value
-    assert panel.table.data.to_list()[2][4].startswith("(")
+    assert panel.table.data.to_list()[2][3].startswith("(")
     panel.class_choice.value = kinds["slide3"]  # the user's correction (or agreement)
     panel.accept_button.clicked()
     qtbot.waitUntil(lambda: panel.current.status == "accepted", timeout=10_000)
@@ -144,7 +144,7 @@ def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_
     _open(qtbot, widget, folder)
     experiment = widget.experiment_panel.experiment
     assert [e.status for e in experiment] == ["labelled", "labelled", "accepted", "unlabelled", "unlabelled"]
-    assert [row[4] for row in widget.experiment_panel.table.data.to_list()][:3] == [
+    assert [row[3] for row in widget.experiment_panel.table.data.to_list()][:3] == [
         kinds["slide1"], kinds["slide2"], kinds["slide3"]]
     assert widget.model is not None and widget.model_config.application == "classification"
     assert main(["train", "--application", "classification", "--images", str(folder), "--classes",

@@ -68,7 +68,7 @@ def test_a_stroke_on_the_prediction_after_next_survives_next_previous_predict_al
     qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "blob2", timeout=30_000)
     wait_until_idle(qtbot, widget)
     np.testing.assert_array_equal(again.layers["blob2 prediction"].data == 7, stroke)
-    assert [row[3] for row in widget.experiment_panel.table.data.to_list()][1] == "corrected"
+    assert [row[2] for row in widget.experiment_panel.table.data.to_list()][1] == "corrected"
 
 
 def test_while_training_the_application_stays_and_a_second_train_is_refused(make_napari_viewer, qtbot, monkeypatch):

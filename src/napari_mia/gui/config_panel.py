@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, SpinBox, TupleEdit
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, PushButton, SpinBox, TupleEdit
 
 from ..core.config import CLASS_WEIGHTING, LR_SCHEDULES, OPTIMIZERS, Augmentations, TrainingConfig, losses_for
 
@@ -58,6 +58,13 @@ AUGMENTATION_LABELS = {
     "noise_std": "Noise std (min, max)",
 }
 _SMALL_FLOATS = {"min_learning_rate": 1e-6}
+
+
+def toggle_section(section: Container, button: PushButton, shown: bool | None = None) -> None:
+    """Show or hide (by default: switch) a folding section; its button's arrow says which."""
+    shown = section.native.isHidden() if shown is None else shown
+    section.visible = shown
+    button.text = button.text[:-1] + ("▾" if shown else "▸")
 
 
 def _widget_for(name: str, value, label: str, choices=None):

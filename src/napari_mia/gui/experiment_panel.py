@@ -19,12 +19,14 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Table
 from napari.layers import Image, Points
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QHeaderView
 
 from ..core.events import ImagePredicted
 from ..core.experiment import ORDERS, ROLES, Entry, Experiment
 from . import layers
 from .background import create_background_worker
+from .config_panel import toggle_section
 
 ACCEPT_KEY, TRAIN_KEY = "Shift-Enter", "Shift-T"  # beside MIA's A and D
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
@@ -35,11 +37,11 @@ POINTS_SUFFIX, DETECTIONS_SUFFIX = "points", "detections"
 # The open image's layers by annotation kind: (what the user annotates, what the model predicted).
 _LAYER_SUFFIXES = {"labels": (LABELS_SUFFIX, PREDICTION_SUFFIX), "points": (POINTS_SUFFIX, DETECTIONS_SUFFIX),
                    "classes": (None, None)}
-_ANNOTATION_COLUMN = {"labels": "Labelled px", "points": "Points", "classes": "Class"}
+_ANNOTATION_COLUMN = {"labels": "Labelled", "points": "Points", "classes": "Class"}
 _FIRST_STEP = {"labels": "Paint a few objects on this image", "points": "Click a few objects on this image",
                "classes": "Give a few images their Class"}
 _WATCHED = "napari_mia_edits_saved"  # a prediction layer whose edits the panel saves
-_COLUMNS = ("Image", "Size", "Role", "Status", "Labelled px", "Uncertainty")
+_COLUMNS = ("Image", "Role", "Status", "Labelled", "Unsure")  # short: every column in view at the dock's width
 UNCERTAINTY_SUFFIX = "uncertainty"
 
 
@@ -69,6 +71,10 @@ class ExperimentPanel(Container):
         self.table = Table(value=_table_value([]))
         self.table.read_only = True
         self.table.native.setMinimumHeight(140)
+        # Long file names (DSB2018's are 64 characters) are elided in the middle, as napari's layer list does;
+        # the Image column takes the width the others leave, so every column stays in view.
+        self.table.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.native.setWordWrap(False)
         self.previous_button = PushButton(text="◀ Previous (A)", enabled=False)
         self.previous_button.tooltip = "The image before this one (key: A, as in MIA)"
         self.next_button = PushButton(text="Next (D) ▶", enabled=False)
@@ -98,17 +104,26 @@ class ExperimentPanel(Container):
                                       "(confidence: 1 - the object's mean uncertainty)")
         self.summary = Label(value="Open a folder of images (MIA's training folder), or train on layers below.")
         self.summary.native.setWordWrap(True)
+        self.folder_options_button = PushButton(text="Role, order, runs ▸")
+        self.folder_options_button.tooltip = ("This image's role (train, validation, skip), where Next goes, the model's "
+                                       "uncertainty, and the runs trained on this folder")
+        self.folder_options = Container(widgets=[
+            Container(widgets=[self.role, self.order], layout="horizontal"),
+            Container(widgets=[self.show_uncertainty, self.unsure_button], layout="horizontal", labels=False),
+            self.runs,
+        ], visible=False)
         self.extend([
             Container(widgets=[self.open_button, self.close_button], layout="horizontal", labels=False),
             self.table,
             Container(widgets=[self.previous_button, self.next_button, self.accept_button], layout="horizontal",
                       labels=False),
-            Container(widgets=[self.role, self.class_choice, self.predict_all_button], layout="horizontal"),
-            Container(widgets=[self.order, self.show_uncertainty], layout="horizontal"),
-            Container(widgets=[self.runs, self.unsure_button], layout="horizontal"),
+            Container(widgets=[self.class_choice, self.predict_all_button], layout="horizontal"),
             self.summary,
+            self.folder_options_button,
+            self.folder_options,
         ])
         self.open_button.changed.connect(self._ask_folder)
+        self.folder_options_button.changed.connect(lambda: toggle_section(self.folder_options, self.folder_options_button))
         self.close_button.changed.connect(self.close_folder)
         self.previous_button.changed.connect(lambda: self.step(-1))
         self.next_button.changed.connect(lambda: self.step(1))
@@ -152,6 +167,7 @@ class ExperimentPanel(Container):
         self._shapes = {}
         if self.dock.model is not None:
             self.dock.show_model(f"{experiment.folder.name}: its model loaded")
+        self.dock.show_open_layers(False)
         self.refresh()
         self.show_entry(0)
 
@@ -175,6 +191,7 @@ class ExperimentPanel(Container):
             return
         self.close_experiment()
         self.dock.session.close_folder()
+        self.dock.show_open_layers(True)
         self.refresh()
         self.summary.value = "Folder closed. Open a folder of images, or train on layers below."
 
@@ -201,15 +218,28 @@ class ExperimentPanel(Container):
                 f"{name} {UNCERTAINTY_SUFFIX}", f"{name} {POINTS_SUFFIX}", f"{name} {DETECTIONS_SUFFIX}"]
 
     # ---- the table ----------------------------------------------------------------------------------
+    def _fit_columns(self) -> None:
+        table = self.table.native
+        header = table.horizontalHeader()
+        header.setMinimumSectionSize(24)
+        for column in range(table.columnCount()):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch if column == 0
+                                        else QHeaderView.ResizeMode.ResizeToContents)
+        for row in range(table.rowCount()):
+            item = table.item(row, 0)
+            if item is not None:  # the whole name, where the cell elides it, and the size once it was read
+                shape = self._shapes.get(item.text())
+                item.setToolTip(item.text() + (f" ({shape} px)" if shape else ""))
+
     def refresh(self) -> None:
         """Redraw the table and the buttons from the experiment (cheap: no file is read)."""
         experiment = self.experiment
         has = experiment is not None
         rows = [] if not has else [
-            [e.name, self._shapes.get(e.name, ""), e.role, _status(e), self._annotation_cell(e),
-             "" if e.uncertainty is None else f"{e.uncertainty:.3f}"] for e in experiment]
+            [e.name, e.role, _status(e), self._annotation_cell(e),
+             "" if e.uncertainty is None else f"{e.uncertainty:.2f}"] for e in experiment]
         self.table.value = _table_value(rows, "labels" if not has else experiment.annotations)
-        self.table.native.resizeColumnsToContents()
+        self._fit_columns()
         current = None if self.current is None else experiment.entries.index(self.current)
         if current is not None:
             self.table.native.selectRow(current)
@@ -793,5 +823,5 @@ def _status(entry: Entry) -> str:
 
 def _table_value(rows: list[list], annotations: str = "labels") -> dict:
     """Rows for magicgui's Table, numbered from 1 (without "index" it reads the keys as column names)."""
-    columns = [_ANNOTATION_COLUMN[annotations] if c == "Labelled px" else c for c in _COLUMNS]
+    columns = [_ANNOTATION_COLUMN[annotations] if c == "Labelled" else c for c in _COLUMNS]
     return {"data": rows, "index": list(range(1, len(rows) + 1)), "columns": columns}

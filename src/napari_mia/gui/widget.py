@@ -208,15 +208,22 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.experiment_title = Label(value="<b>Experiment (a folder of images)</b>")
 
     def _lay_out(self) -> None:
-        """The loop first (Train, the status, the folder), then MIA's Training Window and the images open in
-        napari as sections of their own, then the model files."""
-        self.training_window = Container(widgets=[
+        """The loop on the dock's first screen (Application, Train, the status, the folder); MIA's Training
+        Window (the model, the training parameters, Settings, Augmentations, the model files, Start Training)
+        in a window of its own; the images already open in napari as a section of their own."""
+        self.start_training_button = PushButton(text="Start Training")
+        self.start_training_button.tooltip = self.train_button.tooltip
+        self.training_window = Container(scrollable=True, widgets=[
             Label(value="<b>Deep Learning Model</b>"),
             self.architecture, self.backbone, self.pretrained, self.pretrained_path,
             Label(value="<b>Training Parameter</b>"),
             self.classes, self.object_size, self.color_mode, self.input_channels, self.batch_size, self.epochs,
             self.learning_rate, self.downscale, self.patch_size, self.validation_fraction, self.device, self.sparse,
             self.settings_button, self.settings, self.augmentations_button, self.augmentations,
+            Label(value="<b>Model file</b>"),
+            Container(widgets=[self.save_button, self.load_button, self.reset_button, self.export_button],
+                      layout="horizontal", labels=False),
+            self.start_training_button,
         ])
         self.open_layers = Container(widgets=[
             self.image_layer, self.labels_layer, self.points_layer, self.frame_classes,
@@ -224,24 +231,21 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             self.predict_after, self.current_frame_only, self.visible_region_only, self.test_time_augmentation,
             Container(widgets=[self.predict_button, self.use_prediction_button], layout="horizontal",
                       labels=False),
+            self.measure_button,
         ])
-        self.training_window_button = PushButton(text="Training Window ▸")
+        self.training_window_button = PushButton(text="Training Window…")
         self.training_window_button.tooltip = ("MIA's Training Window: the model, the training parameters, "
-                                               "Settings and Augmentations")
-        self.open_layers_button = PushButton(text="Images open in napari ▾")
+                                               "Settings, Augmentations and the model files")
+        self.open_layers_button = PushButton(text="Images open in napari ▸")
         self.open_layers_button.tooltip = "Train on, and predict, one image already open in napari (no folder)"
-        self.training_window.visible = False
         self.extend([
             Container(widgets=[self.application]),
             Container(widgets=[self.train_button, self.stop_button, self.resume_button], layout="horizontal",
                       labels=False),
             self.progress, self.status, self.experiment_title, self.experiment_panel,
-            self.training_window_button, self.training_window,
-            self.open_layers_button, self.open_layers,
-            Container(widgets=[self.save_button, self.load_button, self.reset_button], layout="horizontal",
-                      labels=False),
-            Container(widgets=[self.export_button, self.measure_button], layout="horizontal", labels=False),
+            self.training_window_button, self.open_layers_button, self.open_layers,
         ])
+        self.open_layers.visible = False
 
     def _connect_controls(self) -> None:
         self.train_button.changed.connect(self.start_training)
@@ -254,12 +258,13 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.reset_button.changed.connect(self.reset_model)
         self.export_button.changed.connect(self._ask_export)
         self.measure_button.changed.connect(self._ask_measurements)
-        self.settings_button.changed.connect(lambda: self._toggle(self.settings, self.settings_button))
-        self.training_window_button.changed.connect(
-            lambda: self._toggle(self.training_window, self.training_window_button))
-        self.open_layers_button.changed.connect(lambda: self._toggle(self.open_layers, self.open_layers_button))
+        toggle_section = config_panel.toggle_section
+        self.settings_button.changed.connect(lambda: toggle_section(self.settings, self.settings_button))
+        self.training_window_button.changed.connect(self.show_training_window)
+        self.start_training_button.changed.connect(self.start_training)
+        self.open_layers_button.changed.connect(lambda: toggle_section(self.open_layers, self.open_layers_button))
         self.augmentations_button.changed.connect(
-            lambda: self._toggle(self.augmentations, self.augmentations_button))
+            lambda: toggle_section(self.augmentations, self.augmentations_button))
         self.preview_augmentations_button.changed.connect(self.preview_augmentations)
         self.color_mode.changed.connect(self._on_color_mode)
         self.backbone.changed.connect(self._on_backbone)
@@ -273,11 +278,9 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.viewer.layers.events.removed.connect(self.reset_choices)
 
     # ---- settings ---------------------------------------------------------------------------------
-    @staticmethod
-    def _toggle(section: Container, button: PushButton) -> None:
-        shown = section.native.isHidden()
-        section.visible = shown
-        button.text = button.text[:-1] + ("▾" if shown else "▸")
+    def show_open_layers(self, shown: bool) -> None:
+        """The one-pair layer choices fold away while a folder is open (the folder is what trains)."""
+        config_panel.toggle_section(self.open_layers, self.open_layers_button, shown)
 
     def _on_color_mode(self, mode: str) -> None:
         self.input_channels.enabled = mode != AUTO and self.model_config is None
@@ -582,6 +585,16 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             index = index + layers.visible_region(self.viewer, image_layer)
         return image[index], channel_axis, index
 
+    def show_training_window(self, *_) -> None:
+        """MIA's Training Window, floating over napari like Train Data (double-click its title to dock it)."""
+        window = self.training_window.root_native_widget
+        if window.parent() is None:  # not shown yet, or its dock was closed (napari keeps the widget)
+            dock = self.viewer.window.add_dock_widget(window, name="Training Window", area="right")
+            dock.setFloating(True)
+            dock.resize(420, 720)
+        window.parent().show()
+        window.parent().raise_()
+
     def _open_train_data(self) -> TrainDataWindow:
         if self.train_data.parent() is None:  # not shown yet, or its dock was closed (napari keeps the widget)
             dock = self.viewer.window.add_dock_widget(self.train_data, name="Train Data", area="bottom")
@@ -709,7 +722,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
                 control.tooltip = ("Set by the current model: Reset model to change it" if has_model else
                                    "Fixed while training builds the model" if running else
                                    self._own_tooltips.get(name, ""))
-        self.train_button.enabled = self.load_button.enabled = not running
+        self.train_button.enabled = self.start_training_button.enabled = self.load_button.enabled = not running
         for button in (self.predict_button, self.save_button, self.reset_button, self.export_button):
             button.enabled = not running and has_model
         self.measure_button.enabled = not running and isinstance(self.prediction_layer(), napari.layers.Labels)
