@@ -105,8 +105,8 @@ class ExperimentPanel(Container):
         self.summary = Label(value="Open a folder of images (MIA's training folder), or train on layers below.")
         self.summary.native.setWordWrap(True)
         self.folder_options_button = PushButton(text="Role, order, runs ▸")
-        self.folder_options_button.tooltip = ("This image's role (train, validation, skip), where Next goes, the model's "
-                                       "uncertainty, and the runs trained on this folder")
+        self.folder_options_button.tooltip = ("This image's role (train, validation, skip), where Next goes, the "
+                                              "model's uncertainty, and the runs trained on this folder")
         self.folder_options = Container(widgets=[
             Container(widgets=[self.role, self.order], layout="horizontal"),
             Container(widgets=[self.show_uncertainty, self.unsure_button], layout="horizontal", labels=False),
@@ -123,7 +123,8 @@ class ExperimentPanel(Container):
             self.folder_options,
         ])
         self.open_button.changed.connect(self._ask_folder)
-        self.folder_options_button.changed.connect(lambda: toggle_section(self.folder_options, self.folder_options_button))
+        self.folder_options_button.changed.connect(
+            lambda: toggle_section(self.folder_options, self.folder_options_button))
         self.close_button.changed.connect(self.close_folder)
         self.previous_button.changed.connect(lambda: self.step(-1))
         self.next_button.changed.connect(lambda: self.step(1))
