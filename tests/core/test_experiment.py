@@ -275,3 +275,24 @@ def test_a_random_validation_image_stays_one_as_the_experiment_grows(tmp_path):
         assert len(validation) == max(1, round(0.2 * count))
         learnt_from |= set(names[:count]) - validation
     assert chosen[-1] - learnt_from  # the last split still holds an image no split trained on
+
+
+def test_a_drawn_validation_image_never_takes_the_only_image_of_a_class(tmp_path):
+    """Two images, one of each class, the default Validation split: both train (the split would have left
+    one class, and the run would have been refused with 'every image has the same class')."""
+    folder, _ = _folder(tmp_path, names=("slide1", "slide2"), shapes=((64, 64), (64, 64)))
+    experiment = Experiment.open(folder, annotations="classes")
+    experiment.save_annotation(experiment["slide1"], ("fluorescence", 1.0))
+    experiment.save_annotation(experiment["slide2"], ("histology", 1.0))
+    config = fixed_config(application="classification", classes=["fluorescence", "histology"], patch_size=32)
+    assert config.validation_fraction > 0
+    training, validation = experiment.samples(config)
+    assert sorted(int(s.labels) for s in training) == [0, 1] and validation == []
+    assert experiment.last_validation == [] and len(experiment.last_used) == 2
+    for name in ("slide3", "slide4"):  # with more images of each class the split draws one again
+        (folder / f"{name}.tif").write_bytes((folder / "slide1.tif").read_bytes())
+    experiment = Experiment.open(folder, annotations="classes")
+    experiment.save_annotation(experiment["slide3"], ("fluorescence", 1.0))
+    experiment.save_annotation(experiment["slide4"], ("histology", 1.0))
+    training, validation = experiment.samples(config.replace(validation_fraction=0.25))
+    assert len(validation) == 1 and {int(s.labels) for s in training} == {0, 1}

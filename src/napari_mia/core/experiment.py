@@ -35,7 +35,7 @@ import numpy as np
 from .annotations import TABLES
 from .auto import Example
 from .config import TrainingConfig
-from .data import DataError, Sample, make_samples, split_train_validation
+from .data import DataError, Sample, check_classes, make_samples, split_train_validation
 from .events import ImagePredicted
 from .files import list_images, read_image, read_labels, read_map, write_atomically, write_labels, write_map
 from .uncertainty import image_score
@@ -459,17 +459,31 @@ class Experiment:
         of the annotated images (of the frames when there is only one image)."""
         training = self.annotated_entries("train")
         validation = self.annotated_entries("validation")
-        if not validation and len(training) > 1 and config.validation_fraction > 0:
+        drawn = not validation and len(training) > 1 and config.validation_fraction > 0
+        if drawn:
             count = min(len(training) - 1, max(1, round(config.validation_fraction * len(training))))
             chosen = set(map(id, sorted(training, key=lambda e: _draw(e.name, config.seed))[:count]))
             validation = [e for e in training if id(e) in chosen]
             training = [e for e in training if id(e) not in chosen]
-        self.last_used, self.last_validation = training + validation, validation
         train_samples = [s for e in training for s in self.entry_samples(e, config, binarize)]
         validation_samples = [s for e in validation for s in self.entry_samples(e, config, binarize)]
+        if drawn and _lacks_what_training_needs(train_samples, config):
+            # A few images: the drawn split took the only image of a class (or every object). All train,
+            # none validates, rather than a run refused for a split the user did not make.
+            training, validation = training + validation, []
+            train_samples, validation_samples = train_samples + validation_samples, []
+        self.last_used, self.last_validation = training + validation, validation
         if len(training) == 1 and not validation:
             return split_train_validation(train_samples, config.validation_fraction, config.seed)
         return train_samples, validation_samples
+
+
+def _lacks_what_training_needs(samples: list[Sample], config: TrainingConfig) -> bool:
+    try:
+        check_classes(samples, config)
+    except DataError:
+        return True
+    return False
 
 
 def entry_names(paths: list[Path]) -> list[str]:
