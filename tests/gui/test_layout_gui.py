@@ -90,10 +90,13 @@ def test_at_its_narrowest_the_dock_clips_no_button(make_napari_viewer, qtbot, ds
     widget.application.value = "detection"  # the widest panel: a Class choice beside Predict all
     widget.experiment_panel.open_folder(dsb_folder)
     _settle(qtbot, widget)
-    default_width = dock.width()
+    panel = widget.experiment_panel
+    for section in (panel.folder_options_button, widget.open_layers_button):  # every section unfolded
+        section.clicked()
+    assert not panel.folder_options.native.isHidden() and not widget.open_layers.native.isHidden()
     viewer.window._qt_window.resizeDocks([dock], [1], Qt.Orientation.Horizontal)  # dragged as far as it goes
     qtbot.wait(200)
-    assert dock.width() <= default_width
+    assert widget.native.width() == widget.native.minimumWidth()  # as narrow as napari lets it be
     viewport = widget.native.viewport()
     buttons = [b for b in widget.native.findChildren(QAbstractButton) if b.isVisible()]
     assert len(buttons) >= 10

@@ -108,7 +108,7 @@ class ExperimentPanel(Container):
         self.folder_options_button.tooltip = ("This image's role (train, validation, skip), where Next goes, the "
                                               "model's uncertainty, and the runs trained on this folder")
         self.folder_options = Container(widgets=[
-            Container(widgets=[self.role, self.order], layout="horizontal"),
+            self.role, self.order,
             Container(widgets=[self.show_uncertainty, self.unsure_button], layout="horizontal", labels=False),
             self.runs,
         ], visible=False)

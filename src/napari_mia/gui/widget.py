@@ -24,7 +24,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, QTimer
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from ..core.config import (
     APPLICATIONS,
@@ -73,6 +73,30 @@ class _CloseWatcher(QObject):
         return False
 
 
+class _NarrowestWidth(QObject):
+    """Keeps a scroll area at least as wide as its content's minimum (re-read whenever its layout changes,
+    e.g. a section unfolds), so that dragging the dock narrower never clips a button; and wide enough that
+    the folder table's Image column stays readable."""
+
+    READABLE = 380
+
+    def __init__(self, scroll_area):
+        super().__init__(scroll_area)
+        self._area = scroll_area
+        scroll_area.widget().installEventFilter(self)
+        self._fit()
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.LayoutRequest:
+            self._fit()
+        return False
+
+    def _fit(self) -> None:
+        content = self._area.widget().minimumSizeHint().width()
+        chrome = self._area.verticalScrollBar().sizeHint().width() + 2 * self._area.frameWidth()
+        self._area.setMinimumWidth(max(content + chrome, self.READABLE))
+
+
 class MiaWidget(PredictionActions, ModelFileActions, Container):
     """Label, train, predict, correct, retrain: the whole loop in one dock."""
 
@@ -110,6 +134,10 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self._connect_controls()
         self._on_application(self.application.value)
         self.native.setMaximumWidth(560)  # leave the canvas its room
+        for choice in self.native.findChildren(QComboBox):  # a 64-character layer name never widens the dock
+            choice.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            choice.setMinimumContentsLength(8)
+        self._width_keeper = _NarrowestWidth(self.native)
         freeze_startup_objects()  # while the dock opens, not at the first click (see gui/background.py)
         # Status text changes often during training; it must never resize the dock (and so the canvas).
         self.status.native.setWordWrap(True)
@@ -178,8 +206,9 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.predict_after = CheckBox(text="Predict when training ends", value=True)
         self.current_frame_only = CheckBox(text="Predict current frame only (off: all frames)", value=True)
         self.visible_region_only = CheckBox(text="Predict visible region only", value=False)
-        self.test_time_augmentation = CheckBox(text="Test-time augmentation (mean of 4 flips: 4x slower)",
+        self.test_time_augmentation = CheckBox(text="Test-time augmentation (4x slower)",
                                                value=defaults.test_time_augmentation)
+        self.test_time_augmentation.tooltip = "The mean of the predictions of 4 flips of the image"
         self.train_button = PushButton(text="Train (⇧T)")
         self.train_button.tooltip = (f"Train on what you annotated (key: {TRAIN_KEY}); a model that exists goes on "
                                      "learning")
