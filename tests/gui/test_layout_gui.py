@@ -137,3 +137,5 @@ def test_mias_training_window_is_a_window_of_its_own_and_the_first_screen_is_sho
     widget.start_training_button.clicked()  # MIA's Start Training is the dock's Train
     assert widget.session.state == "training"
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    viewer.window.remove_dock_widget(widget.native)  # the user closes the dock: its Training Window goes too
+    assert not window.parent().isVisible()

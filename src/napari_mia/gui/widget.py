@@ -616,6 +616,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
 
     def show_training_window(self, *_) -> None:
         """MIA's Training Window, floating over napari like Train Data (double-click its title to dock it)."""
+        self._watch_for_close()  # the Training Window goes when the dock goes
         window = self.training_window.root_native_widget
         if window.parent() is None:  # not shown yet, or its dock was closed (napari keeps the widget)
             dock = self.viewer.window.add_dock_widget(window, name="Training Window", area="right")
@@ -637,6 +638,9 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         """Stop training at the next batch and wait for the worker: called when napari or the dock closes."""
         self._closing = True
         self.experiment_panel.save_now()
+        training_window = self.training_window.root_native_widget.parent()
+        if training_window is not None:
+            training_window.close()
         self.session.request_stop()
         worker, self.worker = self.worker, None
         if worker is not None:
