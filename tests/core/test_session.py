@@ -146,6 +146,63 @@ def test_export_leaves_the_model_in_use_as_it_was(tmp_path):
     assert model.training and all(a is b for a, b in zip(model.parameters(), before))
 
 
+def _session_with_a_model(tmp_path, count=4):
+    from napari_mia.core.models import build_model
+
+    folder, truth = _folder(tmp_path, count)
+    config = SEMANTIC.replace(**TINY_NETWORK)
+    session = Session()
+    experiment = session.open_folder(folder)
+    session.set_model(build_model(config).train(), config)  # a model in the middle of training
+    return session, experiment
+
+
+def test_the_look_ahead_predicts_the_image_next_goes_to_with_a_copy_of_the_model(tmp_path):
+    session, experiment = _session_with_a_model(tmp_path)
+    first, second = experiment.entries[:2]
+    weights = [p.detach().clone() for p in session.model.parameters()]
+    entry, job = session.look_ahead(first, "file order")
+    assert entry is second and session.state == "idle"  # not a job: the user goes on meanwhile
+    events, returned = _run(job)
+    assert returned is second and events  # progress between tiles, where it can be stopped
+    assert second.status == "predicted" and experiment.read_prediction(second) is not None
+    assert first.status == "unlabelled" and experiment.read_prediction(first) is None
+    assert not session.needs_prediction(second)  # Next shows it as it is
+    assert session.model.training  # the model in use was not touched: the copy predicted
+    assert all(torch.equal(a, b) for a, b in zip(session.model.parameters(), weights))
+    assert session.look_ahead(first, "file order") is None  # nothing left to predict for Next
+
+
+def test_a_prediction_made_ahead_by_an_older_model_is_made_again_unless_the_user_saw_it(tmp_path):
+    from napari_mia.core.models import build_model
+
+    session, experiment = _session_with_a_model(tmp_path)
+    first, second, third = experiment.entries[:3]
+    _run(session.look_ahead(first, "file order")[1])
+    session.set_model(build_model(session.config), session.config)  # e.g. a run ended: another model
+    assert session.needs_prediction(second)
+    entry, job = session.look_ahead(first, "file order")
+    assert entry is second
+    _run(job)
+    session.shown(second)  # the user saw it: theirs now, as any prediction
+    _run(session.look_ahead(second, "file order")[1])
+    assert third.status == "predicted"
+    session.set_model(build_model(session.config), session.config)
+    assert not session.needs_prediction(second) and session.needs_prediction(third)
+
+
+def test_any_job_stops_the_look_ahead_before_it_saves(tmp_path):
+    session, experiment = _session_with_a_model(tmp_path)
+    first, second = experiment.entries[:2]
+    _, job = session.look_ahead(first, "file order")
+    next(job)  # predicting, between two tiles
+    session.begin("opening")  # the user opens another image (or trains, predicts, exports)
+    events, returned = _run(job)
+    assert returned is None and second.status == "unlabelled" and experiment.read_prediction(second) is None
+    session.end()
+    assert session.needs_prediction(second)
+
+
 def test_the_session_trains_from_layers_held_in_memory():
     image, labels = blobs((96, 96), n=5, seed=3)
     session = Session()

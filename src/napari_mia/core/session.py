@@ -14,6 +14,8 @@ validation images, is kept beside it and the better model stays in use.
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +84,11 @@ class Session:
         self._history_before: list[EpochEnd] = []  # the model's history before the current run
         self._model_of_experiment = False  # the model is the experiment's (the runs know what it learnt from)
         self._run: _RunRecord | None = None
+        # Changes whenever the model's weights may have: a prediction made ahead with an older one is outdated.
+        self.model_version = 0
+        self._ahead: dict[str, int] = {}  # images predicted ahead, not yet shown -> the model version that did
+        self._ahead_stop = threading.Event()
+        self._ahead_lock = threading.Lock()  # held while the look-ahead copies the model
 
     # ---- state ----------------------------------------------------------------------------------------
     @property
@@ -94,6 +101,7 @@ class Session:
             raise ValueError(f"unknown job {job!r}")
         if self.busy:
             raise SessionBusy(f"Cannot start {job}: {self.state} is running; stop it or wait for it to end.")
+        self.stop_look_ahead()
         self.state = job
 
     def end(self) -> None:
@@ -112,7 +120,8 @@ class Session:
         from .io import load_model
 
         experiment = Experiment.open(folder, annotations=annotations)
-        self.experiment = experiment
+        self.stop_look_ahead()
+        self.experiment, self._ahead = experiment, {}
         if experiment.model_path.is_file():
             model, config, history = load_model(experiment.model_path, device)
             if APPLICATIONS[config.application].annotations == annotations:  # the folder's model of this kind
@@ -123,7 +132,8 @@ class Session:
     def close_folder(self) -> None:
         """Close the experiment; the model stays (it can predict images open in napari)."""
         self._refuse_while_busy("close the folder")
-        self.experiment = None
+        self.stop_look_ahead()
+        self.experiment, self._ahead = None, {}
 
     # ---- the model ------------------------------------------------------------------------------------
     def load_model(self, path: str | Path, device="cpu") -> None:
@@ -140,14 +150,18 @@ class Session:
 
     def set_model(self, model, config: TrainingConfig, history=()) -> None:
         self._refuse_while_busy("change the model")
+        self.stop_look_ahead()
         self.model, self.config, self.history = model, config, list(history)
         self.trainer, self.stopped, self._model_of_experiment = None, False, False
+        self.model_version += 1
 
     def reset_model(self) -> None:
         """Forget the model (as MIA's Reset): the fields it fixed are free again."""
         self._refuse_while_busy("reset the model")
+        self.stop_look_ahead()
         self.model, self.config, self.history, self.trainer, self.stopped = None, None, [], None, False
         self._model_of_experiment = False
+        self.model_version += 1
 
     def check_change(self, field: str) -> None:
         """Refuse a change of a field the model fixes while a run is building or training it."""
@@ -180,6 +194,7 @@ class Session:
             self.trainer.request_stop()
 
     def _train(self, build_samples: SampleBuilder | None, preview_image) -> Generator:
+        self.model_version += 1
         try:
             if build_samples is not None:
                 yield self._new_run(build_samples, preview_image)
@@ -191,6 +206,7 @@ class Session:
                 yield self._keep_run()
             return done
         finally:
+            self.model_version += 1
             self.end()
 
     def _new_run(self, build_samples: SampleBuilder, preview_image) -> TrainerReady:
@@ -228,6 +244,60 @@ class Session:
         self.load_model(run.path, device)
         experiment.use_run(run, self.model, self.config, self.history)
         self._model_of_experiment = True
+
+    # ---- predicting the next image ahead ------------------------------------------------------------------
+    def needs_prediction(self, entry) -> bool:
+        """Whether ``entry`` is to be predicted before it is shown: it has neither labels nor a prediction,
+        or only a prediction made ahead by a model that has changed since (and not corrected)."""
+        made_by = self._ahead.get(entry.name, self.model_version)
+        return entry.status == "unlabelled" or (
+            entry.status == "predicted" and not entry.corrected and made_by != self.model_version)
+
+    def shown(self, entry) -> None:
+        """The user saw ``entry``: its prediction is theirs now, as any other (never made again unasked)."""
+        self._ahead.pop(entry.name, None)
+
+    def look_ahead(self, current, order: str) -> tuple[object, Generator] | None:
+        """``(entry, generator)`` predicting, in the background, the image Next goes to from ``current`` (in
+        ``order``), so that Next shows it at once; None when there is nothing to predict. Not a job: the
+        session stays idle, and any job that begins stops it between two tiles, before it saves anything. It
+        predicts with a copy of the model: a run that starts meanwhile changes the model, not the copy."""
+        experiment = self.experiment
+        if self.busy or self.model is None or experiment is None or experiment.folder is None:
+            return None
+        entry = experiment.next_entry(current, order)
+        if entry is None or not self.needs_prediction(entry):
+            return None
+        self.stop_look_ahead()
+        self._ahead_stop = stop = threading.Event()
+        return entry, self._predict_ahead(entry, stop)
+
+    def stop_look_ahead(self) -> None:
+        with self._ahead_lock:  # a copy of the model under way ends first: the job may change the model next
+            self._ahead_stop.set()
+
+    def _predict_ahead(self, entry, stop: threading.Event) -> Generator:
+        from .experiment import iter_predict_entry
+
+        with self._ahead_lock:
+            if stop.is_set():
+                return None
+            model, config, version, experiment = copy.deepcopy(self.model), self.config, self.model_version, (
+                self.experiment)
+        steps = iter_predict_entry(model, config, experiment, entry, next(model.parameters()).device)
+        while True:
+            try:
+                yield next(steps)
+            except StopIteration as done:
+                prediction, uncertainty = done.value
+                break
+            if stop.is_set():
+                return None
+        if stop.is_set():
+            return None
+        experiment.save_predicted(entry, prediction, uncertainty)
+        self._ahead[entry.name] = version
+        return entry
 
     # ---- export ---------------------------------------------------------------------------------------
     def export(self, file_format: str, path: str | Path, **options) -> Generator:
