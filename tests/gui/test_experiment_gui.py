@@ -74,7 +74,9 @@ def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napar
     viewer.layers["nuclei2 prediction"].data = truth["nuclei2"]  # the user's correction
     panel.accept_button.clicked()
     qtbot.waitUntil(lambda: (folder / "labels" / "nuclei2.tif").is_file(), timeout=10_000)
-    assert panel.current.status == "accepted" and not viewer.layers["nuclei2 prediction"].data.any()
+    # The prediction is the labels now: its layer is emptied (a turn later) for the next image.
+    qtbot.waitUntil(lambda: not viewer.layers["nuclei2 prediction"].data.any(), timeout=10_000)
+    assert panel.current.status == "accepted"
     np.testing.assert_array_equal(viewer.layers["nuclei2 labels"].data, truth["nuclei2"])
 
     widget.train_button.clicked()
@@ -104,7 +106,7 @@ def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napar
 
 
 def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer, qtbot, tmp_path, monkeypatch):
-    from napari_mia.core import infer
+    from napari_mia.core import experiment
 
     folder = tmp_path / "blobs"
     folder.mkdir()
@@ -113,7 +115,7 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     config = fixed_config(application="instance", classes=["background", "object"],
                             decoder_channels=(16, 16, 16, 16, 16))
     save_model(folder / "napari-mia-model.safetensors", build_model(config), config)
-    calls, stop_clicked, real_predict = [], threading.Event(), infer.predict
+    calls, stop_clicked, real_predict = [], threading.Event(), experiment.predict_entry
 
     def predict_until_stopped(*args, **kwargs):
         calls.append(1)
@@ -121,7 +123,7 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
             stop_clicked.wait(30)
         return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(infer, "predict", predict_until_stopped)
+    monkeypatch.setattr(experiment, "predict_entry", predict_until_stopped)
     viewer = make_napari_viewer()
     widget = _dock(viewer)
     _open(qtbot, widget, folder)

@@ -241,3 +241,83 @@ def test_the_folder_view_says_what_to_do_next(make_napari_viewer, qtbot, tmp_pat
     assert panel.summary.value.startswith("Next (D) predicts the next image")
     _go(qtbot, widget, 1, "blob2")
     assert panel.summary.value.startswith("Correct this prediction, then Accept (Shift+Enter)")
+
+
+def _count_predictions(monkeypatch) -> list:
+    """Every prediction of an image the dock makes when it opens it (not ahead)."""
+    from napari_mia.core import infer
+
+    calls, predict = [], infer.predict_with_uncertainty
+    monkeypatch.setattr(infer, "predict_with_uncertainty", lambda *a, **k: calls.append(1) or predict(*a, **k))
+    return calls
+
+
+def test_the_next_image_is_predicted_ahead_and_next_shows_it_without_predicting(make_napari_viewer, qtbot, tmp_path,
+                                                                               monkeypatch):
+    folder = _blob_folder(tmp_path)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    experiment = panel.experiment
+    # While the user looks at blob1, the dock predicts blob2 (the image Next goes to), and only blob2.
+    qtbot.waitUntil(lambda: experiment["blob2"].status == "predicted" and panel._ahead_worker is None,
+                    timeout=30_000)
+    assert widget.session.state == "idle" and [e.status for e in experiment][2:] == ["unlabelled"] * 2
+    assert (folder / "predictions" / "blob2.tif").is_file()
+    opened_with_prediction = _count_predictions(monkeypatch)
+    _go(qtbot, widget, 1, "blob2")
+    assert not opened_with_prediction  # Next read what was predicted ahead
+    assert viewer.layers["blob2 prediction"].data.any()
+    np.testing.assert_array_equal(viewer.layers["blob2 prediction"].data,
+                                  iio.imread(folder / "predictions" / "blob2.tif"))
+    qtbot.waitUntil(lambda: experiment["blob3"].status == "predicted", timeout=30_000)  # and so on
+
+
+def test_next_during_the_look_ahead_of_that_image_waits_for_it_instead_of_predicting_twice(
+        make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    import threading
+
+    from napari_mia.core import experiment as experiment_module
+
+    folder = _blob_folder(tmp_path)
+    released, ahead, real = threading.Event(), [], experiment_module.iter_predict_entry
+
+    def slow_look_ahead(*args, **kwargs):  # the look-ahead, still predicting when the user clicks Next
+        ahead.append(args[3].name)
+        released.wait(30)
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(experiment_module, "iter_predict_entry", slow_look_ahead)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    qtbot.waitUntil(lambda: ahead == ["blob2"], timeout=10_000)
+    opened_with_prediction = _count_predictions(monkeypatch)
+    panel.next_button.clicked()
+    assert panel.summary.value == "Predicting blob2…" and panel.current.name == "blob1"
+    released.set()
+    qtbot.waitUntil(lambda: panel.current.name == "blob2", timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    assert not opened_with_prediction and viewer.layers["blob2 prediction"].data.any()
+    assert ahead[0] == "blob2" and "blob2" not in ahead[1:]  # predicted once
+
+
+def test_a_stroke_on_the_prediction_just_after_accept_is_kept(make_napari_viewer, qtbot, tmp_path):
+    folder = _blob_folder(tmp_path)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    _go(qtbot, widget, 1, "blob2")
+    prediction = viewer.layers["blob2 prediction"]
+    panel.accept_button.clicked()
+    prediction.brush_size = 3
+    prediction.paint((30, 30), 9)  # before napari's next turn: the accepted prediction is not emptied yet
+    qtbot.wait(300)
+    assert prediction.data[30, 30] == 9  # the stroke stays on the screen...
+    panel.step(1)
+    qtbot.waitUntil(lambda: panel.current.name == "blob3", timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    assert iio.imread(folder / "predictions" / "blob2.tif")[30, 30] == 9  # ...and on disk

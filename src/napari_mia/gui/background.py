@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 
+import numpy as np
 from napari.qt.threading import create_worker
 
 NICENESS = 10  # Linux niceness of worker threads: 10 weighs about a tenth of a normal thread when both want the CPU
@@ -62,6 +63,16 @@ def _at_low_priority(function):
 def create_background_worker(function, *args, **kwargs):
     """napari's ``create_worker`` for ``function`` run at a lowered priority in the worker thread."""
     return create_worker(_at_low_priority(function), *args, **kwargs)
+
+
+def prepare_layers() -> None:
+    """Once, while the dock opens: make (and drop) an Image and a Labels layer, off the canvas. napari's
+    first layer of a session loads pint's unit registry, pandas and xarray (most of a second here): done
+    now, it does not freeze the window at the first Open folder."""
+    from napari.layers import Image, Labels
+
+    Image(np.zeros((2, 2), np.uint8))
+    Labels(np.zeros((2, 2), np.uint8))
 
 
 def freeze_startup_objects() -> None:

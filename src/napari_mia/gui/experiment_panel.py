@@ -31,6 +31,8 @@ from .config_panel import toggle_section
 ACCEPT_KEY, TRAIN_KEY = "Shift-Enter", "Shift-T"  # beside MIA's A and D
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
 _ACTIVATE_AFTER_MS = 80  # the layer to correct becomes active once the new image has been drawn
+_TURN_MS = 20  # between the steps of showing an image: napari draws the step before
+_LOOK_AHEAD_AFTER_MS = 300
 LABELS_SUFFIX = "labels"
 PREDICTION_SUFFIX = "prediction"
 POINTS_SUFFIX, DETECTIONS_SUFFIX = "points", "detections"
@@ -53,7 +55,7 @@ class ExperimentPanel(Container):
         self._shapes: dict[str, str] = {}
         self._pending: tuple[Entry, np.ndarray, str] | None = None  # labels to write, and their status
         self._pending_correction: tuple[Entry, np.ndarray] | None = None  # an edited prediction to write
-        self._edited: set[str] = set()  # the open image's layers edited since their last copy
+        self._edited: dict[str, object] = {}  # the open image's layers edited since their last copy, by suffix
         self._uncertainty: np.ndarray | None = None  # per-pixel, of the open image's prediction
         self._unsure: list[tuple[int, float, tuple]] | None = None  # (id, confidence, centre), least sure first
         self._unsure_step = 0
@@ -63,6 +65,16 @@ class ExperimentPanel(Container):
         self._save_timer.setSingleShot(True)
         self._save_timer.setInterval(AUTOSAVE_MS)
         self._save_timer.timeout.connect(self.save_soon)
+        self._ahead_worker = None  # predicting the image Next goes to, while the user corrects this one
+        self._ahead_entry: Entry | None = None
+        self._ahead_failed: set[str] = set()  # not tried again: Next predicts it and says what went wrong
+        self._open_after_ahead: int | None = None  # Next came before the look-ahead ended: it opens then
+        self._showing = False  # an image read is being shown, a layer per turn: its job ends after
+        # The look-ahead starts a moment after the dock went idle: napari first draws what the job changed.
+        self._ahead_timer = QTimer()
+        self._ahead_timer.setSingleShot(True)
+        self._ahead_timer.setInterval(_LOOK_AHEAD_AFTER_MS)
+        self._ahead_timer.timeout.connect(self._look_ahead)
 
         self.open_button = PushButton(text="Open folder…")
         self.open_button.tooltip = "A folder of images: labels, predictions and the model are saved beside them"
@@ -131,6 +143,7 @@ class ExperimentPanel(Container):
         self.accept_button.changed.connect(self.accept)
         self.predict_all_button.changed.connect(self.predict_all)
         self.role.changed.connect(self._on_role)
+        self.order.changed.connect(self._on_order)
         self.class_choice.changed.connect(self._on_class_chosen)
         self.runs.changed.connect(self._on_run_chosen)
         self.show_uncertainty.changed.connect(lambda _: self._show_uncertainty_layer())
@@ -166,6 +179,7 @@ class ExperimentPanel(Container):
             show_error(f"Cannot open the folder {folder}: {error}")
             return
         self._shapes = {}
+        self.dock.watch_for_close()  # napari closing ends the jobs, the look-ahead and the showing of an image
         if self.dock.model is not None:
             self.dock.show_model(f"{experiment.folder.name}: its model loaded")
         self.dock.show_open_layers(False)
@@ -199,6 +213,8 @@ class ExperimentPanel(Container):
     def close_experiment(self) -> None:
         """Save what is pending and take the open image's layers out of the viewer."""
         self.save_now()
+        self.stop_look_ahead()
+        self._ahead_failed = set()
         self.close_experiment_layers()
         self.current = None
 
@@ -255,6 +271,8 @@ class ExperimentPanel(Container):
         self._show_runs(idle)
         if has:
             self.summary.value = self._next_step()
+            if idle:
+                self._ahead_timer.start()
 
     def _next_step(self) -> str:
         """Where the folder stands, and what to do next, in the user's words."""
@@ -290,13 +308,20 @@ class ExperimentPanel(Container):
 
     def show_entry(self, index: int, predict: bool = False) -> None:
         """Open image ``index`` (its labels and prediction) in a worker; with ``predict``, an image with
-        neither is predicted first with the current model, so the user starts from a prediction."""
-        if self.experiment is None or self.dock.session.busy or not 0 <= index < len(self.experiment):
+        neither is predicted first with the current model, so the user starts from a prediction (most often
+        the look-ahead has predicted it already; Next waits for a look-ahead of that very image)."""
+        session = self.dock.session
+        if self.experiment is None or session.busy or not 0 <= index < len(self.experiment):
+            return
+        entry = self.experiment.entries[index]
+        self._open_after_ahead = None
+        if predict and self._ahead_worker is not None and self._ahead_entry is entry:
+            self._open_after_ahead = index
+            self.summary.value = f"Predicting {entry.name}…"
             return
         self._snapshot()
-        entry = self.experiment.entries[index]
-        model = self.dock.model if predict and entry.status == "unlabelled" else None
-        self.dock.session.begin("opening")
+        model = self.dock.model if predict and session.needs_prediction(entry) else None
+        session.begin("opening")
         labels = self.experiment.table is None
         worker = create_background_worker(self._read_entry if labels else self._read_table_entry, entry, model,
                                           _connect={
@@ -317,7 +342,7 @@ class ExperimentPanel(Container):
         image, channel_axis = self.experiment.read_image(entry)
         labels, prediction = self.experiment.read_labels(entry), self.experiment.read_prediction(entry)
         uncertainty = self.experiment.read_uncertainty(entry)
-        if model is not None and labels is None and prediction is None:
+        if model is not None and labels is None:
             config = self.dock.model_config
             prediction, uncertainty = predict_with_uncertainty(model, image, config, channel_axis,
                                                                next(model.parameters()).device)
@@ -328,31 +353,107 @@ class ExperimentPanel(Container):
         return entry, image, channel_axis, labels, prediction, uncertainty, confidences
 
     def _show_read_entry(self, result) -> None:
+        """Show the image read, one layer per turn of the event loop: napari draws each new layer before
+        the next is given its data (in one turn, the three froze the window well over a tenth of a second).
+        The job ends, and the user's clicks count again, once the last is shown."""
         entry, image, channel_axis, labels, prediction, uncertainty, confidences = result
-        spatial = image.shape[:-1] if channel_axis is not None else image.shape
+        rgb = channel_axis is not None
+        spatial = image.shape[:-1] if rgb else image.shape
         labels = np.zeros(spatial, np.uint16) if labels is None else labels.astype(np.uint16, copy=False)
-        image_layer, labels_layer = self._reused_layers(image, channel_axis is not None, labels, entry.name)
+        if prediction is None:
+            prediction, uncertainty = np.zeros(spatial, np.uint16), None
+        shown = self._reusable_layers(rgb)
+        self._showing = True
+        self._in_turns([
+            lambda: self._show_image(entry, image, rgb, shown),
+            lambda: self._show_labels(entry, labels, shown),
+            lambda: self._show_prediction(entry, prediction, uncertainty, confidences, shown),
+            # What the user corrects: the prediction (Accept takes it) until the image has labels of its own.
+            lambda: self._activate(shown[PREDICTION_SUFFIX] if entry.status == "predicted" else shown[LABELS_SUFFIX]),
+        ], then=lambda: self._shown(entry, shown))
+
+    def _in_turns(self, steps: list, then) -> None:
+        """Run ``steps`` one per turn of the event loop, napari drawing between them; then ``then`` (also
+        after a step that failed)."""
+        def run(index: int) -> None:
+            if self.dock.closing:
+                return
+            try:
+                steps[index]()
+            except Exception as error:  # noqa: BLE001 - said to the user; the job must still end
+                self._on_error(error)
+                then()
+                return
+            if index + 1 < len(steps):
+                QTimer.singleShot(_TURN_MS, lambda: run(index + 1))
+            else:
+                then()
+        run(0)
+
+    def _reusable_layers(self, rgb: bool) -> dict:
+        """The open image's layers that the next image reuses (by suffix; "" the image), the rest taken out.
+        Taking a layer out of napari's canvas costs far more than new data: napari collects garbage."""
+        image_layer, labels_layer = self._open_layer(), self._labels_layer()
+        reusable = image_layer is not None and labels_layer is not None and image_layer.rgb == rgb
+        shown = {} if not reusable else {"": image_layer, LABELS_SUFFIX: labels_layer,
+                                          PREDICTION_SUFFIX: self.dock.prediction_layer(),
+                                          UNCERTAINTY_SUFFIX: self._open_layer(UNCERTAINTY_SUFFIX)}
+        self._snapshot()  # edits of the layers taken out
+        for layer_name in self._layer_names():
+            if layer_name in self.viewer.layers and self.viewer.layers[layer_name] not in shown.values():
+                self.viewer.layers.remove(layer_name)
+        return shown
+
+    def _show_image(self, entry: Entry, image: np.ndarray, rgb: bool, shown: dict) -> None:
+        layer = shown.get("")
+        if layer is None:
+            layer = self._open_image_layer(entry.name, image, rgb) or self.viewer.add_image(image, name=entry.name,
+                                                                                           rgb=rgb)
+        else:
+            layer.data = image
+            layer.reset_contrast_limits()
+            layer.name = entry.name
+        shown[""] = layer
+
+    def _show_labels(self, entry: Entry, labels: np.ndarray, shown: dict) -> None:
+        """The image's labels; from now on it is the open image (an edit belongs to the image its layer is
+        named after: the labels layer takes the new name and data at once)."""
+        self._snapshot()
+        layer = shown.get(LABELS_SUFFIX)
+        if layer is None:
+            layer = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}")
+            self._watch_edits(layer, LABELS_SUFFIX)
+        else:
+            with self._own_writes():  # new data, not an edit
+                # In the layer's own dtype where the ids fit: a new dtype makes napari rebuild the layer's visual.
+                kept_dtype = layers.fits(labels, layer.data.dtype)
+                layer.data = labels.astype(layer.data.dtype, copy=False) if kept_dtype else labels
+            layer.name = f"{entry.name} {LABELS_SUFFIX}"
+        shown[LABELS_SUFFIX] = layer
         self.current = entry
-        self._shapes[entry.name] = " × ".join(map(str, spatial))
+        self.dock.session.shown(entry)
+        self._shapes[entry.name] = " × ".join(map(str, labels.shape))
         if entry.status in ("labelled", "accepted"):  # label files written elsewhere have no count yet
             entry.annotated = int(np.count_nonzero(labels))
-        if image_layer is None:
-            image_layer = self._open_image_layer(entry.name, image, channel_axis is not None) or self.viewer.add_image(
-                image, name=entry.name, rgb=channel_axis is not None)
-            labels_layer = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}")
-            self._watch_edits(labels_layer, LABELS_SUFFIX)
-        predicted = prediction is not None
-        prediction = prediction if predicted else np.zeros(spatial, np.uint16)
-        prediction_layer = self._write_prediction(image_layer, prediction)
-        self._set_uncertainty(uncertainty if predicted else None, prediction_layer, confidences)
-        # What the user corrects: the prediction (Accept takes it) until the image has labels of its own.
-        # Made active a moment later: napari's layer controls then switch after the new image is drawn
-        # (in the same turn of the event loop, or the next, the two froze the window a tenth of a second).
-        active = prediction_layer if entry.status == "predicted" else labels_layer
-        QTimer.singleShot(_ACTIVATE_AFTER_MS, lambda: self._activate(active))
-        self.dock.image_layer.value, self.dock.labels_layer.value = image_layer, labels_layer
+
+    def _show_prediction(self, entry: Entry, prediction: np.ndarray, uncertainty, confidences, shown: dict) -> None:
+        self._snapshot()
+        for suffix in (PREDICTION_SUFFIX, UNCERTAINTY_SUFFIX):  # renamed, then given the new data
+            if shown.get(suffix) is not None:
+                shown[suffix].name = f"{entry.name} {suffix}"
+        shown[PREDICTION_SUFFIX] = self._write_prediction(shown[""], prediction)
+        self._set_uncertainty(uncertainty, shown[PREDICTION_SUFFIX], confidences)
+
+    def _shown(self, entry: Entry, shown: dict) -> None:
+        """The last step of opening an image: the dock's layer choices follow, and the job ends."""
+        self._showing = False
+        if self.dock.closing:
+            return
+        if LABELS_SUFFIX in shown:
+            self.dock.image_layer.value, self.dock.labels_layer.value = shown[""], shown[LABELS_SUFFIX]
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
+        self._end_job()
 
     def _open_image_layer(self, name: str, image: np.ndarray, rgb: bool):
         """An Image layer of this name already in the viewer (the sample experiment's first image, added with
@@ -374,40 +475,11 @@ class ExperimentPanel(Container):
 
     def _watch_edits(self, layer, suffix: str) -> None:
         for event in (layer.events.paint, layer.events.data):  # strokes, fills; new data
-            event.connect(lambda *_: self._on_edit(suffix))
+            event.connect(lambda *_: self._on_edit(suffix, layer))
 
     def _activate(self, layer) -> None:
         if layer in self.viewer.layers:
             self.viewer.layers.selection.active = layer
-
-    def _reused_layers(self, image, rgb: bool, labels, name: str):
-        """The open image's Image and Labels layers, given the next image's data and name, or (None, None)
-        when there are none to reuse; its prediction layer is renamed for the next image's prediction
-        (``write_prediction`` then fills it), the rest taken out. Taking a layer out of napari's canvas
-        costs far more than new data: napari collects garbage each time."""
-        image_layer, labels_layer = self._open_layer(), self._labels_layer()
-        reusable = image_layer is not None and labels_layer is not None and image_layer.rgb == rgb
-        old_prediction = self.dock.prediction_layer() if reusable else None
-        old_uncertainty = self._open_layer(UNCERTAINTY_SUFFIX) if reusable else None
-        kept = () if not reusable else (image_layer, labels_layer, old_prediction, old_uncertainty)
-        for layer_name in self._layer_names():
-            if layer_name in self.viewer.layers and self.viewer.layers[layer_name] not in kept:
-                self.viewer.layers.remove(layer_name)
-        if not reusable:
-            return None, None
-        if old_prediction is not None:
-            old_prediction.name = f"{name} prediction"
-        if old_uncertainty is not None:
-            old_uncertainty.name = f"{name} {UNCERTAINTY_SUFFIX}"
-        image_layer.data = image
-        image_layer.reset_contrast_limits()
-        image_layer.name = name
-        with self._own_writes():  # new data, not an edit
-            # In the layer's own dtype where the ids fit: a new dtype makes napari rebuild the layer's visual.
-            kept_dtype = layers.fits(labels, labels_layer.data.dtype)
-            labels_layer.data = labels.astype(labels_layer.data.dtype, copy=False) if kept_dtype else labels
-        labels_layer.name = f"{name} {LABELS_SUFFIX}"
-        return image_layer, labels_layer
 
     # ---- points and classes (a table for the folder) ------------------------------------------------
     def _read_table_entry(self, entry: Entry, model):
@@ -418,7 +490,7 @@ class ExperimentPanel(Container):
         self.write_pending()
         image, channel_axis = self.experiment.read_image(entry)
         annotation, predicted = self.experiment.read_annotation(entry), self.experiment.read_predicted(entry)
-        if model is not None and annotation is None and predicted is None:
+        if model is not None and annotation is None:
             predicted, _ = predict_entry(model, self.dock.model_config, self.experiment, entry,
                                          next(model.parameters()).device)
         return entry, image, channel_axis, annotation, predicted
@@ -429,6 +501,7 @@ class ExperimentPanel(Container):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         self.current = entry
+        self.dock.session.shown(entry)
         spatial = image.shape[:-1] if channel_axis is not None else image.shape
         self._shapes[entry.name] = " × ".join(map(str, spatial))
         image_layer = self.viewer.add_image(image, name=entry.name, rgb=channel_axis is not None)
@@ -461,7 +534,7 @@ class ExperimentPanel(Container):
             face_color="yellow" if users else "transparent", border_color="yellow" if users else "cyan",
             border_width=0.2)
         for event in (layer.events.data, layer.events.features):
-            event.connect(lambda *_: self._on_edit(suffix))
+            event.connect(lambda *_: self._on_edit(suffix, layer))
         return layer
 
     def _show_class(self, annotation, predicted) -> None:
@@ -649,27 +722,39 @@ class ExperimentPanel(Container):
         finally:
             self._setting_labels = False
 
-    def _on_edit(self, suffix: str) -> None:
+    def _on_edit(self, suffix: str, layer) -> None:
         if not self._setting_labels:
-            self._edited.add(suffix)
+            self._edited[suffix] = layer
             self._save_timer.start()  # restarted by every stroke: saved once the edits settle
 
     def _snapshot(self, settled: bool = False) -> None:
         """GUI thread: copy the layers edited since the last copy (``settled``: the autosave delay is
-        over); a worker writes them."""
-        if not (settled or self._save_timer.isActive()) or self.current is None:
+        over); a worker writes them. An edit belongs to the image the layer is named after when copied: a
+        layer takes the next image's name and data together, while the image opens."""
+        if not (settled or self._save_timer.isActive()) or self.experiment is None:
             return
         self._save_timer.stop()
-        edited, self._edited = self._edited, set()
+        edited, self._edited = self._edited, {}
         annotated, predicted = _LAYER_SUFFIXES[self.experiment.annotations]
-        layer = self._open_layer(annotated) if annotated else None
-        if layer is not None and annotated in edited:
-            accepted = self._pending is not None and self._pending[0] is self.current and (
-                self._pending[2] == "accepted")  # edits after an Accept not yet written keep it accepted
-            self._pending = (self.current, self._layer_value(layer), "accepted" if accepted else "labelled")
-        prediction = self._open_layer(predicted) if predicted else None
-        if prediction is not None and predicted in edited:
-            self._pending_correction = (self.current, self._layer_value(prediction))
+        for suffix, layer in edited.items():
+            entry = self._entry_of(layer, suffix)
+            if entry is None:
+                continue
+            if suffix == predicted:
+                self._pending_correction = (entry, self._layer_value(layer))
+                continue
+            if self._pending is not None and self._pending[0] is not entry:
+                self.write_pending()  # another image's labels, not yet written: never overtaken
+            accepted = self._pending is not None and self._pending[2] == "accepted"  # touched up after Accept
+            self._pending = (entry, self._layer_value(layer), "accepted" if accepted else "labelled")
+
+    def _entry_of(self, layer, suffix: str) -> Entry | None:
+        name = layer.name.removesuffix(f" {suffix}")
+        if name == layer.name:
+            return None
+        with contextlib.suppress(KeyError):
+            return self.experiment[name]
+        return None
 
     def write_pending(self) -> None:
         """Any thread: write the last snapshots, if any (one write at a time, the latest labels last)."""
@@ -718,16 +803,24 @@ class ExperimentPanel(Container):
         if prediction is not None:
             with self._own_writes():
                 labels_layer.data = accepted.astype(np.uint16, copy=False)
-                prediction.data = np.zeros_like(prediction.data)  # now the labels: emptied, kept for the next image
-            self._set_uncertainty(None, prediction)
+            QTimer.singleShot(_TURN_MS, lambda: self._empty_accepted_prediction(entry, prediction))
         self._save_timer.stop()
-        self._edited.discard(LABELS_SUFFIX)
+        self._edited.pop(LABELS_SUFFIX, None)
         if prediction is not None:  # the corrections are the labels now
-            self._edited.discard(PREDICTION_SUFFIX)
+            self._edited.pop(PREDICTION_SUFFIX, None)
             self._pending_correction = None
         self._pending = (entry, accepted, "accepted")  # written in turn with the edits: never overtaken
         self._write_in_worker()
         self.summary.value = f"{entry.name} accepted: it trains from now on."
+
+    def _empty_accepted_prediction(self, entry: Entry, prediction) -> None:
+        """The accepted prediction is the labels now: its layer is emptied, kept for the next image (a turn
+        after the labels: napari draws those first). Edited in between, it stays as the user left it."""
+        if self.dock.closing or self.current is not entry or PREDICTION_SUFFIX in self._edited:
+            return
+        with self._own_writes():
+            prediction.data = np.zeros_like(prediction.data)
+        self._set_uncertainty(None, prediction)
 
     def _show_runs(self, idle: bool) -> None:
         experiment = self.experiment
@@ -798,8 +891,62 @@ class ExperimentPanel(Container):
         self.dock.status.value = self.summary.value
         self.refresh()
 
+    # ---- predicting the next image ahead -------------------------------------------------------------
+    def _look_ahead(self) -> None:
+        """Predict the image Next goes to in the background (at low priority), while the user corrects this
+        one: Next then shows it with its prediction at once. Any job the user starts stops it."""
+        if (self._ahead_worker is not None or self.current is None or self.dock.model is None or self.dock.closing
+                or self.experiment is None):
+            return
+        started = self.dock.session.look_ahead(self.current, self.order.value)
+        if started is None or started[0].name in self._ahead_failed:
+            return
+        self._ahead_entry, run = started
+        self._ahead_worker = create_background_worker(_consume, run, _connect={
+            "returned": self._on_predicted_ahead, "errored": self._on_ahead_error,
+            "finished": self._on_ahead_finished})
+
+    def stop_look_ahead(self) -> None:
+        self.dock.session.stop_look_ahead()
+        self._open_after_ahead = None
+
+    def _on_order(self, _order: str) -> None:
+        """Next goes elsewhere now: the look-ahead follows (a running one ends first, then starts again)."""
+        self.dock.session.stop_look_ahead()
+        self._look_ahead()
+
+    def shutdown(self, timeout_ms: int) -> None:
+        """napari closes: stop the look-ahead (at its next tile) and wait for it."""
+        self._ahead_timer.stop()
+        self.stop_look_ahead()
+        worker, self._ahead_worker = self._ahead_worker, None
+        if worker is not None:
+            for signal in (worker.returned, worker.errored, worker.finished):
+                signal.disconnect()  # the widgets these update are being deleted
+            worker.await_workers(msecs=timeout_ms)
+
+    def _on_predicted_ahead(self, entry: Entry | None) -> None:
+        if entry is not None and self.experiment is not None:
+            self.refresh()
+
+    def _on_ahead_error(self, error: Exception) -> None:
+        if self._ahead_entry is not None:
+            self._ahead_failed.add(self._ahead_entry.name)
+
+    def _on_ahead_finished(self) -> None:
+        self._ahead_worker = self._ahead_entry = None
+        index, self._open_after_ahead = self._open_after_ahead, None
+        if index is not None:
+            self.show_entry(index, predict=True)
+        elif self.experiment is not None and not self.dock.session.busy:
+            self._look_ahead()  # the target may have changed meanwhile (the order, a new model)
+
     # ---- jobs ---------------------------------------------------------------------------------------
     def _on_job_finished(self) -> None:
+        if not self._showing:  # else the last step of showing the image ends the job
+            self._end_job()
+
+    def _end_job(self) -> None:
         self.dock.worker = None
         self.dock.session.end()
         self.dock.set_running(False)  # which refreshes the table and buttons
@@ -807,6 +954,10 @@ class ExperimentPanel(Container):
     def _on_error(self, error: Exception) -> None:
         name = "" if self.current is None else f" ({self.current.name})"
         show_error(f"napari-mia experiment{name}: {error}")
+
+
+def _consume(run):
+    return (yield from run)
 
 
 def _point_features(classes, scores):

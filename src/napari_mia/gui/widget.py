@@ -42,7 +42,7 @@ from ..core.models import available_devices
 from ..core.session import RunKept, Session, SessionBusy, TrainerReady
 from ..core.weights import describe, find_weights
 from . import config_panel, layers
-from .background import create_background_worker, freeze_startup_objects
+from .background import create_background_worker, freeze_startup_objects, prepare_layers
 from .experiment_panel import TRAIN_KEY, ExperimentPanel
 from .model_files import ModelFileActions
 from .prediction import PredictionActions
@@ -138,13 +138,19 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             choice.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             choice.setMinimumContentsLength(8)
         self._width_keeper = _NarrowestWidth(self.native)
-        freeze_startup_objects()  # while the dock opens, not at the first click (see gui/background.py)
+        prepare_layers()  # while the dock opens, not at the first click (see gui/background.py)
+        freeze_startup_objects()
         # Status text changes often during training; it must never resize the dock (and so the canvas).
         self.status.native.setWordWrap(True)
         self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.status.native.setMinimumHeight(2 * self.status.native.fontMetrics().height())
 
     # ---- what the session holds, as the dock shows it ---------------------------------------------------
+    @property
+    def closing(self) -> bool:
+        """napari (or the dock) is closing: what a job left to do in the GUI is not done."""
+        return self._closing
+
     @property
     def model(self):
         return self.session.model
@@ -616,7 +622,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
 
     def show_training_window(self, *_) -> None:
         """MIA's Training Window, floating over napari like Train Data (double-click its title to dock it)."""
-        self._watch_for_close()  # the Training Window goes when the dock goes
+        self.watch_for_close()  # the Training Window goes when the dock goes
         window = self.training_window.root_native_widget
         if window.parent() is None:  # not shown yet, or its dock was closed (napari keeps the widget)
             dock = self.viewer.window.add_dock_widget(window, name="Training Window", area="right")
@@ -638,25 +644,26 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         """Stop training at the next batch and wait for the worker: called when napari or the dock closes."""
         self._closing = True
         self.experiment_panel.save_now()
+        self.experiment_panel.shutdown(timeout_ms)
         training_window = self.training_window.root_native_widget.parent()
         if training_window is not None:
             training_window.close()
         self.session.request_stop()
         worker, self.worker = self.worker, None
         if worker is not None:
-            for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
-                with contextlib.suppress(TypeError):  # TypeError: nothing was connected to it
-                    signal.disconnect()  # the widgets these update are being deleted
+            for name in ("yielded", "returned", "errored", "finished"):  # a function worker yields nothing
+                with contextlib.suppress(TypeError, AttributeError):  # TypeError: nothing was connected to it
+                    getattr(worker, name).disconnect()  # the widgets these update are being deleted
             worker.quit()
             worker.await_workers(msecs=timeout_ms)
 
-    def _watch_for_close(self) -> None:
+    def watch_for_close(self) -> None:
         if self._close_watcher is None:
             self._close_watcher = _CloseWatcher(self.native, self.shutdown)
 
     def _run_training(self, run, subject: str) -> None:
         """Consume the session's training run in a worker."""
-        self._watch_for_close()
+        self.watch_for_close()
         # Connecting "errored" here also stops the worker from re-raising errors in the event loop.
         self.worker = create_background_worker(_train_in_worker, run, subject, _connect={
             "yielded": self._on_training_event,
