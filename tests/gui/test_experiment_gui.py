@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from qtpy.QtCore import QLocale
 
 from napari_mia.core.cli import main
 from napari_mia.core.experiment import Experiment
@@ -200,6 +201,9 @@ def test_next_goes_to_the_most_uncertain_image_and_the_camera_visits_the_least_s
     assert scores["blob1"] is None and all(isinstance(scores[f"blob{n}"], float) for n in range(2, 6))
     shown = {row[0]: row[4] for row in panel.table.data.to_list()}
     assert not shown["blob1"] and float(shown["blob3"]) == pytest.approx(scores["blob3"], abs=5e-3)
+    table = panel.table.native  # shown as written (magicgui's cells would show 0.08 as 8.000e-02)
+    cell = table.item(2, 4)
+    assert table.itemDelegateForIndex(table.indexFromItem(cell)).displayText(cell.text(), QLocale()) == shown["blob3"]
 
     panel.order.value = "most uncertain"
     panel.next_button.clicked()

@@ -20,7 +20,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, T
 from napari.layers import Image, Points
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QHeaderView
+from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 
 from ..core.events import ImagePredicted
 from ..core.experiment import ORDERS, ROLES, Entry, Experiment
@@ -87,6 +87,8 @@ class ExperimentPanel(Container):
         # the Image column takes the width the others leave, so every column stays in view.
         self.table.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.native.setWordWrap(False)
+        # Unsure as written ("0.08"): magicgui's cells would show 8.000e-02.
+        self.table.native.setItemDelegateForColumn(_COLUMNS.index("Unsure"), QStyledItemDelegate(self.table.native))
         self.previous_button = PushButton(text="◀ Previous (A)", enabled=False)
         self.previous_button.tooltip = "The image before this one (key: A, as in MIA)"
         self.next_button = PushButton(text="Next (D) ▶", enabled=False)
