@@ -61,7 +61,7 @@ class ExperimentPanel(Container):
         self._unsure_step = 0
         self._save_lock = threading.Lock()
         self._setting_labels = False  # the panel itself writes into the labels layer: no autosave
-        self._save_timer = QTimer()
+        self._save_timer = QTimer(self.native)  # parented: it goes with the panel, never outlives Qt
         self._save_timer.setSingleShot(True)
         self._save_timer.setInterval(AUTOSAVE_MS)
         self._save_timer.timeout.connect(self.save_soon)
@@ -71,7 +71,7 @@ class ExperimentPanel(Container):
         self._open_after_ahead: int | None = None  # Next came before the look-ahead ended: it opens then
         self._showing = False  # an image read is being shown, a layer per turn: its job ends after
         # The look-ahead starts a moment after the dock went idle: napari first draws what the job changed.
-        self._ahead_timer = QTimer()
+        self._ahead_timer = QTimer(self.native)
         self._ahead_timer.setSingleShot(True)
         self._ahead_timer.setInterval(_LOOK_AHEAD_AFTER_MS)
         self._ahead_timer.timeout.connect(self._look_ahead)
@@ -917,15 +917,14 @@ class ExperimentPanel(Container):
         self.dock.session.stop_look_ahead()
         self._look_ahead()
 
-    def shutdown(self, timeout_ms: int) -> None:
-        """napari closes: stop the look-ahead (at its next tile) and wait for it."""
+    def shutdown(self) -> None:
+        """napari closes: stop the look-ahead (at its next tile; the dock waits for its workers)."""
         self._ahead_timer.stop()
         self.stop_look_ahead()
         worker, self._ahead_worker = self._ahead_worker, None
         if worker is not None:
             for signal in (worker.returned, worker.errored, worker.finished):
                 signal.disconnect()  # the widgets these update are being deleted
-            worker.await_workers(msecs=timeout_ms)
 
     def _on_predicted_ahead(self, entry: Entry | None) -> None:
         if entry is not None and self.experiment is not None:

@@ -22,6 +22,7 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
+from napari.qt.threading import WorkerBase
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import QComboBox, QSizePolicy
@@ -644,7 +645,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         """Stop training at the next batch and wait for the worker: called when napari or the dock closes."""
         self._closing = True
         self.experiment_panel.save_now()
-        self.experiment_panel.shutdown(timeout_ms)
+        self.experiment_panel.shutdown()
         training_window = self.training_window.root_native_widget.parent()
         if training_window is not None:
             training_window.close()
@@ -655,7 +656,8 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
                 with contextlib.suppress(TypeError, AttributeError):  # TypeError: nothing was connected to it
                     getattr(worker, name).disconnect()  # the widgets these update are being deleted
             worker.quit()
-            worker.await_workers(msecs=timeout_ms)
+        # Every worker the dock started (a run, an autosave, the look-ahead) ends before napari does.
+        WorkerBase.await_workers(msecs=timeout_ms)
 
     def watch_for_close(self) -> None:
         if self._close_watcher is None:
