@@ -31,6 +31,15 @@ def _open(qtbot, widget, folder):
     wait_until_idle(qtbot, widget)
 
 
+def _opened_blob_folder(make_napari_viewer, qtbot, tmp_path):
+    """A folder of blobs with a model, open in a new viewer's dock: (folder, viewer, dock, folder view)."""
+    folder = _blob_folder(tmp_path)
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    _open(qtbot, widget, folder)
+    return folder, viewer, widget, widget.experiment_panel
+
+
 def _go(qtbot, widget, step, name):
     widget.experiment_panel.step(step)
     qtbot.waitUntil(lambda: widget.experiment_panel.current.name == name, timeout=30_000)
@@ -39,11 +48,7 @@ def _go(qtbot, widget, step, name):
 
 def test_a_stroke_on_the_prediction_after_next_survives_next_previous_predict_all_and_reopening(
         make_napari_viewer, qtbot, tmp_path):
-    folder = _blob_folder(tmp_path)
-    viewer = make_napari_viewer()
-    widget = _dock(viewer)
-    panel = widget.experiment_panel
-    _open(qtbot, widget, folder)
+    folder, viewer, widget, panel = _opened_blob_folder(make_napari_viewer, qtbot, tmp_path)
     _go(qtbot, widget, 1, "blob2")
     prediction = viewer.layers["blob2 prediction"]
     qtbot.waitUntil(lambda: viewer.layers.selection.active is prediction)  # what the user paints on
@@ -208,11 +213,7 @@ def test_the_user_chooses_which_of_the_folders_runs_is_the_model_in_use(make_nap
 def test_keys_accept_and_train_beside_mias_a_and_d(make_napari_viewer, qtbot, tmp_path):
     from app_model.types import KeyBinding
 
-    folder = _blob_folder(tmp_path)
-    viewer = make_napari_viewer()
-    widget = _dock(viewer)
-    panel = widget.experiment_panel
-    _open(qtbot, widget, folder)
+    folder, viewer, widget, panel = _opened_blob_folder(make_napari_viewer, qtbot, tmp_path)
     viewer.keymap[KeyBinding.from_str("D")](viewer)  # Next: predicted, ready to correct
     qtbot.waitUntil(lambda: panel.current.name == "blob2", timeout=30_000)
     wait_until_idle(qtbot, widget)
@@ -254,11 +255,7 @@ def _count_predictions(monkeypatch) -> list:
 
 def test_the_next_image_is_predicted_ahead_and_next_shows_it_without_predicting(make_napari_viewer, qtbot, tmp_path,
                                                                                monkeypatch):
-    folder = _blob_folder(tmp_path)
-    viewer = make_napari_viewer()
-    widget = _dock(viewer)
-    panel = widget.experiment_panel
-    _open(qtbot, widget, folder)
+    folder, viewer, widget, panel = _opened_blob_folder(make_napari_viewer, qtbot, tmp_path)
     experiment = panel.experiment
     # While the user looks at blob1, the dock predicts blob2 (the image Next goes to), and only blob2.
     qtbot.waitUntil(lambda: experiment["blob2"].status == "predicted" and panel._ahead_worker is None,
@@ -280,7 +277,6 @@ def test_next_during_the_look_ahead_of_that_image_waits_for_it_instead_of_predic
 
     from napari_mia.core import experiment as experiment_module
 
-    folder = _blob_folder(tmp_path)
     released, ahead, real = threading.Event(), [], experiment_module.iter_predict_entry
 
     def slow_look_ahead(*args, **kwargs):  # the look-ahead, still predicting when the user clicks Next
@@ -289,10 +285,7 @@ def test_next_during_the_look_ahead_of_that_image_waits_for_it_instead_of_predic
         return (yield from real(*args, **kwargs))
 
     monkeypatch.setattr(experiment_module, "iter_predict_entry", slow_look_ahead)
-    viewer = make_napari_viewer()
-    widget = _dock(viewer)
-    panel = widget.experiment_panel
-    _open(qtbot, widget, folder)
+    _, viewer, widget, panel = _opened_blob_folder(make_napari_viewer, qtbot, tmp_path)
     qtbot.waitUntil(lambda: ahead == ["blob2"], timeout=10_000)
     opened_with_prediction = _count_predictions(monkeypatch)
     panel.next_button.clicked()
@@ -305,11 +298,7 @@ def test_next_during_the_look_ahead_of_that_image_waits_for_it_instead_of_predic
 
 
 def test_a_stroke_on_the_prediction_just_after_accept_is_kept(make_napari_viewer, qtbot, tmp_path):
-    folder = _blob_folder(tmp_path)
-    viewer = make_napari_viewer()
-    widget = _dock(viewer)
-    panel = widget.experiment_panel
-    _open(qtbot, widget, folder)
+    folder, viewer, widget, panel = _opened_blob_folder(make_napari_viewer, qtbot, tmp_path)
     _go(qtbot, widget, 1, "blob2")
     prediction = viewer.layers["blob2 prediction"]
     panel.accept_button.clicked()

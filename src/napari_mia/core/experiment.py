@@ -35,7 +35,7 @@ import numpy as np
 from .annotations import TABLES
 from .auto import Example
 from .config import TrainingConfig
-from .data import DataError, Sample, check_classes, make_samples, spatial_shape, split_train_validation
+from .data import DataError, Sample, check_classes, make_samples, split_train_validation
 from .events import ImagePredicted
 from .files import list_images, read_image, read_labels, read_map, write_atomically, write_labels, write_map
 from .uncertainty import image_score
@@ -521,11 +521,9 @@ def predict_entry(model, config: TrainingConfig, experiment: Experiment, entry: 
 def iter_predict_entry(model, config: TrainingConfig, experiment: Experiment, entry: Entry, device="cpu"):
     """:func:`predict_entry` without the saving; yields progress (``TileDone``) between tiles of a label
     image, where a consumer may stop."""
-    from .infer import iter_predict
+    from .infer import iter_predict_with_uncertainty
 
     image, channel_axis = experiment.read_image(entry)
     if experiment.table is not None:
         return experiment.table.predict(model, image, config, channel_axis, device), None
-    uncertainty = np.zeros(spatial_shape(image, channel_axis), np.float32)
-    labels = yield from iter_predict(model, image, config, channel_axis, device, uncertainty=uncertainty)
-    return labels, uncertainty
+    return (yield from iter_predict_with_uncertainty(model, image, config, channel_axis, device))

@@ -379,5 +379,11 @@ def predict(model, image, config, channel_axis=None, device="cpu", tile=None, ou
 
 def predict_with_uncertainty(model, image, config, channel_axis=None, device="cpu", tile=None):
     """``(labels, per-pixel uncertainty)`` of :func:`predict`: both of the image's spatial shape."""
+    return run(iter_predict_with_uncertainty(model, image, config, channel_axis, device, tile))
+
+
+def iter_predict_with_uncertainty(model, image, config, channel_axis=None, device="cpu", tile=None):
+    """:func:`predict_with_uncertainty`, yielding progress between tiles."""
     uncertainty = np.zeros(spatial_shape(image, channel_axis), np.float32)
-    return predict(model, image, config, channel_axis, device, tile, uncertainty=uncertainty), uncertainty
+    labels = yield from iter_predict(model, image, config, channel_axis, device, tile, uncertainty=uncertainty)
+    return labels, uncertainty
