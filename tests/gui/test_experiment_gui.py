@@ -84,7 +84,8 @@ def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napar
     qtbot.waitUntil(lambda: len(runs) == 2, timeout=60_000)
     wait_until_idle(qtbot, widget)
     second = runs[1]
-    assert sorted(s.image.shape for s in second) == [(1, 256, 256), (1, 256, 320)]
+    # The two annotated images, each at its own scale (Down Scaling auto: their nuclei brought to one width).
+    assert _unscaled_shapes(second) == [(256, 256), (256, 320)]
     assert sorted(int(s.truth.max()) for s in second) == sorted(int(truth[n].max()) for n in ("nuclei1", "nuclei2"))
     assert (folder / "labels" / "nuclei1.tif").read_bytes() == first_labels
     viewer.close()
@@ -103,7 +104,12 @@ def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napar
     assert main(["train", "--application", "instance", "--images", str(folder), "--labels", str(folder / "labels"),
                  "--out", str(tmp_path / "cli.safetensors"), "--epochs", "1", "--batch-size", "2",
                  "--patch-size", "64", "--validation-fraction", "0"]) == 0
-    assert sorted(s.image.shape for s in runs[-1]) == [(1, 256, 256), (1, 256, 320)]
+    assert _unscaled_shapes(runs[-1]) == [(256, 256), (256, 320)]
+
+
+def _unscaled_shapes(samples) -> list[tuple[int, int]]:
+    """The image sizes the training samples were made from, each sample resized by its own scale."""
+    return sorted(tuple(round(side / sample.scale) for side in sample.image.shape[1:]) for sample in samples)
 
 
 def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer, qtbot, tmp_path, monkeypatch):
@@ -136,8 +142,8 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     wait_until_idle(qtbot, widget)
     assert "stopped: 3 of 6 images predicted" in widget.status.value
     table = widget.experiment_panel.table
-    assert table.column_headers == ("Image", "Role", "Status", "Labelled", "Unsure")
-    assert table.shape == (6, 5)
+    assert table.column_headers == ("Image", "Role", "Status", "Labelled", "Unsure", "Scale")
+    assert table.shape == (6, 6)
     assert [row[2] for row in table.data.to_list()] == ["predicted"] * 3 + ["unlabelled"] * 3
     assert sorted(p.name for p in (folder / "predictions").iterdir()) == ["blob1.tif", "blob2.tif", "blob3.tif"]
     assert [e.status for e in Experiment.open(folder)] == ["predicted"] * 3 + ["unlabelled"] * 3
@@ -204,6 +210,12 @@ def test_next_goes_to_the_most_uncertain_image_and_the_camera_visits_the_least_s
     table = panel.table.native  # shown as written (magicgui's cells would show 0.08 as 8.000e-02)
     cell = table.item(2, 4)
     assert table.itemDelegateForIndex(table.indexFromItem(cell)).displayText(cell.text(), QLocale()) == shown["blob3"]
+    # The scale each image was predicted at (a model with one Down Scaling: that, 1 here), as written.
+    scales = {row[0]: row[5] for row in panel.table.data.to_list()}
+    assert not scales.pop("blob1") and scales == {f"blob{n}": "1.00" for n in range(2, 6)}  # blob1: labelled
+    cell = table.item(2, 5)
+    assert table.itemDelegateForIndex(table.indexFromItem(cell)).displayText(cell.text(), QLocale()) == "1.00"
+    assert "scale the model saw the image at" in table.horizontalHeaderItem(5).toolTip()
 
     panel.order.value = "most uncertain"
     panel.next_button.clicked()

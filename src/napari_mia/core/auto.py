@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import TrainingConfig
+from .config import APPLICATIONS, TrainingConfig
 from .data import DataError, check_label_values
 
 # Objects are rescaled towards this diameter, as cellpose rescales cells to its 30-px mean diameter; smaller
@@ -75,6 +75,12 @@ def resolve(config: TrainingConfig, examples: Iterable[Example]) -> tuple[Traini
             choices.append(Choice("downscale", 1.0, "sparse labels: brush strokes are not objects to measure"))
         else:
             choices.append(summary.downscale())
+            diameter = summary.object_diameter(choices[-1].value)
+            if APPLICATIONS[config.application].object_ids and diameter is not None:
+                downscale = choices.pop()
+                choices += [Choice("downscale", downscale.value, f"{downscale.reason}, then each image rescaled to "
+                                   f"bring its median object to {diameter:g} px"),
+                            Choice("object_diameter", diameter, "the median object's width at the model's scale")]
     changes = {choice.field: choice.value for choice in choices}
     if "color_mode" in changes:
         changes["input_channels"] = None  # follows the colour mode
@@ -109,13 +115,22 @@ class Summary:
             return Choice("color_mode", "color", f"{self.colour_images} of {self.images} images in colour")
         return Choice("color_mode", "mono", f"no colour among {self.images} images")
 
-    def downscale(self) -> Choice:
+    def _median_diameter(self) -> float | None:
         diameters = np.concatenate(self.diameters) if self.diameters else np.zeros(0)
         diameters = diameters[diameters >= 2]  # single stray pixels are brush slips, not objects
-        if not diameters.size:
+        return float(np.median(diameters)) if diameters.size else None
+
+    def downscale(self) -> Choice:
+        median = self._median_diameter()
+        if median is None:
             return Choice("downscale", 1.0, "no labelled object to measure")
-        median = float(np.median(diameters))
         return _downscale_for(median, f"median object {median:.0f} px")
+
+    def object_diameter(self, downscale: float) -> float | None:
+        """Scale per image (instances): the width every image's median object is brought to, the training
+        set's median at Down Scaling (about the pixels to compute of one factor for all)."""
+        median = self._median_diameter()
+        return None if median is None else round(max(2.0, median * downscale), 1)
 
     def object_size(self) -> Choice:
         """Object Size: per class the median blob diameter at the user's points, then the median over

@@ -365,8 +365,8 @@ def _train(args, rank: int) -> int:
     config, choices = resolve(_training_config(args, examples, previous), _auto_examples(examples))
     if not rank:
         weights = f"{config.backbone} from {args.from_model}" if args.from_model else describe(config)
-        print("napari-mia: " + "; ".join([weights, *(f"{_LABELS[c.field]} {c.text}" for c in choices)]),
-              file=sys.stderr)
+        told = [f"{_LABELS[c.field]} {c.text}" for c in choices if c.field in _LABELS]  # the scale: in Down Scaling
+        print("napari-mia: " + "; ".join([weights, *told]), file=sys.stderr)
     train_samples, validation_samples = _samples(examples, config, args, validation_given=bool(args.val_images))
     if args.val_images:
         validation_samples = sum(_samples(_load_examples(args, args.val_images, args.val_labels), config, args,
@@ -438,7 +438,7 @@ def predict_command(args) -> int:
     if args.uncertainty and not APPLICATIONS[config.application].label_images:
         raise ValueError("--uncertainty maps label images (semantic or instance models); detection and "
                          "classification rows already hold each prediction's score")
-    uncertainty_rows = []
+    uncertainty_rows, scale_rows = [], []
     for path in tqdm(paths, unit="image", file=sys.stderr):
         image, channel_axis = open_image(path)
         in_memory = isinstance(image, np.ndarray)
@@ -460,8 +460,10 @@ def predict_command(args) -> int:
             if args.uncertainty:
                 uncertainty = _zarr_map(out / f"{path.stem}_uncertainty.zarr", target) if as_zarr else np.zeros(
                     spatial_shape(image, channel_axis), np.float32)
+            scales = []
             labels = run(iter_predict(model, image, image_config, channel_axis, device, out=target,
-                                      uncertainty=uncertainty))
+                                      uncertainty=uncertainty, scales=scales))
+            scale_rows.append((path.stem, float(np.median(scales))))
             if not as_zarr:
                 write_labels(out / f"{path.stem}.tif", labels)
             if args.uncertainty:
@@ -479,9 +481,25 @@ def predict_command(args) -> int:
               file=sys.stderr)
     else:
         print(f"napari-mia: {len(paths)} label image(s) written to {out}", file=sys.stderr)
+    if config.object_diameter is not None and scale_rows:
+        _write_scales(out / "scales.csv", scale_rows, config.object_diameter)
     if args.uncertainty:
         _write_uncertainty_csv(out / "uncertainty.csv", uncertainty_rows)
     return 0
+
+
+def _write_scales(path: Path, rows: list[tuple[str, float]], diameter: float) -> None:
+    """Each image's scale (the model brings its objects to the width it learned), in a table and in words."""
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("image", "scale"))
+        writer.writerows((name, f"{scale:.3f}") for name, scale in rows)
+    scales = np.array([scale for _, scale in rows])
+    print(f"napari-mia: images seen at scales {scales.min():.2f} to {scales.max():.2f} (median "
+          f"{np.median(scales):.2f}), each bringing its objects to the {diameter:g} px the model "
+          f"learned; per image in {path}", file=sys.stderr)
 
 
 UNCERTAINTY_COLUMNS = ("image", "uncertainty", "objects", "mean_object_confidence", "least_object_confidence")

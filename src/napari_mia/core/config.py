@@ -196,6 +196,11 @@ class TrainingConfig:
     epochs: int = 100
     learning_rate: float = 3e-3
     downscale: float | str = field(default=AUTO, metadata=FIXED_BY_MODEL)
+    # Instance segmentation with Down Scaling "auto": every image is rescaled so that its median object is
+    # this many pixels wide at the model's scale (training: measured on its labels; prediction: on a first
+    # pass), so objects 10 or 100 px wide all reach the network at the size it learned. None: every image
+    # is scaled by Down Scaling alone (a number given, sparse labels, models saved before).
+    object_diameter: float | None = field(default=None, metadata=FIXED_BY_MODEL)
     patch_size: int = 128
     validation_fraction: float = 0.15
     sparse_labels: bool = field(default=False, metadata=FIXED_BY_MODEL)
@@ -312,6 +317,8 @@ class TrainingConfig:
             raise ConfigError(f"learning_rate: must be in (0, 1], got {self.learning_rate}")
         if self.downscale != AUTO and not 0.1 <= self.downscale <= 1.0:
             raise ConfigError(f"downscale: Down Scaling must be between 0.1 and 1, got {self.downscale}")
+        if self.object_diameter is not None and not self.object_diameter >= 2:
+            raise ConfigError(f"object_diameter: must be at least 2 pixels or None, got {self.object_diameter}")
         if self.patch_size < 32 or self.patch_size % 32:
             raise ConfigError(f"patch_size: must be a multiple of 32 and at least 32, got {self.patch_size}")
         if not 0 <= self.validation_fraction < 1:

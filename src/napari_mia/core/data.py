@@ -41,6 +41,7 @@ class Sample:
     labels: np.ndarray
     truth: np.ndarray | None = None
     new: bool = False  # from an image added since the model's last run (see ``new_image_share``)
+    scale: float | None = None  # the image's own scale (``frame_scale``), where it differs from Down Scaling
 
 
 class LazyFrame:
@@ -196,11 +197,32 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
 
 
-def prepare_image(frame: np.ndarray, config: TrainingConfig) -> np.ndarray:
-    """A raw (C, H, W) frame as the network sees it: channels matched, normalised, down scaled."""
+def prepare_image(frame: np.ndarray, config: TrainingConfig, scale: float | None = None) -> np.ndarray:
+    """A raw (C, H, W) frame as the network sees it: channels matched, normalised, resized by ``scale``
+    (Down Scaling unless given: see :func:`frame_scale`)."""
     frame = to_model_channels(frame, config)
     frame = normalize(frame, config.normalize_percentiles)
-    return resize_image(frame, scaled_shape(frame.shape[1:], config.downscale))
+    return resize_image(frame, scaled_shape(frame.shape[1:], config.downscale if scale is None else scale))
+
+
+# Scale per image: how far an image may be shrunk or enlarged to bring its objects to the learned size.
+SCALE_RANGE = (0.1, 2.0)
+
+
+def frame_scale(instances: np.ndarray, config: TrainingConfig, scale: float | None = None) -> float:
+    """The scale at which the objects of ``instances`` (object ids, seen at ``scale``; at image scale
+    unless given) reach the model's ``object_diameter``; Down Scaling where the model has none or no
+    object is there to measure."""
+    from .auto import object_diameters
+
+    if config.object_diameter is None:
+        return config.downscale
+    diameters = object_diameters(instances)
+    diameters = diameters[diameters >= 2]
+    if not diameters.size:
+        return config.downscale
+    image_diameter = float(np.median(diameters)) / (1.0 if scale is None else scale)
+    return round(float(np.clip(config.object_diameter / image_diameter, *SCALE_RANGE)), 3)
 
 
 def check_label_values(labels: np.ndarray, ids: str = "class ids") -> None:
@@ -246,9 +268,10 @@ def instance_targets(instances: np.ndarray) -> np.ndarray:
     return targets
 
 
-def prepare_instances(labels: np.ndarray, config: TrainingConfig) -> np.ndarray:
+def prepare_instances(labels: np.ndarray, config: TrainingConfig, scale: float | None = None) -> np.ndarray:
     check_label_values(labels, "object ids")
-    return resize_labels(labels.astype(np.int32), scaled_shape(labels.shape, config.downscale))
+    scale = config.downscale if scale is None else scale
+    return resize_labels(labels.astype(np.int32), scaled_shape(labels.shape, scale))
 
 
 def make_samples(
@@ -274,11 +297,15 @@ def make_samples(
         )
     samples = []
     for frame, frame_labels in zip(image_frames, label_frames):
-        prepared = prepare_image(frame, config)  # first, so that bad data is named even in an empty frame
+        scale = None
         if config.application == "instance":
-            instances = prepare_instances(frame_labels, config)
+            check_label_values(frame_labels, "object ids")
+            scale = frame_scale(frame_labels, config)
+        prepared = prepare_image(frame, config, scale)  # first, so that bad data is named even in an empty frame
+        if scale is not None:
+            instances = prepare_instances(frame_labels, config, scale)
             if keep_empty_frames or instances.any():
-                samples.append(Sample(prepared, instance_targets(instances), instances))
+                samples.append(Sample(prepared, instance_targets(instances), instances, scale=scale))
             continue
         target = prepare_labels(frame_labels, config)
         if keep_empty_frames or (target > (IGNORE if config.sparse_labels else 0)).any():

@@ -92,6 +92,7 @@ class Entry:
     annotated: int = 0  # labelled pixels, for the table
     trained: bool = False  # a finished training run used its labels (else it is new: ``new_image_share``)
     uncertainty: float | None = None  # of its last prediction (see core.uncertainty); None: not predicted
+    scale: float | None = None  # the scale its last prediction saw it at (its frames' median; data.frame_scale)
     corrected: bool = False  # the user edited its prediction (kept; it teaches once accepted)
 
     @property
@@ -146,7 +147,7 @@ class Experiment:
             saved = state.get(name, {})
             entry = Entry(name, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0),
                           trained=saved.get("trained", False), uncertainty=saved.get("uncertainty"),
-                          corrected=saved.get("corrected", False))
+                          scale=saved.get("scale"), corrected=saved.get("corrected", False))
             status = saved.get("status")
             if experiment._has_annotation(entry, status):
                 entry.status = status if status in ANNOTATED else "labelled"
@@ -186,7 +187,7 @@ class Experiment:
         with self._lock:
             state = {"version": 1, "images": {
                 e.name: {"role": e.role, "status": e.status, "annotated": e.annotated, "trained": e.trained,
-                         "uncertainty": e.uncertainty, "corrected": e.corrected}
+                         "uncertainty": e.uncertainty, "scale": e.scale, "corrected": e.corrected}
                 for e in self.entries if e.path is not None},
                 "runs": [run.to_dict(self.folder) for run in self.runs], "run_in_use": self.run_in_use}
             text = json.dumps(state, indent=1)
@@ -328,10 +329,11 @@ class Experiment:
             entry.status = "predicted"
         self.save_state()
 
-    def save_prediction(self, entry: Entry, labels: np.ndarray, uncertainty: np.ndarray | None = None) -> None:
-        """Keep the model's labels of ``entry`` (and how unsure it was of each pixel) until the user accepts
-        them; they never teach."""
-        entry.corrected = False
+    def save_prediction(self, entry: Entry, labels: np.ndarray, uncertainty: np.ndarray | None = None,
+                        scale: float | None = None) -> None:
+        """Keep the model's labels of ``entry`` (how unsure it was of each pixel, the scale it saw it at)
+        until the user accepts them; they never teach."""
+        entry.corrected, entry.scale = False, scale
         if entry.path is not None:
             write_labels(self.prediction_path(entry), labels)
             if uncertainty is not None:
@@ -402,12 +404,12 @@ class Experiment:
         return self.read_prediction(entry) if self.predicted_table is None else self.predicted_table.read(entry.name)
 
     def save_predicted(self, entry: Entry, value, uncertainty: np.ndarray | None = None,
-                       corrected: bool = False) -> None:
+                       corrected: bool = False, scale: float | None = None) -> None:
         if self.predicted_table is None:
             if corrected:
                 self.save_corrected_prediction(entry, value)
             else:
-                self.save_prediction(entry, value, uncertainty)
+                self.save_prediction(entry, value, uncertainty, scale)
             return
         self.predicted_table.write(entry.name, value)
         entry.corrected = corrected
@@ -513,17 +515,20 @@ def predict_entry(model, config: TrainingConfig, experiment: Experiment, entry: 
     None)."""
     from .infer import run
 
-    prediction, uncertainty = run(iter_predict_entry(model, config, experiment, entry, device))
-    experiment.save_predicted(entry, prediction, uncertainty)
+    prediction, uncertainty, scale = run(iter_predict_entry(model, config, experiment, entry, device))
+    experiment.save_predicted(entry, prediction, uncertainty, scale=scale)
     return prediction, uncertainty
 
 
 def iter_predict_entry(model, config: TrainingConfig, experiment: Experiment, entry: Entry, device="cpu"):
-    """:func:`predict_entry` without the saving; yields progress (``TileDone``) between tiles of a label
-    image, where a consumer may stop."""
+    """:func:`predict_entry` without the saving: ``(prediction, uncertainty, the scale the image was seen
+    at)``; yields progress (``TileDone``) between tiles of a label image, where a consumer may stop."""
     from .infer import iter_predict_with_uncertainty
 
     image, channel_axis = experiment.read_image(entry)
     if experiment.table is not None:
-        return experiment.table.predict(model, image, config, channel_axis, device), None
-    return (yield from iter_predict_with_uncertainty(model, image, config, channel_axis, device))
+        return experiment.table.predict(model, image, config, channel_axis, device), None, None
+    scales = []
+    prediction, uncertainty = yield from iter_predict_with_uncertainty(model, image, config, channel_axis, device,
+                                                                       scales=scales)
+    return prediction, uncertainty, float(np.median(scales)) if scales else None

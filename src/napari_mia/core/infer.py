@@ -20,6 +20,7 @@ from skimage.measure import regionprops
 from .config import TrainingConfig
 from .data import (
     classification_input,
+    frame_scale,
     prepare_image,
     resize_labels,
     spatial_shape,
@@ -236,22 +237,45 @@ def prediction_options(config: TrainingConfig, device, tile: int | None = None) 
                 flips=config.test_time_augmentation, bf16=uses_bf16(device, config.mixed_precision))
 
 
-def frame_probabilities(model, frame: np.ndarray, config: TrainingConfig, device, tile=None):
-    """Probabilities (or heatmaps) of one raw (C, H, W) frame at the model's scale; yields progress."""
-    return (yield from iter_probabilities(model, prepare_image(frame, config),
+def frame_probabilities(model, frame: np.ndarray, config: TrainingConfig, device, tile=None, scale=None):
+    """Probabilities (or heatmaps) of one raw (C, H, W) frame at the model's scale (or ``scale``); yields
+    progress."""
+    return (yield from iter_probabilities(model, prepare_image(frame, config, scale),
                                           **prediction_options(config, device, tile)))
 
 
+# Scale per image: a pass whose objects are this far (as a ratio) from the learned size is made again, up to
+# this many passes in all (objects far larger than learned come out in pieces: the first pass underestimates).
+_RESCALE_BEYOND = 1.2
+_MAX_PASSES = 3
+
+
+def frame_instances(model, frame: np.ndarray, config: TrainingConfig, device, tile=None):
+    """``(probabilities, object ids at the model's scale, the scale used)`` of one raw (C, H, W) frame.
+    A model that scales per image predicts first at Down Scaling, measures the objects it found, and
+    predicts again at the scale that brings them to the size it learned, while that differs enough."""
+    scale = config.downscale
+    for passes in range(1, _MAX_PASSES + 1):
+        probabilities = yield from frame_probabilities(model, frame, config, device, tile, scale)
+        instances = config_instances(probabilities, config, scale)
+        fitting = frame_scale(instances, config, scale)
+        if passes == _MAX_PASSES or max(fitting / scale, scale / fitting) <= _RESCALE_BEYOND:
+            break
+        scale = fitting
+    return probabilities, instances, scale
+
+
 def iter_predict_instances(model, image, config: TrainingConfig, channel_axis=None, device="cpu", tile=None,
-                           out=None, uncertainty=None) -> Generator[TileDone, None, np.ndarray]:
+                           out=None, uncertainty=None, scales=None) -> Generator[TileDone, None, np.ndarray]:
     """Object ids for every frame of ``image``; ids are unique across the frames of a stack.
-    ``uncertainty``: see :func:`iter_predict`."""
+    ``uncertainty``: see :func:`iter_predict`; ``scales``: a list given gets the scale of every frame."""
     frames, shape = split_frames(image, channel_axis), spatial_shape(image, channel_axis)
     out = np.zeros(shape, np.uint32) if out is None else out
     next_id = 0
     for index, frame in zip(np.ndindex(*shape[:-2]), frames):
-        probabilities = yield from frame_probabilities(model, frame, config, device, tile)
-        instances = config_instances(probabilities, config)
+        probabilities, instances, scale = yield from frame_instances(model, frame, config, device, tile)
+        if scales is not None:
+            scales.append(scale)
         instances = resize_labels(instances, shape[-2:])
         out[index] = np.where(instances > 0, instances + next_id, 0)
         next_id += int(instances.max())
@@ -332,6 +356,7 @@ def iter_predict(
     tile: int | None = None,
     out=None,
     uncertainty=None,
+    scales=None,
 ) -> Generator[TileDone, None, np.ndarray]:
     """Label image for every frame of ``image`` (its spatial shape, channel axis removed): class ids,
     or object ids for an instance model.
@@ -339,17 +364,19 @@ def iter_predict(
     Labels are written band by band into ``out`` (a new uint16 array, or any array-like such as a
     zarr array of the right shape), so memory is bounded by a band of tiles, not by the image. Given an
     ``uncertainty`` array of the same shape (float32), each pixel's uncertainty is written into it too
-    (:mod:`~napari_mia.core.uncertainty`).
+    (:mod:`~napari_mia.core.uncertainty`). Given a list, ``scales`` gets the scale each frame was seen at.
     """
     if config.application == "instance":
         return (yield from iter_predict_instances(model, image, config, channel_axis, device, tile, out,
-                                                  uncertainty))
+                                                  uncertainty, scales))
     if config.application != "semantic":
         raise ValueError(f"{config.application} models predict points or classes, not a label image")
     frames, shape = split_frames(image, channel_axis), spatial_shape(image, channel_axis)
     out = np.zeros(shape, np.uint16) if out is None else out
     options = prediction_options(config, device, tile)
     for index, frame in zip(np.ndindex(*shape[:-2]), frames):
+        if scales is not None:
+            scales.append(config.downscale)
         if config.downscale == 1:  # normalise tile by tile: no full-size float copy of the image
             for item in iter_bands(model, frame, transform=tile_preparation(frame, config), **options):
                 if isinstance(item, TileDone):
@@ -382,8 +409,9 @@ def predict_with_uncertainty(model, image, config, channel_axis=None, device="cp
     return run(iter_predict_with_uncertainty(model, image, config, channel_axis, device, tile))
 
 
-def iter_predict_with_uncertainty(model, image, config, channel_axis=None, device="cpu", tile=None):
-    """:func:`predict_with_uncertainty`, yielding progress between tiles."""
+def iter_predict_with_uncertainty(model, image, config, channel_axis=None, device="cpu", tile=None, scales=None):
+    """:func:`predict_with_uncertainty`, yielding progress between tiles (``scales``: see :func:`iter_predict`)."""
     uncertainty = np.zeros(spatial_shape(image, channel_axis), np.float32)
-    labels = yield from iter_predict(model, image, config, channel_axis, device, tile, uncertainty=uncertainty)
+    labels = yield from iter_predict(model, image, config, channel_axis, device, tile, uncertainty=uncertainty,
+                                     scales=scales)
     return labels, uncertainty

@@ -47,10 +47,10 @@ def relabel_sequential(instances: np.ndarray) -> np.ndarray:
     return lookup[instances].astype(np.int32)
 
 
-def config_instances(probabilities: np.ndarray, config: TrainingConfig) -> np.ndarray:
+def config_instances(probabilities: np.ndarray, config: TrainingConfig, scale: float | None = None) -> np.ndarray:
     """:func:`instances_from_probabilities` with the config's thresholds; the minimum object size is
-    given in image pixels and scaled to the model's resolution."""
-    min_size = round(config.min_object_size * config.downscale**2)
+    given in image pixels and scaled to the model's resolution (``scale``: Down Scaling unless given)."""
+    min_size = round(config.min_object_size * (config.downscale if scale is None else scale) ** 2)
     return instances_from_probabilities(probabilities, config.foreground_threshold, config.seed_threshold, min_size)
 
 

@@ -289,13 +289,13 @@ class Session:
             try:
                 yield next(steps)
             except StopIteration as done:
-                prediction, uncertainty = done.value
+                prediction, uncertainty, scale = done.value
                 break
             if stop.is_set():
                 return None
         if stop.is_set():
             return None
-        experiment.save_predicted(entry, prediction, uncertainty)
+        experiment.save_predicted(entry, prediction, uncertainty, scale=scale)
         self._ahead[entry.name] = version
         return entry
 

@@ -335,7 +335,7 @@ def evaluate(model, samples: Sequence[Sample], config: TrainingConfig, device) -
             continue
         matrix += confusion_matrix(probabilities.argmax(0), sample.labels, config.n_outputs)
         if config.application == "instance":
-            instance_score.add(sample.truth, config_instances(probabilities, config))
+            instance_score.add(sample.truth, config_instances(probabilities, config, sample.scale))
         keep = sample.labels != IGNORE
         truth = sample.labels[keep].astype(np.int64)
         picked = probabilities[:, keep][truth, np.arange(truth.size)]

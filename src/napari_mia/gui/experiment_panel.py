@@ -23,7 +23,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 
 from ..core.events import ImagePredicted
-from ..core.experiment import ORDERS, ROLES, Entry, Experiment
+from ..core.experiment import ORDERS, ROLES, Entry, Experiment, predict_entry
 from . import layers
 from .background import create_background_worker
 from .config_panel import toggle_section
@@ -43,7 +43,13 @@ _ANNOTATION_COLUMN = {"labels": "Labelled", "points": "Points", "classes": "Clas
 _FIRST_STEP = {"labels": "Paint a few objects on this image", "points": "Click a few objects on this image",
                "classes": "Give a few images their Class"}
 _WATCHED = "napari_mia_edits_saved"  # a prediction layer whose edits the panel saves
-_COLUMNS = ("Image", "Role", "Status", "Labelled", "Unsure")  # short: every column in view at the dock's width
+# Short: every column in view at the dock's width; the headers' tooltips say more.
+_COLUMNS = ("Image", "Role", "Status", "Labelled", "Unsure", "Scale")
+_COLUMN_TIPS = {
+    "Unsure": "How unsure the model was of its last prediction of the image (0 to 1): Next can go to the most unsure",
+    "Scale": "The scale the model saw the image at when it predicted it: with Down Scaling auto, an instance model "
+             "brings each image's objects to the size it learned (0.5: shrunk by half)",
+}
 UNCERTAINTY_SUFFIX = "uncertainty"
 
 
@@ -87,8 +93,9 @@ class ExperimentPanel(Container):
         # the Image column takes the width the others leave, so every column stays in view.
         self.table.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.native.setWordWrap(False)
-        # Unsure as written ("0.08"): magicgui's cells would show 8.000e-02.
-        self.table.native.setItemDelegateForColumn(_COLUMNS.index("Unsure"), QStyledItemDelegate(self.table.native))
+        # Numbers as written ("0.08"): magicgui's cells would show 8.000e-02.
+        for column in ("Unsure", "Scale"):
+            self.table.native.setItemDelegateForColumn(_COLUMNS.index(column), QStyledItemDelegate(self.table.native))
         self.previous_button = PushButton(text="◀ Previous (A)", enabled=False)
         self.previous_button.tooltip = "The image before this one (key: A, as in MIA)"
         self.next_button = PushButton(text="Next (D) ▶", enabled=False)
@@ -244,6 +251,10 @@ class ExperimentPanel(Container):
         for column in range(table.columnCount()):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch if column == 0
                                         else QHeaderView.ResizeMode.ResizeToContents)
+        for column, tip in _COLUMN_TIPS.items():
+            header_item = table.horizontalHeaderItem(_COLUMNS.index(column))
+            if header_item is not None:
+                header_item.setToolTip(tip)
         for row in range(table.rowCount()):
             item = table.item(row, 0)
             if item is not None:  # the whole name, where the cell elides it, and the size once it was read
@@ -256,7 +267,8 @@ class ExperimentPanel(Container):
         has = experiment is not None
         rows = [] if not has else [
             [e.name, e.role, _status(e), self._annotation_cell(e),
-             "" if e.uncertainty is None else f"{e.uncertainty:.2f}"] for e in experiment]
+             "" if e.uncertainty is None else f"{e.uncertainty:.2f}", "" if e.scale is None else f"{e.scale:.2f}"]
+            for e in experiment]
         self.table.value = _table_value(rows, "labels" if not has else experiment.annotations)
         self._fit_columns()
         current = None if self.current is None else experiment.entries.index(self.current)
@@ -337,7 +349,6 @@ class ExperimentPanel(Container):
     def _read_entry(self, entry: Entry, model):
         """Worker: save what is pending, read the image, its labels and prediction (made now if asked) and
         how unsure the model was of it."""
-        from ..core.infer import predict_with_uncertainty
         from ..core.uncertainty import object_confidence
 
         self.write_pending()
@@ -345,10 +356,8 @@ class ExperimentPanel(Container):
         labels, prediction = self.experiment.read_labels(entry), self.experiment.read_prediction(entry)
         uncertainty = self.experiment.read_uncertainty(entry)
         if model is not None and labels is None:
-            config = self.dock.model_config
-            prediction, uncertainty = predict_with_uncertainty(model, image, config, channel_axis,
-                                                               next(model.parameters()).device)
-            self.experiment.save_prediction(entry, prediction, uncertainty)
+            prediction, uncertainty = predict_entry(model, self.dock.model_config, self.experiment, entry,
+                                                    next(model.parameters()).device)
         confidences = None
         if prediction is not None and uncertainty is not None and uncertainty.shape == prediction.shape:
             confidences = object_confidence(prediction, uncertainty)
@@ -487,8 +496,6 @@ class ExperimentPanel(Container):
     def _read_table_entry(self, entry: Entry, model):
         """Worker: save what is pending, read the image, its points or class and the prediction (made now
         if asked)."""
-        from ..core.experiment import predict_entry
-
         self.write_pending()
         image, channel_axis = self.experiment.read_image(entry)
         annotation, predicted = self.experiment.read_annotation(entry), self.experiment.read_predicted(entry)

@@ -204,7 +204,8 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.learning_rate.native.setDecimals(6)
         self.downscale = LineEdit(label="Down Scaling", value=_to_control("downscale", defaults.downscale))
         self.downscale.tooltip = ("0.1 to 1, or auto: from the median object size of the labels, objects brought "
-                                  "towards 30 px across")
+                                  "towards 30 px across; for instance segmentation auto also rescales every image "
+                                  "so that its objects reach the size learned (a number: the same for all images)")
         self.patch_size = SpinBox(label="Patch size", value=defaults.patch_size, min=32, max=2048, step=32)
         self.validation_fraction = FloatSpinBox(label="Validation split", value=defaults.validation_fraction,
                                                 min=0.0, max=0.9, step=0.05)
@@ -340,8 +341,8 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             if choice.field == "color_mode":
                 self._color_auto_text = choice.text
                 self.color_mode.reset_choices()
-            else:
-                getattr(self, choice.field).value = choice.text
+            elif choice.field in self._config_controls():  # the scale per image is told in Down Scaling's
+                self._config_controls()[choice.field].value = choice.text
         self.input_channels.value = config.input_channels
         self._show_status(f"Training {describe(config)}.", now=True)
 
