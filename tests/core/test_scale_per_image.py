@@ -6,7 +6,7 @@ import pytest
 from skimage.draw import disk
 
 from napari_mia.core import TrainingConfig, infer
-from napari_mia.core.auto import Example, object_diameters, resolve
+from napari_mia.core.auto import Example, median_width, object_widths, resolve
 from napari_mia.core.data import make_samples
 from napari_mia.core.experiment import Experiment, predict_entry
 from tests.configs import fixed_config
@@ -46,13 +46,17 @@ def test_auto_down_scaling_of_an_instance_set_keeps_its_median_object_width_as_t
 def test_training_samples_bring_every_images_objects_to_the_learned_width():
     config = fixed_config(application="instance", object_diameter=20.0)
     widths = []
-    for diameter in (14, 20, 40):
+    for diameter in (20, 30, 40):
         labels = _discs(diameter)
         (sample,) = make_samples(_image(labels), labels, config)
-        assert sample.scale == pytest.approx(20 / np.median(object_diameters(labels)), rel=0.01)
+        assert sample.scale == pytest.approx(20 / median_width(labels), rel=0.01)
         assert sample.image.shape[1:] == sample.truth.shape == sample.labels.shape
-        widths.append(np.median(object_diameters(sample.truth)))
-    assert widths == pytest.approx([20, 20, 20], abs=1.5)
+        widths.append(median_width(sample.truth))
+    assert widths == pytest.approx([20, 20, 20], rel=0.15)
+    # Smaller objects than learned: never enlarged, as Down Scaling never is.
+    labels = _discs(12)
+    (sample,) = make_samples(_image(labels), labels, config)
+    assert sample.scale == 1.0 and sample.image.shape[1:] == labels.shape
     # Without a learned width (a number given for Down Scaling): every image at Down Scaling.
     labels = _discs(40)
     (sample,) = make_samples(_image(labels), labels, fixed_config(application="instance"))
@@ -82,7 +86,7 @@ def test_prediction_finds_each_images_object_size_and_predicts_again_at_the_scal
     assert scales == [pytest.approx(0.5, abs=0.02)]
     assert seen_at == [(192, 192), (96, 96)]  # the first pass at Down Scaling, the second at the image's scale
     assert predicted.shape == labels.shape and predicted.max() == labels.max()
-    assert np.median(object_diameters(predicted)) == pytest.approx(40, abs=3)
+    assert median_width(predicted) == pytest.approx(40, abs=3)
     # Objects already near the learned width: one pass.
     seen_at.clear()
     scales = []
@@ -100,3 +104,46 @@ def test_the_scale_an_image_was_predicted_at_is_kept_with_the_experiment(monkeyp
     predict_entry(None, config, experiment, experiment["large"])
     assert experiment["large"].scale == pytest.approx(0.5, abs=0.02)
     assert Experiment.open(tmp_path, annotations="labels")["large"].scale == experiment["large"].scale
+
+
+def test_the_command_line_writes_each_images_scale_and_says_their_range(monkeypatch, tmp_path, capsys):
+    import tifffile
+
+    from napari_mia.core.cli import main
+    from napari_mia.core.io import save_model
+    from napari_mia.core.models import build_model
+    from tests.configs import TINY_NETWORK
+
+    images = tmp_path / "images"
+    images.mkdir()
+    tifffile.imwrite(images / "large.tif", _image(_discs(40)))
+    tifffile.imwrite(images / "learned.tif", _image(_discs(20)))
+    config = fixed_config(application="instance", object_diameter=20.0, min_object_size=0, **TINY_NETWORK)
+    save_model(tmp_path / "m.safetensors", build_model(config), config)
+    _thresholding_network(monkeypatch, [])
+    assert main(["predict", "--model", str(tmp_path / "m.safetensors"), "--images", str(images),
+                 "--out", str(tmp_path / "out")]) == 0
+    rows = (tmp_path / "out" / "scales.csv").read_text().splitlines()
+    assert rows[0] == "image,scale" and rows[2] == "learned,1.000"
+    assert rows[1].startswith("large,0.4") or rows[1].startswith("large,0.5")
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert said.startswith("napari-mia: images seen at scales 0.") and "to 1.00 (median" in said
+    assert "20 px the model learned" in said
+
+
+def test_an_objects_width_holds_when_a_prediction_cuts_it_into_pieces():
+    whole = _discs(60, shape=(96, 96), step=96)
+    pieces = whole.copy()
+    pieces[:48] *= 2  # the top half another object
+    pieces[:, :48] += (3 * (pieces[:, :48] > 0)).astype(pieces.dtype)  # each half cut again: four pieces
+    assert len(np.unique(pieces)) == 5
+    assert median_width(pieces) == median_width(whole) == pytest.approx(60, abs=2)
+    widths, areas = object_widths(pieces)
+    assert len(widths) == 1 and areas[0] == np.count_nonzero(whole)  # one region: the pieces touch
+
+
+def test_specks_of_noise_in_a_prediction_do_not_decide_its_width():
+    labels = _discs(40)
+    specks = labels.copy()
+    specks[::6, ::6] = np.where(specks[::6, ::6] == 0, 99, specks[::6, ::6])  # many 1-px objects
+    assert median_width(specks) == median_width(labels)

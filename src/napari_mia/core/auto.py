@@ -93,6 +93,7 @@ class Summary:
     def __init__(self) -> None:
         self.images = self.colour_images = self.measured_images = 0
         self.diameters: list[np.ndarray] = []
+        self.widths: list[float] = []  # per image: median_width
         self.blobs_by_class: dict[str, list[float]] = {}
 
     def add(self, example: Example, measure_points: bool = False) -> None:
@@ -101,6 +102,9 @@ class Summary:
         if example.labels is not None:
             check_label_values(np.asarray(example.labels))
             self.diameters.append(object_diameters(example.labels))
+            width = median_width(example.labels)
+            if width is not None:
+                self.widths.append(width)
         has_points = example.points is not None and len(example.points)
         if measure_points and has_points and self.measured_images < _MAX_IMAGES_MEASURED:
             self.measured_images += 1
@@ -115,22 +119,18 @@ class Summary:
             return Choice("color_mode", "color", f"{self.colour_images} of {self.images} images in colour")
         return Choice("color_mode", "mono", f"no colour among {self.images} images")
 
-    def _median_diameter(self) -> float | None:
+    def downscale(self) -> Choice:
         diameters = np.concatenate(self.diameters) if self.diameters else np.zeros(0)
         diameters = diameters[diameters >= 2]  # single stray pixels are brush slips, not objects
-        return float(np.median(diameters)) if diameters.size else None
-
-    def downscale(self) -> Choice:
-        median = self._median_diameter()
-        if median is None:
+        if not diameters.size:
             return Choice("downscale", 1.0, "no labelled object to measure")
+        median = float(np.median(diameters))
         return _downscale_for(median, f"median object {median:.0f} px")
 
     def object_diameter(self, downscale: float) -> float | None:
-        """Scale per image (instances): the width every image's median object is brought to, the training
-        set's median at Down Scaling (about the pixels to compute of one factor for all)."""
-        median = self._median_diameter()
-        return None if median is None else round(max(2.0, median * downscale), 1)
+        """Scale per image (instances): the width every image's median object is brought to, the median of
+        the training images' at Down Scaling (about the pixels to compute of one factor for all)."""
+        return round(max(2.0, float(np.median(self.widths)) * downscale), 1) if self.widths else None
 
     def object_size(self) -> Choice:
         """Object Size: per class the median blob diameter at the user's points, then the median over
@@ -169,6 +169,35 @@ def object_diameters(labels: np.ndarray) -> np.ndarray:
         areas.append(np.bincount(regions.ravel(), minlength=count + 1)[1:])
     areas = np.concatenate(areas) if areas else np.zeros(0)
     return 2 * np.sqrt(areas / np.pi)
+
+
+def object_widths(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(widths, areas)`` of every connected region of labelled pixels, its width twice its largest
+    inscribed radius. Unlike an object's area, the width holds when a prediction cuts one object into pieces
+    (objects far larger than the model learned come out so) or merges touching ones."""
+    from scipy import ndimage
+
+    mask = np.asarray(labels) > 0
+    regions, count = ndimage.label(mask)
+    if not count:
+        return np.zeros(0), np.zeros(0)
+    distance = ndimage.distance_transform_edt(mask)
+    index = np.arange(1, count + 1)
+    widths = 2 * np.asarray(ndimage.maximum(distance, regions, index), np.float64)
+    return widths, np.bincount(regions.ravel(), minlength=count + 1)[1:].astype(np.float64)
+
+
+def median_width(labels: np.ndarray) -> float | None:
+    """What the scale per image measures, on labels and predictions alike: the width of the region that
+    holds the median labelled pixel (weighed by area, specks of noise in a prediction do not decide it);
+    None where nothing 2 px wide is labelled."""
+    widths, areas = object_widths(labels)
+    kept = widths >= 2
+    if not kept.any():
+        return None
+    order = np.argsort(widths[kept])
+    cumulative = np.cumsum(areas[kept][order])
+    return float(widths[kept][order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def _downscale_for(diameter: float, described: str) -> Choice:

@@ -41,7 +41,7 @@ class Sample:
     labels: np.ndarray
     truth: np.ndarray | None = None
     new: bool = False  # from an image added since the model's last run (see ``new_image_share``)
-    scale: float | None = None  # the image's own scale (``frame_scale``), where it differs from Down Scaling
+    scale: float | None = None  # instance samples: the scale the image was resized by (``frame_scale``)
 
 
 class LazyFrame:
@@ -205,23 +205,21 @@ def prepare_image(frame: np.ndarray, config: TrainingConfig, scale: float | None
     return resize_image(frame, scaled_shape(frame.shape[1:], config.downscale if scale is None else scale))
 
 
-# Scale per image: how far an image may be shrunk or enlarged to bring its objects to the learned size.
-SCALE_RANGE = (0.1, 2.0)
+# Scale per image: how far an image may be shrunk to bring its objects to the learned size. Never enlarged,
+# as Down Scaling never is: enlarging images of small objects lost AP@0.5 on DSB2018 (docs/results.md).
+SCALE_RANGE = (0.1, 1.0)
 
 
 def frame_scale(instances: np.ndarray, config: TrainingConfig, scale: float | None = None) -> float:
     """The scale at which the objects of ``instances`` (object ids, seen at ``scale``; at image scale
-    unless given) reach the model's ``object_diameter``; Down Scaling where the model has none or no
-    object is there to measure."""
-    from .auto import object_diameters
+    unless given) reach the model's ``object_diameter`` (their median width: ``auto.median_width``); Down
+    Scaling where the model has none or no object is there to measure."""
+    from .auto import median_width
 
-    if config.object_diameter is None:
+    width = None if config.object_diameter is None else median_width(instances)
+    if width is None:
         return config.downscale
-    diameters = object_diameters(instances)
-    diameters = diameters[diameters >= 2]
-    if not diameters.size:
-        return config.downscale
-    image_diameter = float(np.median(diameters)) / (1.0 if scale is None else scale)
+    image_diameter = width / (1.0 if scale is None else scale)
     return round(float(np.clip(config.object_diameter / image_diameter, *SCALE_RANGE)), 3)
 
 
