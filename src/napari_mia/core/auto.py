@@ -55,9 +55,10 @@ def resolve(config: TrainingConfig, examples: Iterable[Example]) -> tuple[Traini
     if not fields:
         return config, []
     summary = Summary()
+    widths = "downscale" in fields and APPLICATIONS[config.application].object_ids and not config.sparse_labels
     for example in examples:
         try:
-            summary.add(example, measure_points="object_size" in fields)
+            summary.add(example, measure_points="object_size" in fields, measure_widths=widths)
         except ValueError as error:
             raise DataError(f"{example.name}: {error}" if example.name else str(error)) from error
     choices = []
@@ -75,8 +76,8 @@ def resolve(config: TrainingConfig, examples: Iterable[Example]) -> tuple[Traini
             choices.append(Choice("downscale", 1.0, "sparse labels: brush strokes are not objects to measure"))
         else:
             choices.append(summary.downscale())
-            diameter = summary.object_diameter(choices[-1].value)
-            if APPLICATIONS[config.application].object_ids and diameter is not None:
+            diameter = summary.object_diameter(choices[-1].value)  # None unless widths were measured
+            if diameter is not None:
                 downscale = choices.pop()
                 choices += [Choice("downscale", downscale.value, f"{downscale.reason}, then each image rescaled to "
                                    f"bring its median object to {diameter:g} px"),
@@ -96,13 +97,13 @@ class Summary:
         self.widths: list[float] = []  # per image: median_width
         self.blobs_by_class: dict[str, list[float]] = {}
 
-    def add(self, example: Example, measure_points: bool = False) -> None:
+    def add(self, example: Example, measure_points: bool = False, measure_widths: bool = False) -> None:
         self.images += 1
         self.colour_images += is_colour(example.image, example.channel_axis)
         if example.labels is not None:
             check_label_values(np.asarray(example.labels))
             self.diameters.append(object_diameters(example.labels))
-            width = median_width(example.labels)
+            width = median_width(example.labels) if measure_widths else None
             if width is not None:
                 self.widths.append(width)
         has_points = example.points is not None and len(example.points)

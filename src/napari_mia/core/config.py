@@ -199,8 +199,8 @@ class TrainingConfig:
     # Instance segmentation with Down Scaling "auto": every image is rescaled so that its median object is
     # this many pixels wide (twice its inscribed radius) at the model's scale (training: measured on its
     # labels; prediction: on a first pass), so objects 10 or 100 px wide all reach the network at the size it
-    # learned. None: every image
-    # is scaled by Down Scaling alone (a number given, sparse labels, models saved before).
+    # learned. None: every image is scaled by Down Scaling alone (a number given, sparse labels, models saved
+    # before).
     object_diameter: float | None = field(default=None, metadata=FIXED_BY_MODEL)
     patch_size: int = 128
     validation_fraction: float = 0.15

@@ -510,22 +510,24 @@ def predict_all(model, config: TrainingConfig, experiment: Experiment, entries: 
     return len(entries)
 
 
-def predict_entry(model, config: TrainingConfig, experiment: Experiment, entry: Entry, device="cpu"):
+def predict_entry(model, config: TrainingConfig, experiment: Experiment, entry: Entry, device="cpu", read=None):
     """Predict ``entry`` and save the prediction: (label image and its uncertainty) or (row of its table,
     None)."""
     from .infer import run
 
-    prediction, uncertainty, scale = run(iter_predict_entry(model, config, experiment, entry, device))
+    prediction, uncertainty, scale = run(iter_predict_entry(model, config, experiment, entry, device, read))
     experiment.save_predicted(entry, prediction, uncertainty, scale=scale)
     return prediction, uncertainty
 
 
-def iter_predict_entry(model, config: TrainingConfig, experiment: Experiment, entry: Entry, device="cpu"):
+def iter_predict_entry(model, config: TrainingConfig, experiment: Experiment, entry: Entry, device="cpu",
+                       read=None):
     """:func:`predict_entry` without the saving: ``(prediction, uncertainty, the scale the image was seen
-    at)``; yields progress (``TileDone``) between tiles of a label image, where a consumer may stop."""
+    at)``; yields progress (``TileDone``) between tiles of a label image, where a consumer may stop.
+    ``read``: the entry's ``(image, channel axis)`` where the caller has read them already."""
     from .infer import iter_predict_with_uncertainty
 
-    image, channel_axis = experiment.read_image(entry)
+    image, channel_axis = read or experiment.read_image(entry)
     if experiment.table is not None:
         return experiment.table.predict(model, image, config, channel_axis, device), None, None
     scales = []

@@ -357,7 +357,7 @@ class ExperimentPanel(Container):
         uncertainty = self.experiment.read_uncertainty(entry)
         if model is not None and labels is None:
             prediction, uncertainty = predict_entry(model, self.dock.model_config, self.experiment, entry,
-                                                    next(model.parameters()).device)
+                                                    next(model.parameters()).device, (image, channel_axis))
         confidences = None
         if prediction is not None and uncertainty is not None and uncertainty.shape == prediction.shape:
             confidences = object_confidence(prediction, uncertainty)
@@ -501,7 +501,7 @@ class ExperimentPanel(Container):
         annotation, predicted = self.experiment.read_annotation(entry), self.experiment.read_predicted(entry)
         if model is not None and annotation is None:
             predicted, _ = predict_entry(model, self.dock.model_config, self.experiment, entry,
-                                         next(model.parameters()).device)
+                                         next(model.parameters()).device, (image, channel_axis))
         return entry, image, channel_axis, annotation, predicted
 
     def _show_table_entry(self, result) -> None:

@@ -337,12 +337,13 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
     def _show_choices(self, config: TrainingConfig, choices: list) -> None:
         """The run's data-driven choices in their fields ("auto (0.55: median object 46 px)") and the weights
         it starts from in the status line; called on the GUI thread once the worker chose them."""
+        controls = self._config_controls()
         for choice in choices:
             if choice.field == "color_mode":
                 self._color_auto_text = choice.text
                 self.color_mode.reset_choices()
-            elif choice.field in self._config_controls():  # the scale per image is told in Down Scaling's
-                self._config_controls()[choice.field].value = choice.text
+            elif choice.field in controls:  # the scale per image is told in Down Scaling's
+                controls[choice.field].value = choice.text
         self.input_channels.value = config.input_channels
         self._show_status(f"Training {describe(config)}.", now=True)
 
