@@ -94,6 +94,20 @@ def test_prediction_finds_each_images_object_size_and_predicts_again_at_the_scal
     assert scales == [1.0] and len(seen_at) == 1
 
 
+def test_a_frame_called_foreground_almost_everywhere_keeps_down_scaling(monkeypatch):
+    """A network early in training calls nearly everything foreground: its 'objects' are the frame, so no
+    width is measured from them and the frame is not shrunk into one object."""
+    config = fixed_config(application="instance", object_diameter=20.0, min_object_size=0)
+    seen_at = []
+    _thresholding_network(monkeypatch, seen_at)
+    labels = np.repeat(np.arange(1, 5, dtype=np.uint16), 48)[None].repeat(192, axis=0)  # four 48-px bands
+    labels[:, ::48] = 0  # with thin gaps, as an undertrained network splits a sheet of foreground
+    assert np.count_nonzero(labels) > 0.9 * labels.size
+    scales = []
+    predicted = infer.run(infer.iter_predict(None, _image(labels), config, scales=scales))
+    assert scales == [1.0] and seen_at == [(192, 192)] and predicted.max() > 1
+
+
 def test_the_scale_an_image_was_predicted_at_is_kept_with_the_experiment(monkeypatch, tmp_path):
     import tifffile
 

@@ -248,6 +248,9 @@ def frame_probabilities(model, frame: np.ndarray, config: TrainingConfig, device
 # this many passes in all (objects far larger than learned come out in pieces: the first pass underestimates).
 _RESCALE_BEYOND = 1.2
 _MAX_PASSES = 3
+# A pass that calls this much of the frame foreground has no background between objects to measure their
+# width by (a network early in training does this): the frame keeps the scale it has.
+_MEASURABLE_BELOW = 0.9
 
 
 def frame_instances(model, frame: np.ndarray, config: TrainingConfig, device, tile=None):
@@ -258,8 +261,10 @@ def frame_instances(model, frame: np.ndarray, config: TrainingConfig, device, ti
     for passes in range(1, _MAX_PASSES + 1):
         probabilities = yield from frame_probabilities(model, frame, config, device, tile, scale)
         instances = config_instances(probabilities, config, scale)
+        if passes == _MAX_PASSES or np.count_nonzero(instances) >= _MEASURABLE_BELOW * instances.size:
+            break
         fitting = frame_scale(instances, config, scale)
-        if passes == _MAX_PASSES or max(fitting / scale, scale / fitting) <= _RESCALE_BEYOND:
+        if max(fitting / scale, scale / fitting) <= _RESCALE_BEYOND:
             break
         scale = fitting
     return probabilities, instances, scale
