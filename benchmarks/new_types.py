@@ -1,0 +1,192 @@
+"""A user's new image type from k labelled images: colour (H&E-like) DSB2018 nuclei, a type held out of
+everything else, learnt from k = 1, 3, 5 of its images, with and without a model of the other type.
+
+The DSB2018 training images split by type: the grey (fluorescence) images train the model a user would
+already have (``--base-minutes``; or ``--base-model``); the colour images never reach it. Of the colour
+images, ``--test`` (seeded) are the test set and the first k of the others (nested: the 1 is in the 3) are
+what the user labels. Every path below trains ``--minutes`` on the k images through the plain command
+(``napari-mia train --application instance``), then ``napari-mia predict``s the test images:
+
+- ``from model``: ``--from-model`` the grey model, as a user goes on from the folder's model;
+- ``ImageNet``: the plain command from ImageNet weights alone;
+- ``random forest``: a pixel forest on the same k images (scikit-image features, the ilastik / convpaint
+  way), its foreground split into connected objects (``accuracy.py``'s forest, up to ``--minutes``);
+- further variants by ``--variant NAME=OPTIONS`` (train options, e.g. ``lr1="--config lr1.json"``), at the
+  largest k.
+
+AP@0.5 mean per image (objects matched one to one by IoU > 0.5). Prints ``name value target pass|fail``
+lines (the default path at the largest k against 0.75 and against the forest + 0.10: issue #28), a table,
+and with ``--plot`` AP against k.
+
+    python benchmarks/new_types.py [--ks 1 3 5] [--minutes 10] [--base-minutes 10] [--workdir W] [--plot P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from dsb_instance import score
+from dsb_semantic import DATA
+
+from napari_mia.core.auto import is_colour
+from napari_mia.core.files import read_image
+
+CLI = [sys.executable, "-m", "napari_mia"]
+AP_TARGET, ABOVE_FOREST = 0.75, 0.10
+
+
+def split_by_type(work: Path) -> dict[str, list[str]]:
+    """The stems of DSB2018's grey and colour images (read once, kept in ``work``)."""
+    kept = work / "types.json"
+    if not kept.exists():
+        types = {"grey": [], "colour": []}
+        for path in sorted((DATA / "images").glob("*.png")):
+            types["colour" if is_colour(*read_image(path)) else "grey"].append(path.stem)
+        kept.write_text(json.dumps(types))
+    return json.loads(kept.read_text())
+
+
+def link_folder(stems: list[str], folder: Path) -> Path:
+    """``folder/images`` and ``folder/labels`` holding links to the DSB2018 files of ``stems``."""
+    for kind, suffix in (("images", ".png"), ("labels", ".tif")):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for stem in stems:
+            link = folder / kind / f"{stem}{suffix}"
+            if not link.exists():
+                link.symlink_to(DATA / kind / f"{stem}{suffix}")
+    return folder
+
+
+def train(folder: Path, model: Path, minutes: float, options: list[str]) -> float:
+    """Train through the plain command (once: a model already there is kept); the minutes it took."""
+    if not model.exists():
+        command = [*CLI, "train", "--application", "instance", "--images", str(folder / "images"), "--labels",
+                   str(folder / "labels"), "--out", str(model), "--max-minutes", str(minutes), *options]
+        print("  " + shlex.join(command[2:]), flush=True)
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        (model.parent / f"{model.stem}.minutes").write_text(f"{(time.perf_counter() - start) / 60:.2f}")
+    return float((model.parent / f"{model.stem}.minutes").read_text())
+
+
+def predicted_ap(model: Path, test: Path, out: Path) -> float:
+    if not out.is_dir():
+        subprocess.run([*CLI, "predict", "--model", str(model), "--images", str(test / "images"), "--out", str(out)],
+                       check=True, capture_output=True)
+    return score(out, test / "labels")["ap50_per_image"]
+
+
+def forest_ap(train_stems: list[str], test: Path, out: Path, minutes: float) -> float:
+    """The pixel forest of ``accuracy.py`` on the k images, its foreground's connected regions as objects."""
+    from accuracy import _features, load
+    from skimage.measure import label
+    from skimage.morphology import remove_small_objects
+    from sklearn.ensemble import RandomForestClassifier
+
+    if not out.is_dir():
+        start, rng = time.perf_counter(), np.random.default_rng(0)
+        features, targets = [], []
+        for stem in train_stems:  # every labelled pixel is cheap to have with k images: up to 20,000 each
+            image, truth = load(stem)
+            pixels = rng.choice(truth.size, min(20_000, truth.size), replace=False)
+            features.append(_features(image).reshape(truth.size, -1)[pixels])
+            targets.append(truth.reshape(-1)[pixels])
+        forest = RandomForestClassifier(n_estimators=0, max_depth=16, n_jobs=2, random_state=0, warm_start=True)
+        while forest.n_estimators < 100 and (time.perf_counter() - start < 60 * minutes or not forest.n_estimators):
+            forest.n_estimators += 10
+            forest.fit(np.concatenate(features), np.concatenate(targets))
+        out.mkdir(parents=True)
+        for path in sorted((test / "images").iterdir()):
+            features = _features(load(path.stem)[0])
+            foreground = forest.predict(features.reshape(-1, features.shape[-1])).reshape(features.shape[:2])
+            objects = label(remove_small_objects(foreground.astype(bool), 16))
+            tifffile.imwrite(out / f"{path.stem}.tif", objects.astype(np.uint16))
+    return score(out, test / "labels")["ap50_per_image"]
+
+
+def report(name: str, value: float, target: str, passed: bool) -> None:
+    print(f"{name} {value:.4f} {target} {'pass' if passed else 'fail'}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5], help="labelled images of the new type")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training minutes of every k-image run")
+    parser.add_argument("--base-minutes", type=float, default=10.0, help="training minutes of the grey model")
+    parser.add_argument("--base-model", help="a model of the grey images to start from (instead of training one)")
+    parser.add_argument("--test", type=int, default=30, help="colour images to test on")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
+                        help="another path at the largest k: train options given to the plain command")
+    parser.add_argument("--workdir")
+    parser.add_argument("--plot", help="write AP against k to this PNG")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"no DSB2018 data at {DATA}")
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="new-types-"))
+    types = split_by_type(work)
+    colour = list(np.random.default_rng(28).permutation(types["colour"]))
+    test, pool = link_folder(colour[: args.test], work / "test"), colour[args.test:]
+    print(f"new type: colour DSB2018, {len(types['colour'])} images ({args.test} to test on); the model before: "
+          f"{len(types['grey'])} grey images", flush=True)
+    base = Path(args.base_model) if args.base_model else work / "grey.safetensors"
+    if not args.base_model:
+        minutes = train(link_folder(types["grey"], work / "grey"), base, args.base_minutes, [])
+        print(f"  grey model: {minutes:.1f} min; on the colour test images with no colour label: "
+              f"AP@0.5 {predicted_ap(base, test, work / 'predicted-grey'):.4f}", flush=True)
+    paths = {"from model": ["--from-model", str(base)], "ImageNet": []}
+    paths.update({name: shlex.split(options) for name, options in (v.split("=", 1) for v in args.variant)})
+    results: dict[str, dict[int, float]] = {}
+    for k in args.ks:
+        folder = link_folder(pool[:k], work / f"k{k}")
+        for name, options in paths.items():
+            if name in ("from model", "ImageNet") or k == max(args.ks):
+                slug = name.replace(" ", "-")
+                minutes = train(folder, work / f"k{k}-{slug}.safetensors", args.minutes, options)
+                ap = predicted_ap(work / f"k{k}-{slug}.safetensors", test, work / f"predicted-k{k}-{slug}")
+                results.setdefault(name, {})[k] = ap
+                print(f"  k={k} {name}: AP@0.5 {ap:.4f} ({minutes:.1f} min with loading)", flush=True)
+        ap = forest_ap(pool[:k], test, work / f"predicted-k{k}-forest", args.minutes)
+        results.setdefault("random forest", {})[k] = ap
+        print(f"  k={k} random forest: AP@0.5 {ap:.4f}", flush=True)
+    k = max(args.ks)
+    for name in ("from model", "ImageNet"):
+        slug = name.replace(" ", "_").lower()
+        report(f"ap50_colour_k{k}_{slug}", results[name][k], f">={AP_TARGET}", results[name][k] >= AP_TARGET)
+        margin = results[name][k] - results["random forest"][k]
+        report(f"ap50_colour_k{k}_{slug}_minus_forest", margin, f">={ABOVE_FOREST}", margin >= ABOVE_FOREST)
+    print("\n| path | " + " | ".join(f"k={k}" for k in args.ks) + " |\n|---|" + "---|" * len(args.ks))
+    for name, by_k in results.items():
+        print(f"| {name} | " + " | ".join(f"{by_k[k]:.3f}" if k in by_k else "" for k in args.ks) + " |")
+    if args.plot:
+        plot(results, args)
+
+
+def plot(results: dict[str, dict[int, float]], args) -> None:
+    from hitl import _pyplot
+
+    pyplot = _pyplot()
+    if pyplot is None:
+        return
+    figure, axes = pyplot.subplots(figsize=(5, 3.5))
+    for name, by_k in results.items():
+        ks = sorted(by_k)
+        axes.plot(ks, [by_k[k] for k in ks], "o-", label=name)
+    axes.set(xlabel="labelled colour images (k)", ylabel="AP@0.5, mean per image", xticks=args.ks,
+             title=f"A new type from k images, {args.minutes:g} CPU-min each")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(args.plot, dpi=120)
+    print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
