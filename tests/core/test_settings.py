@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from napari_mia.core import EpochEnd, Sample, Trainer, make_samples
-from napari_mia.core.augment import build_train_transform, geometric_transforms, preview_patches
+from napari_mia.core.augment import build_train_transform, geometric_transforms, preview_patches, stain_jitter
 from napari_mia.core.config import Augmentations
 from napari_mia.core.data import IGNORE, PatchDataset
 from napari_mia.core.events import Preview, TrainingDone
@@ -99,6 +99,39 @@ def test_intensity_augmentations_leave_labels_alone_and_disabling_turns_all_off(
     np.testing.assert_array_equal(out_labels, labels)
     assert not np.allclose(out_image, image) and np.isfinite(out_image).all()
     assert build_train_transform(fixed_config(augmentations=Augmentations(enabled=False))) is None
+
+
+def test_stain_jitter_changes_each_stains_amount_and_nothing_else():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.1, 1.0, (3, 16, 16))
+    np.testing.assert_allclose(stain_jitter(image, 0.0, rng), image, atol=1e-6)  # no jitter: the image
+    from skimage.color import hed_from_rgb
+
+    def stains(rgb):
+        return -np.log(np.clip(np.moveaxis(rgb, 0, -1), 1 / 255, None)) @ hed_from_rgb
+
+    jittered = stain_jitter(image, 0.2, rng)
+    # Every pixel's stains move by the same scale and shift: a straight line per stain, not noise.
+    for before, after in zip(np.moveaxis(stains(image), -1, 0), np.moveaxis(stains(jittered), -1, 0)):
+        slope, intercept = np.polyfit(before.ravel(), after.ravel(), 1)
+        assert 0.8 <= slope <= 1.2 and abs(intercept) <= 0.2
+        np.testing.assert_allclose(after, slope * before + intercept, atol=1e-6)
+    assert not np.allclose(jittered, image)
+
+
+def test_stain_and_inversion_augmentations_change_colour_patches_only_as_asked():
+    image, labels = _asymmetric_pair()
+    colour = np.repeat(image, 3, axis=0)
+    inverted = build_train_transform(fixed_config(augmentations=Augmentations(
+        flip_horizontal=False, flip_vertical=False, rotate90=False, brightness_contrast_probability=0.0,
+        invert_probability=1.0)))(colour, labels)[0]
+    np.testing.assert_allclose(inverted, 1 - colour, atol=1e-6)
+    stained = Augmentations(flip_horizontal=False, flip_vertical=False, rotate90=False,
+                            brightness_contrast_probability=0.0, stain_probability=1.0)
+    out_image, out_labels = build_train_transform(fixed_config(augmentations=stained))(colour, labels)
+    assert not np.allclose(out_image, colour) and np.array_equal(out_labels, labels)
+    # A one-channel image has no stains to jitter.
+    np.testing.assert_array_equal(build_train_transform(fixed_config(augmentations=stained))(image, labels)[0], image)
 
 
 def test_augmentation_preview_gives_aligned_patches():

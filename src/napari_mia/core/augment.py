@@ -48,6 +48,18 @@ def intensity_transforms(aug: Augmentations) -> list:
     return transforms
 
 
+def stain_jitter(image: np.ndarray, limit: float, rng: np.random.Generator) -> np.ndarray:
+    """A (3, H, W) RGB image (normalised to about 0-1) with each stain's optical density scaled by
+    1 ± ``limit`` and shifted by ± ``limit`` (Tellez et al. 2018, in the haematoxylin-eosin-DAB space of
+    Ruifrok and Johnston that scikit-image uses). No jitter gives the image back."""
+    from skimage.color import hed_from_rgb, rgb_from_hed
+
+    density = -np.log(np.clip(np.moveaxis(image, 0, -1), 1 / 255, None))
+    stains = density @ hed_from_rgb * rng.uniform(1 - limit, 1 + limit, 3) + rng.uniform(-limit, limit, 3)
+    jittered = np.exp(-(stains @ rgb_from_hed))
+    return image + np.moveaxis(jittered - np.exp(-density), -1, 0)  # values below 1/255 keep their distance
+
+
 def build_train_transform(config: TrainingConfig, augmentations: Augmentations | None = None):
     """A callable ``(image (C, H, W), labels (H, W)) -> (image, labels)`` applying the same random
     geometry to both."""
@@ -55,7 +67,7 @@ def build_train_transform(config: TrainingConfig, augmentations: Augmentations |
     if not aug.enabled:
         return None
     compose = A.Compose(geometric_transforms(aug) + intensity_transforms(aug), seed=config.seed)
-    gamma_rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.seed)
 
     def transform(image: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """``labels``: (H, W) ids, (K, H, W) heatmaps, or None (classification: image only)."""
@@ -64,10 +76,14 @@ def build_train_transform(config: TrainingConfig, augmentations: Augmentations |
         image = np.moveaxis(out["image"], -1, 0)
         if labels is not None:
             labels = out["mask"] if labels.ndim == 2 else np.moveaxis(out["mask"], -1, 0)
-        if aug.gamma_probability and gamma_rng.random() < aug.gamma_probability:
+        if aug.gamma_probability and rng.random() < aug.gamma_probability:
             # Sign-preserving gamma: normalised images dip below 0, where a plain power is undefined.
-            gamma = gamma_rng.uniform(*aug.gamma_limit) / 100
+            gamma = rng.uniform(*aug.gamma_limit) / 100
             image = np.sign(image) * np.abs(image) ** gamma
+        if aug.stain_probability and len(image) == 3 and rng.random() < aug.stain_probability:
+            image = stain_jitter(image, aug.stain_limit, rng)
+        if aug.invert_probability and rng.random() < aug.invert_probability:
+            image = 1 - image  # normalised images run from about 0 to 1
         return image.astype(np.float32, copy=False), labels
 
     return transform

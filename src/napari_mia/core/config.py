@@ -159,6 +159,11 @@ class Augmentations:
     gamma_limit: tuple[float, float] = (80.0, 120.0)
     noise_probability: float = 0.0
     noise_std: tuple[float, float] = (0.01, 0.05)
+    # Colour images: each stain's amount (haematoxylin, eosin, DAB) scaled and shifted in optical density.
+    stain_probability: float = 0.0
+    stain_limit: float = 0.1
+    # Dark objects on a bright ground and bright on dark, as brightfield and fluorescence show them.
+    invert_probability: float = 0.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -56,6 +56,9 @@ AUGMENTATION_LABELS = {
     "gamma_limit": "Gamma (min, max, percent)",
     "noise_probability": "Gaussian noise (probability)",
     "noise_std": "Noise std (min, max)",
+    "stain_probability": "Stain jitter, colour (probability)",
+    "stain_limit": "Stain jitter limit",
+    "invert_probability": "Invert (probability)",
 }
 _SMALL_FLOATS = {"min_learning_rate": 1e-6}
 
