@@ -140,8 +140,9 @@ def main() -> None:
     base = Path(args.base_model) if args.base_model else work / "grey.safetensors"
     if not args.base_model:
         minutes = train(link_folder(types["grey"], work / "grey"), base, args.base_minutes, [])
-        print(f"  grey model: {minutes:.1f} min; on the colour test images with no colour label: "
-              f"AP@0.5 {predicted_ap(base, test, work / 'predicted-grey'):.4f}", flush=True)
+        print(f"  grey model: {minutes:.1f} min", flush=True)
+    print(f"  grey model on the colour test images, no colour label: AP@0.5 "
+          f"{predicted_ap(base, test, work / 'predicted-grey'):.4f}", flush=True)
     paths = {"from model": ["--from-model", str(base)], "ImageNet": []}
     paths.update({name: shlex.split(options) for name, options in (v.split("=", 1) for v in args.variant)})
     results: dict[str, dict[int, float]] = {}
@@ -176,13 +177,13 @@ def plot(results: dict[str, dict[int, float]], args) -> None:
     pyplot = _pyplot()
     if pyplot is None:
         return
-    figure, axes = pyplot.subplots(figsize=(5, 3.5))
+    figure, axes = pyplot.subplots(figsize=(7.5, 3.5))
     for name, by_k in results.items():
         ks = sorted(by_k)
         axes.plot(ks, [by_k[k] for k in ks], "o-", label=name)
     axes.set(xlabel="labelled colour images (k)", ylabel="AP@0.5, mean per image", xticks=args.ks,
-             title=f"A new type from k images, {args.minutes:g} CPU-min each")
-    axes.legend()
+             title=f"A new type from k images (training up to {args.minutes:g} CPU-min)")
+    axes.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
     figure.tight_layout()
     figure.savefig(args.plot, dpi=120)
     print(f"plot: {args.plot}")
