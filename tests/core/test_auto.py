@@ -68,8 +68,14 @@ def test_object_size_is_the_blob_scale_at_the_points_per_class_then_the_median()
     config, choices = resolve(config, [Example(image, None, points=points, point_classes=("small",) * 3 + ("big",))])
     assert config.object_size == round(np.median([2 * np.sqrt(2) * 3, 2 * np.sqrt(2) * 12]))
     assert "median of classes big 34, small 8 px" in choices[0].text
+    # each class keeps its own size (in the config's class order) for its distance between peaks
+    assert config.class_object_sizes == [8.0, 34.0]
     # Down Scaling for detection follows Object Size
-    assert config.downscale == 1.0 and choices[1].reason == f"object size {config.object_size:g} px"
+    downscale = next(choice for choice in choices if choice.field == "downscale")
+    assert config.downscale == 1.0 and downscale.reason == f"object size {config.object_size:g} px"
+    one_class = TrainingConfig(application="detection", classes=["small"], color_mode="mono")
+    config, _ = resolve(one_class, [Example(image, None, points=np.array(small, float))])
+    assert config.class_object_sizes is None  # Object Size is that class's
 
 
 def test_a_run_refuses_settings_still_auto_with_the_way_out():

@@ -65,7 +65,7 @@ def resolve(config: TrainingConfig, examples: Iterable[Example]) -> tuple[Traini
     if "color_mode" in fields:
         choices.append(summary.color_mode())
     if "object_size" in fields:
-        choices.append(summary.object_size())
+        choices += summary.object_size(config.classes)
     if "downscale" in fields:
         if config.application == "classification":
             choices.append(Choice("downscale", 1.0, "each frame is resized to the patch size"))
@@ -133,18 +133,22 @@ class Summary:
         the training images' at Down Scaling (about the pixels to compute of one factor for all)."""
         return round(max(2.0, float(np.median(self.widths)) * downscale), 1) if self.widths else None
 
-    def object_size(self) -> Choice:
+    def object_size(self, classes: list[str]) -> list[Choice]:
         """Object Size: per class the median blob diameter at the user's points, then the median over
-        classes (so that a numerous class does not decide alone)."""
+        classes (so that a numerous class does not decide alone); with several classes measured, also each
+        class's own (Object Size for a class without points), for the distance between its detections."""
         if not self.blobs_by_class:
-            return Choice("object_size", 12.0, "no point to measure")
+            return [Choice("object_size", 12.0, "no point to measure")]
         medians = {name: float(np.median(values)) for name, values in self.blobs_by_class.items()}
         size = float(round(np.median(list(medians.values()))))
         if len(medians) == 1:
             points = len(next(iter(self.blobs_by_class.values())))
-            return Choice("object_size", size, f"median blob at {points} points")
+            return [Choice("object_size", size, f"median blob at {points} points")]
         per_class = ", ".join(f"{name} {value:.0f}" for name, value in sorted(medians.items()))
-        return Choice("object_size", size, f"median of classes {per_class} px")
+        return [Choice("object_size", size, f"median of classes {per_class} px; each class's own spaces its "
+                       "detections"),
+                Choice("class_object_sizes", [float(round(medians.get(name, size))) for name in classes],
+                       "each class's median blob")]
 
 
 def is_colour(image: np.ndarray, channel_axis: int | None) -> bool:

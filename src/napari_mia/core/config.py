@@ -239,6 +239,9 @@ class TrainingConfig:
     # Object detection (MIA's "Object Size"): typical object diameter in image pixels; it sets the
     # Gaussian heatmap width and, unless given, the minimum distance between detected peaks.
     object_size: float | str = AUTO
+    # Object Size auto with several classes: each class's median blob diameter (in ``classes`` order); it sets
+    # that class's minimum distance between peaks. None: Object Size for every class.
+    class_object_sizes: list[float] | None = field(default=None, metadata=FIXED_BY_MODEL)
     peak_threshold: float = 0.3
     # Per class, chosen on the validation frames when detection training ends (None: peak_threshold).
     peak_thresholds: list[float] | None = None
@@ -278,6 +281,8 @@ class TrainingConfig:
             self.class_weights = [float(w) for w in self.class_weights]
         if self.peak_thresholds is not None:
             self.peak_thresholds = [float(t) for t in self.peak_thresholds]
+        if self.class_object_sizes is not None:
+            self.class_object_sizes = [float(size) for size in self.class_object_sizes]
         self.validate()
 
     @property
@@ -372,6 +377,10 @@ class TrainingConfig:
             len(self.peak_thresholds) != self.n_classes or not all(0 < t < 1 for t in self.peak_thresholds)
         ):
             raise ConfigError(f"peak_thresholds: need {self.n_classes} values between 0 and 1")
+        if self.class_object_sizes is not None and (
+            len(self.class_object_sizes) != self.n_classes or not all(size >= 1 for size in self.class_object_sizes)
+        ):
+            raise ConfigError(f"class_object_sizes: need {self.n_classes} diameters of at least 1 pixel")
         if self.min_peak_distance is not None and self.min_peak_distance < 1:
             raise ConfigError(f"min_peak_distance: must be at least 1 pixel, got {self.min_peak_distance}")
 

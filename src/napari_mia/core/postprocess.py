@@ -9,6 +9,7 @@ from skimage.morphology import h_maxima, remove_small_objects
 from skimage.segmentation import watershed
 
 from .config import TrainingConfig
+from .metrics import detection_scores, match_points
 
 
 def instances_from_probabilities(
@@ -54,55 +55,89 @@ def config_instances(probabilities: np.ndarray, config: TrainingConfig, scale: f
     return instances_from_probabilities(probabilities, config.foreground_threshold, config.seed_threshold, min_size)
 
 
-def peak_distance(config: TrainingConfig) -> float:
-    """Minimum distance between detections, in image pixels (half the Object Size unless given)."""
-    return config.min_peak_distance or max(2.0, config.object_size / 2)
+def peak_distances(config: TrainingConfig) -> np.ndarray:
+    """Per class, the minimum distance between detections in image pixels: half the class's Object Size
+    (``class_object_sizes`` when measured per class, else Object Size) unless ``min_peak_distance`` is
+    given."""
+    if config.min_peak_distance:
+        return np.full(config.n_classes, float(config.min_peak_distance))
+    sizes = config.class_object_sizes or [config.object_size] * config.n_classes
+    return np.maximum(2.0, np.asarray(sizes, np.float64) / 2)
 
 
 def points_from_heatmaps(
-    heatmaps: np.ndarray, threshold=0.3, min_distance: int = 2
+    heatmaps: np.ndarray, threshold=0.3, min_distance=2
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Local maxima of the strongest class at every pixel: (N, 2) y, x; class ids; scores.
 
     Peaks are found on the maximum over classes, so one object never yields a point per class.
-    ``threshold`` is one value or one per class (a peak is kept if it passes its class's threshold).
+    ``threshold`` and ``min_distance`` are one value or one per class: a peak is kept if it passes its
+    class's threshold and lies farther than a stronger kept peak's class distance from it (a white cell
+    five times a platelet's size holds no second point where two platelets may touch).
     """
-    thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (heatmaps.shape[0],))
+    n_classes = heatmaps.shape[0]
+    thresholds = np.broadcast_to(np.asarray(threshold, np.float32), (n_classes,))
+    distances = np.broadcast_to(np.maximum(1, np.round(np.asarray(min_distance, np.float64))), (n_classes,))
     strongest = heatmaps.max(axis=0)
-    peaks = peak_local_max(strongest, min_distance=max(1, int(min_distance)), threshold_abs=float(thresholds.min()),
+    peaks = peak_local_max(strongest, min_distance=int(distances.min()), threshold_abs=float(thresholds.min()),
                            exclude_border=False)
     classes = heatmaps[:, peaks[:, 0], peaks[:, 1]].argmax(axis=0) if len(peaks) else np.zeros(0, np.int64)
     scores = strongest[peaks[:, 0], peaks[:, 1]]
     keep = scores >= thresholds[classes]
+    if distances.max() > distances.min():
+        keep &= _claimed_by_none(peaks, scores, distances[classes], keep)
     return peaks[keep].astype(np.float64), classes[keep].astype(np.int64), scores[keep].astype(np.float32)
 
 
+def _claimed_by_none(peaks: np.ndarray, scores: np.ndarray, claims: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Greedy, strongest first: a candidate peak survives unless a stronger surviving one lies within that
+    one's claim (its class's distance)."""
+    survives = np.zeros(len(peaks), bool)
+    kept: list[int] = []
+    for index in np.argsort(-scores, kind="stable"):
+        if not candidate[index]:
+            continue
+        if kept:
+            gaps = np.hypot(*(peaks[kept] - peaks[index]).T)
+            if np.any(gaps < claims[kept]):
+                continue
+        survives[index] = True
+        kept.append(index)
+    return survives
+
+
 def config_points(heatmaps: np.ndarray, config: TrainingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points at model scale with the config's thresholds and distance."""
-    distance = peak_distance(config) * config.downscale
-    return points_from_heatmaps(heatmaps, config.peak_thresholds or config.peak_threshold, max(1, round(distance)))
+    """Points at model scale with the config's thresholds and distances."""
+    return points_from_heatmaps(heatmaps, config.peak_thresholds or config.peak_threshold,
+                                peak_distances(config) * config.downscale)
+
+
+# Peak thresholds tried when detection training ends.
+PEAK_THRESHOLD_CANDIDATES = np.round(np.arange(0.05, 0.951, 0.025), 3)
 
 
 def calibrate_peak_thresholds(heatmaps: list[np.ndarray], truths: list[np.ndarray], config: TrainingConfig,
-                              candidates=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)) -> list[float]:
-    """Per class, the peak threshold with the best F1 on these (validation) frames: rare or large
-    objects learn lower peaks than common small ones, so one threshold rarely suits every class."""
-    from .metrics import detection_scores, match_points
-
+                              candidates: np.ndarray = PEAK_THRESHOLD_CANDIDATES) -> list[float]:
+    """Per class, the middle of the thresholds with the best F1 on these (validation) frames. Rare or large
+    objects learn lower peaks than common small ones, so one threshold rarely suits every class; and on a
+    few frames the best F1 holds over a wide range, whose low end over-counts new images
+    (benchmarks/counting.py)."""
     radius = config.object_size * config.downscale
-    distance = max(1, round(peak_distance(config) * config.downscale))
-    found = [points_from_heatmaps(h, min(candidates), distance) for h in heatmaps]
+    found = [points_from_heatmaps(h, candidates.min(), peak_distances(config) * config.downscale) for h in heatmaps]
     chosen = []
     for class_id in range(config.n_classes):
-        best = (-1.0, config.peak_threshold)
-        for threshold in candidates:
-            counts = np.zeros(3, np.int64)
-            for (positions, classes, scores), truth in zip(found, truths):
-                mine = (classes == class_id) & (scores >= threshold)
-                counts += match_points(truth[truth[:, 2] == class_id, :2], positions[mine], radius)
-            if counts[0] + counts[2] == 0:  # no object of this class to judge by
-                break
-            f1 = detection_scores(*counts)["f1"]
-            best = max(best, (f1, threshold), key=lambda pair: pair[0])
-        chosen.append(float(best[1]))
+        truth = [t[t[:, 2] == class_id, :2] for t in truths]
+        if not any(len(t) for t in truth):  # no object of this class to judge by
+            chosen.append(float(config.peak_threshold))
+            continue
+        f1 = np.array([_f1_at(threshold, class_id, found, truth, radius) for threshold in candidates])
+        # A class there but never found: its weak peaks are shown, for the user to correct, rather than none.
+        chosen.append(float(np.median(candidates[f1 == f1.max()]) if f1.max() > 0 else candidates.min()))
     return chosen
+
+
+def _f1_at(threshold: float, class_id: int, found, truth: list[np.ndarray], radius: float) -> float:
+    counts = np.zeros(3, np.int64)
+    for (positions, classes, scores), theirs in zip(found, truth):
+        counts += match_points(theirs, positions[(classes == class_id) & (scores >= threshold)], radius)
+    return detection_scores(*counts)["f1"]
