@@ -1,0 +1,193 @@
+"""Counting calibration (issue #28, acceptance 4): is the number of points per image right, also when a
+user has labelled only a handful of images?
+
+BCCD blood cells, points at the box centres. For each ``--images N`` (0: all of ``splits/train``) and each
+draw ``--seeds``, N training images of a seeded order, of which the default share (``validation_fraction``
+15 %, at least one image) is held out as the plain command draws it (given as ``--val-images``, so that this
+script sees the same frames); trained ``--minutes`` through the plain command (``napari-mia train
+--application detection``). The test images (``splits/val``, 87) are counted with that one model's
+heatmaps, the peak thresholds chosen on those validation frames by each rule:
+
+- ``default``: the rule in force (``calibrate_peak_thresholds``, as training ends: the middle of the
+  thresholds with the best F1, each class's own distance between peaks);
+- ``before``: the rule before 2026-12-04, on the same heatmaps: the best F1 on the thresholds 0.05-0.6, the
+  lowest of ties, and one distance (half of Object Size) for every class.
+
+Count ratio: predicted / true points over the test images, per class. Prints
+``count_ratio_<class>_<N>_draw<seed>_<rule> value 0.95-1.05 pass|fail`` for WBC and Platelets, the F1
+per class (matched within 30 px), and per rule the factor a count is typically off by (the geometric mean
+of max(ratio, 1 / ratio)). RBC is shown without a target: BCCD leaves many red cells unboxed, so its
+true count is understated.
+
+    python benchmarks/counting.py [--images 15 0] [--seeds 0 1 2] [--minutes 10] [--workdir W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import pickle
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from bccd import CLASSES, DATA, RADIUS, boxes, split
+
+from napari_mia.core.data import split_frames, split_train_validation
+from napari_mia.core.files import read_image
+from napari_mia.core.infer import frame_probabilities, run
+from napari_mia.core.io import load_model
+from napari_mia.core.metrics import detection_scores, match_points
+from napari_mia.core.postprocess import calibrate_peak_thresholds, peak_distances, points_from_heatmaps
+
+CLI = [sys.executable, "-m", "napari_mia"]
+TARGET = (0.95, 1.05)
+SCORED = ("Platelets", "WBC")
+
+
+def truth_points(stem: str, annotations) -> np.ndarray:
+    """(N, 3) y, x, class id of one image's box centres."""
+    rows = [((y0 + y1) / 2, (x0 + x1) / 2, CLASSES.index(label)) for label, x0, y0, x1, y1 in annotations[stem]]
+    return np.array(rows, np.float64).reshape(-1, 3)
+
+
+def link_images(stems: list[str], folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        if not (folder / f"{stem}.jpg").exists():
+            (folder / f"{stem}.jpg").symlink_to(DATA / "JPEGImages" / f"{stem}.jpg")
+    return folder
+
+
+def write_points(stems: list[str], table: Path, annotations) -> Path:
+    """The box centres of ``stems`` as the CLI reads points (``image,y,x,class``)."""
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("image", "y", "x", "class"))
+        for stem in stems:
+            for y, x, class_id in truth_points(stem, annotations):
+                writer.writerow((stem, y, x, CLASSES[int(class_id)]))
+    return table
+
+
+def train(stems: list[str], work: Path, minutes: float, annotations) -> tuple[Path, list[str]]:
+    """(the model trained on ``stems`` with its default validation share given explicitly, the validation
+    stems). A model already there is kept."""
+    fit, validation = split_train_validation(stems, 0.15, seed=0)
+    images, val_images = link_images(fit, work / "train"), link_images(validation, work / "validation")
+    points = write_points(stems, work / "points.csv", annotations)
+    model = work / "model.safetensors"
+    if not model.exists():
+        command = [*CLI, "train", "--application", "detection", "--images", str(images), "--points", str(points),
+                   "--val-images", str(val_images), "--out", str(model), "--max-minutes", str(minutes)]
+        print("  " + " ".join(command[2:]), flush=True)
+        subprocess.run(command, check=True, capture_output=True)
+    return model, validation
+
+
+def heatmaps_of(model, config, stems: list[str], kept: Path) -> list[np.ndarray]:
+    """The model's heatmaps of each image (kept in ``kept`` for a later run)."""
+    if kept.exists():
+        with open(kept, "rb") as handle:
+            return pickle.load(handle)
+    found = [run(frame_probabilities(model, split_frames(*read_image(DATA / "JPEGImages" / f"{stem}.jpg"))[0],
+                                     config, "cpu")) for stem in stems]
+    with open(kept, "wb") as handle:
+        pickle.dump(found, handle)
+    return found
+
+
+def best_f1_lowest(heatmaps, truths, config, candidates=(0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)):
+    """The rule before 2026-12-04: per class the best F1 on the validation frames, the lowest of ties."""
+    radius = config.object_size * config.downscale
+    found = [points_from_heatmaps(h, min(candidates), peak_distances(config) * config.downscale) for h in heatmaps]
+    chosen = []
+    for class_id in range(config.n_classes):
+        best = (-1.0, config.peak_threshold)
+        for threshold in candidates:
+            counts = np.zeros(3, np.int64)
+            for (positions, classes, scores), truth in zip(found, truths):
+                mine = (classes == class_id) & (scores >= threshold)
+                counts += match_points(truth[truth[:, 2] == class_id, :2], positions[mine], radius)
+            if counts[0] + counts[2] == 0:
+                break
+            best = max(best, (detection_scores(*counts)["f1"], threshold), key=lambda pair: pair[0])
+        chosen.append(float(best[1]))
+    return chosen
+
+
+def model_scale(truth: np.ndarray, heatmaps: np.ndarray, stem: str) -> np.ndarray:
+    """Image coordinates of ``truth`` at the scale of ``heatmaps``."""
+    shape = read_image(DATA / "JPEGImages" / f"{stem}.jpg")[0].shape[:2]
+    scaled = truth.copy()
+    scaled[:, :2] *= np.divide(heatmaps.shape[1:], shape)
+    return scaled
+
+
+def count_with(thresholds: list[float], heatmaps, truths, config) -> dict[str, tuple[float, float]]:
+    """Per class (count ratio predicted / true, F1) over the images of ``heatmaps``."""
+    radius = RADIUS * config.downscale
+    found = [points_from_heatmaps(h, thresholds, peak_distances(config) * config.downscale) for h in heatmaps]
+    result = {}
+    for class_id, name in enumerate(CLASSES):
+        counts, predicted, true = np.zeros(3, np.int64), 0, 0
+        for (positions, classes, _), truth in zip(found, truths):
+            mine, theirs = positions[classes == class_id], truth[truth[:, 2] == class_id, :2]
+            counts += match_points(theirs, mine, radius)
+            predicted, true = predicted + len(mine), true + len(theirs)
+        result[name] = (predicted / max(true, 1), detection_scores(*counts)["f1"])
+    return result
+
+
+def measure(n: int, seed: int, work: Path, minutes: float, annotations) -> list[str]:
+    """Train on n images of draw ``seed``, count the test images by each rule; the result lines."""
+    order = [split("train")[i] for i in np.random.default_rng(seed).permutation(len(split("train")))]
+    stems, test = order[:n] if n else order, split("val")
+    model_path, validation = train(stems, work / f"n{len(stems)}s{seed}", minutes, annotations)
+    model, config, _ = load_model(model_path)
+    heatmaps = {"validation": heatmaps_of(model, config, validation, model_path.parent / "validation.pkl"),
+                "test": heatmaps_of(model, config, test, model_path.parent / "test.pkl")}
+    truths = {part: [model_scale(truth_points(stem, annotations), h, stem) for stem, h in zip(names, heatmaps[part])]
+              for part, names in (("validation", validation), ("test", test))}
+    before = config.replace(class_object_sizes=None)  # one distance between peaks
+    rules = {"default": (calibrate_peak_thresholds(heatmaps["validation"], truths["validation"], config), config),
+             "before": (best_f1_lowest(heatmaps["validation"], truths["validation"], before), before)}
+    print(f"{len(stems)} training images, draw {seed} ({len(validation)} validation frames), {len(test)} test images:")
+    lines = []
+    for rule, (thresholds, used) in rules.items():
+        scored = count_with(thresholds, heatmaps["test"], truths["test"], used)
+        print(f"  {rule:8s} thresholds " + " ".join(f"{c} {t:.3f}" for c, t in zip(CLASSES, thresholds)) + " | "
+              + " ".join(f"{c} count x{r:.3f} F1 {f:.3f}" for c, (r, f) in scored.items()), flush=True)
+        for name in SCORED:
+            ratio = scored[name][0]
+            verdict = "pass" if TARGET[0] <= ratio <= TARGET[1] else "fail"
+            lines.append(f"count_ratio_{name}_{len(stems)}_draw{seed}_{rule} {ratio:.3f} "
+                         f"{TARGET[0]}-{TARGET[1]} {verdict}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, nargs="+", default=[15, 0], help="training images (0: all)")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="draws of the training images")
+    parser.add_argument("--workdir")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"no BCCD data at {DATA}")
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="counting-"))
+    annotations = boxes()
+    lines = [line for n in args.images for seed in args.seeds
+             for line in measure(n, seed, work, args.minutes, annotations)]
+    print("\n".join(lines))
+    for rule in ("default", "before"):  # how far off a count typically is, over every class and run above
+        ratios = [float(line.split()[1]) for line in lines if line.split()[0].endswith(f"_{rule}")]
+        error = float(np.mean(np.abs(np.log(np.maximum(ratios, 1e-3)))))
+        print(f"count_factor_off_{rule} {np.exp(error):.3f} (geometric mean of max(ratio, 1 / ratio) over "
+              f"{len(ratios)} counts)")
+
+
+if __name__ == "__main__":
+    main()
