@@ -47,9 +47,10 @@ def split(name: str) -> list[str]:
 
 
 def link_images(stems: list[str], folder: Path) -> Path:
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for stem in stems:
-        (folder / f"{stem}.jpg").symlink_to(DATA / "JPEGImages" / f"{stem}.jpg")
+        if not (folder / f"{stem}.jpg").exists():
+            (folder / f"{stem}.jpg").symlink_to(DATA / "JPEGImages" / f"{stem}.jpg")
     return folder
 
 

@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bccd import CLASSES, DATA, RADIUS, boxes, split
+from bccd import CLASSES, DATA, RADIUS, boxes, link_images, split
 
 from napari_mia.core.data import split_frames, split_train_validation
 from napari_mia.core.files import read_image
@@ -51,14 +51,6 @@ def truth_points(stem: str, annotations) -> np.ndarray:
     """(N, 3) y, x, class id of one image's box centres."""
     rows = [((y0 + y1) / 2, (x0 + x1) / 2, CLASSES.index(label)) for label, x0, y0, x1, y1 in annotations[stem]]
     return np.array(rows, np.float64).reshape(-1, 3)
-
-
-def link_images(stems: list[str], folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for stem in stems:
-        if not (folder / f"{stem}.jpg").exists():
-            (folder / f"{stem}.jpg").symlink_to(DATA / "JPEGImages" / f"{stem}.jpg")
-    return folder
 
 
 def write_points(stems: list[str], table: Path, annotations) -> Path:
