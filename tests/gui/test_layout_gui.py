@@ -18,6 +18,8 @@ MIAS_NAMES = ("Deep Learning Architecture", "Model Backbone", "Pretrained Net", 
 
 @pytest.fixture
 def dsb_folder(tmp_path):
+    """Asked for before the viewer: a test skipped after napari's viewer fixture is set up errors in its
+    teardown."""
     if not DSB.is_dir():
         pytest.skip("DSB2018 (shared/data) is not on this machine")
     folder = tmp_path / "nuclei"
@@ -60,7 +62,7 @@ def _columns_in_view(table) -> bool:
 
 
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
-def test_the_loop_is_on_the_first_screen_for_every_application(make_napari_viewer, qtbot, dsb_folder, size):
+def test_the_loop_is_on_the_first_screen_for_every_application(dsb_folder, make_napari_viewer, qtbot, size):
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(*size)
     widget, _ = _dock(viewer)
@@ -83,7 +85,7 @@ def test_the_loop_is_on_the_first_screen_for_every_application(make_napari_viewe
     assert not widget.open_layers.native.isHidden()
 
 
-def test_at_its_narrowest_the_dock_clips_no_button(make_napari_viewer, qtbot, dsb_folder):
+def test_at_its_narrowest_the_dock_clips_no_button(dsb_folder, make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1280, 800)
     widget, dock = _dock(viewer)
@@ -108,8 +110,8 @@ def test_at_its_narrowest_the_dock_clips_no_button(make_napari_viewer, qtbot, ds
     assert table.mapTo(viewport, table.rect().topLeft()).x() + table.width() <= viewport.width()
 
 
-def test_mias_training_window_is_a_window_of_its_own_and_the_first_screen_is_short(make_napari_viewer, qtbot,
-                                                                                   dsb_folder):
+def test_mias_training_window_is_a_window_of_its_own_and_the_first_screen_is_short(dsb_folder, make_napari_viewer,
+                                                                                   qtbot):
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1280, 800)
     widget, _ = _dock(viewer)
