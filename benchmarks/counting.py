@@ -39,8 +39,13 @@ from napari_mia.core.data import split_frames, split_train_validation
 from napari_mia.core.files import read_image
 from napari_mia.core.infer import frame_probabilities, run
 from napari_mia.core.io import load_model
-from napari_mia.core.metrics import detection_scores, match_points
-from napari_mia.core.postprocess import calibrate_peak_thresholds, peak_distances, points_from_heatmaps
+from napari_mia.core.metrics import PointScore, detection_scores, match_points
+from napari_mia.core.postprocess import (
+    calibrate_peak_thresholds,
+    config_points,
+    peak_distances,
+    points_from_heatmaps,
+)
 
 CLI = [sys.executable, "-m", "napari_mia"]
 TARGET = (0.95, 1.05)
@@ -119,18 +124,15 @@ def model_scale(truth: np.ndarray, heatmaps: np.ndarray, stem: str) -> np.ndarra
 
 
 def count_with(thresholds: list[float], heatmaps, truths, config) -> dict[str, tuple[float, float]]:
-    """Per class (count ratio predicted / true, F1) over the images of ``heatmaps``."""
-    radius = RADIUS * config.downscale
-    found = [points_from_heatmaps(h, thresholds, peak_distances(config) * config.downscale) for h in heatmaps]
-    result = {}
-    for class_id, name in enumerate(CLASSES):
-        counts, predicted, true = np.zeros(3, np.int64), 0, 0
-        for (positions, classes, _), truth in zip(found, truths):
-            mine, theirs = positions[classes == class_id], truth[truth[:, 2] == class_id, :2]
-            counts += match_points(theirs, mine, radius)
-            predicted, true = predicted + len(mine), true + len(theirs)
-        result[name] = (predicted / max(true, 1), detection_scores(*counts)["f1"])
-    return result
+    """Per class (count ratio predicted / true, F1) over the images of ``heatmaps``, the points found as
+    prediction finds them with these thresholds."""
+    config = config.replace(peak_thresholds=list(thresholds))
+    score = PointScore(list(CLASSES), RADIUS * config.downscale)
+    for h, truth in zip(heatmaps, truths):
+        positions, classes, _ = config_points(h, config)
+        score.add(truth, np.column_stack([positions, classes]))
+    return {name: ((tp + fp) / max(tp + fn, 1), detection_scores(tp, fp, fn)["f1"])
+            for name, (tp, fp, fn) in zip(CLASSES, score.counts)}
 
 
 def measure(n: int, seed: int, work: Path, minutes: float, annotations) -> list[str]:
