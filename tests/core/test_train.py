@@ -123,3 +123,27 @@ def test_a_model_that_goes_on_training_starts_from_the_retrain_learning_rate(blo
     assert first.plateau_scale == 1.0 and again.plateau_scale == 0.25
     events = list(again.run())
     assert events[0].learning_rate == pytest.approx(0.25 * config.learning_rate)
+
+
+def _train_one_of_two_processes(rank, store, results):
+    from torch import distributed
+
+    distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        config = fixed_config(epochs=4, batch_size=2, patch_size=64, validation_fraction=0, seed=1,
+                              lr_schedule="plateau", lr_patience=1)
+        trainer = Trainer(config, _samples(config, 4))
+        losses = [e.train_loss for e in trainer.run() if isinstance(e, EpochEnd)]
+        weights = float(sum(p.double().sum() for p in trainer.model.parameters()))
+        torch.save({"losses": losses, "scale": trainer.plateau_scale, "weights": weights}, f"{results}{rank}.pt")
+    finally:
+        distributed.destroy_process_group()
+
+
+def test_processes_of_a_ddp_run_log_one_loss_and_keep_equal_weights(tmp_path):
+    """Each process trains on its own patches; the logged loss is the mean over all of them, so the plateau
+    schedule lowers every process's learning rate at the same epoch and the weights stay the same."""
+    torch.multiprocessing.spawn(_train_one_of_two_processes, args=(tmp_path / "store", tmp_path / "rank"), nprocs=2)
+    first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1))
+    assert len(first["losses"]) == 4 and first["losses"] == second["losses"]
+    assert first["scale"] == second["scale"] and first["weights"] == pytest.approx(second["weights"], rel=1e-6)

@@ -337,7 +337,10 @@ def train_command(args) -> int:
 
     rank = _start_distributed(args)
     try:
-        return _train(args, rank)
+        code = _train(args, rank)
+        if distributed.is_initialized():  # no process closes its connections while the first still saves
+            distributed.barrier()
+        return code
     finally:
         if distributed.is_initialized():
             distributed.destroy_process_group()

@@ -243,10 +243,23 @@ class Trainer:
         """All processes stop at the same batch (any one's stop or spent budget stops them all)."""
         if not self.distributed:
             return reason
-        stop = torch.tensor([reason != "finished"], dtype=torch.int32,
-                            device=self.device if distributed.get_backend() == "nccl" else "cpu")
-        distributed.all_reduce(stop, op=distributed.ReduceOp.MAX)
-        return ("time budget" if reason == "finished" else reason) if stop.item() else reason
+        stop = self._reduce(float(reason != "finished"), distributed.ReduceOp.MAX)
+        return ("time budget" if reason == "finished" else reason) if stop else reason
+
+    def _reduce(self, value: float, op) -> float:
+        """``value`` combined over all processes (one collective every process makes in the same order)."""
+        tensor = torch.tensor([value], dtype=torch.float64,
+                              device=self.device if distributed.get_backend() == "nccl" else "cpu")
+        distributed.all_reduce(tensor, op=op)
+        return tensor.item()
+
+    def _epoch_train_loss(self) -> float:
+        """The epoch's mean training loss; under DDP over every process's batches, so that all processes
+        log the same loss and reduce the learning rate on the same plateau (their weights stay equal)."""
+        loss = float(np.mean(self._epoch_losses))
+        if not self.distributed:
+            return loss
+        return self._reduce(loss, distributed.ReduceOp.SUM) / self.world_size
 
     def _calibrate_peaks(self) -> None:
         """Choose each class's peak threshold on the validation frames; it travels in the config."""
@@ -283,7 +296,7 @@ class Trainer:
         event = EpochEnd(
             epoch=self.epoch,
             epochs=self.config.epochs,
-            train_loss=float(np.mean(self._epoch_losses)),
+            train_loss=self._epoch_train_loss(),
             learning_rate=learning_rate,
             seconds=seconds,
             val_loss=validation.pop("loss", None),
