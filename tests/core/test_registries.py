@@ -49,6 +49,23 @@ def test_the_static_check_finds_a_hand_written_list():
     assert any({"semantic", "instance"} <= strings for _, strings in _displays(tree))
 
 
+def _name_comparisons(tree, names):
+    """Lines that compare something with one of ``names`` (``x == "detection"``, ``x != "semantic"``)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(side, ast.Constant) and side.value in names for side in sides):
+                yield node.lineno
+
+
+def test_no_module_asks_an_application_for_its_name():
+    """What an application does is asked of its object (``config.kind.points``), never of its key."""
+    found = [f"{path.relative_to(SOURCE).as_posix()}:{line}" for path in sorted(SOURCE.rglob("*.py"))
+             for line in _name_comparisons(ast.parse(path.read_text()), set(APPLICATIONS))]
+    assert not found, "compares an application's name: " + ", ".join(found)
+    assert list(_name_comparisons(ast.parse('if config.application == "detection":\n    pass\n'), set(APPLICATIONS)))
+
+
 def test_the_command_line_and_the_config_offer_the_registries_keys():
     options = {a.dest: a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
     assert list(options["application"].choices) == list(APPLICATIONS)

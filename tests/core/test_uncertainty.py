@@ -7,7 +7,13 @@ import torch
 from napari_mia.core.experiment import Experiment, predict_all
 from napari_mia.core.infer import predict, predict_with_uncertainty
 from napari_mia.core.models import build_model
-from napari_mia.core.uncertainty import image_score, least_confident, object_confidence, pixel_uncertainty
+from napari_mia.core.uncertainty import (
+    image_score,
+    least_confident,
+    object_confidence,
+    object_score,
+    pixel_uncertainty,
+)
 from tests.configs import fixed_config
 
 from .test_experiment import TINY, _folder
@@ -46,6 +52,25 @@ def test_object_confidence_is_one_minus_the_mean_uncertainty_of_its_pixels():
     assert image_score(uncertainty, rows=1) == pytest.approx(uncertainty.mean())
     with pytest.raises(ValueError, match="same pixels"):
         object_confidence(labels[:2], uncertainty)
+
+
+def _objects_with_unsure_edges(count: int, inner: float) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` 10-px squares on a 96-px image: edges at uncertainty 0.8, insides at ``inner``."""
+    labels, uncertainty = np.zeros((96, 96), np.int32), np.zeros((96, 96), np.float32)
+    for i in range(count):
+        top, left = 12 * (i // 8), 12 * (i % 8)
+        labels[top : top + 10, left : left + 10] = i + 1
+        uncertainty[top : top + 10, left : left + 10] = 0.8
+        uncertainty[top + 2 : top + 8, left + 2 : left + 8] = inner
+    return labels, uncertainty
+
+
+def test_the_per_object_score_ranks_a_few_unsure_objects_above_many_sure_ones():
+    crowded, unsure = _objects_with_unsure_edges(40, 0.0), _objects_with_unsure_edges(3, 0.9)
+    assert image_score(crowded[1]) > image_score(unsure[1])  # every edge counts: the crowded image wins
+    assert object_score(*unsure) > object_score(*crowded)
+    assert object_score(*crowded) == pytest.approx(0.8 * 64 / 100)  # 64 of each object's 100 pixels are edge
+    assert object_score(np.zeros((8, 8), np.int32), np.zeros((8, 8), np.float32)) == 1.0  # nothing found
 
 
 def test_prediction_writes_its_uncertainty_from_the_same_probabilities():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import APPLICATIONS, TrainingConfig
+from .config import TrainingConfig
 from .data import DataError, check_label_values
 
 # Objects are rescaled towards this diameter, as cellpose rescales cells to its 30-px mean diameter; smaller
@@ -55,7 +55,7 @@ def resolve(config: TrainingConfig, examples: Iterable[Example]) -> tuple[Traini
     if not fields:
         return config, []
     summary = Summary()
-    widths = "downscale" in fields and APPLICATIONS[config.application].object_ids and not config.sparse_labels
+    widths = "downscale" in fields and config.kind.object_ids and not config.sparse_labels
     for example in examples:
         try:
             summary.add(example, measure_points="object_size" in fields, measure_widths=widths)
@@ -67,9 +67,9 @@ def resolve(config: TrainingConfig, examples: Iterable[Example]) -> tuple[Traini
     if "object_size" in fields:
         choices += summary.object_size(config.classes)
     if "downscale" in fields:
-        if config.application == "classification":
+        if config.kind.image_classes:
             choices.append(Choice("downscale", 1.0, "each frame is resized to the patch size"))
-        elif config.application == "detection":
+        elif config.kind.points:
             size = next((c.value for c in choices if c.field == "object_size"), config.object_size)
             choices.append(_downscale_for(size, f"object size {size:g} px"))
         elif config.sparse_labels:

@@ -43,7 +43,7 @@ def project_license() -> str:
 
 
 def _output_names(config: TrainingConfig) -> list[str]:
-    names = list(INSTANCE_TARGETS) if config.application == "instance" else list(config.classes)
+    names = list(INSTANCE_TARGETS) if config.kind.object_ids else list(config.classes)
     return [_identifier(name, index) for index, name in enumerate(names)]
 
 
@@ -116,7 +116,7 @@ def export_bioimageio(model: torch.nn.Module, config: TrainingConfig, path: str 
         (work / "README.md").write_text(_documentation(config))
 
         channels = [spec.Identifier(f"channel{i}") for i in range(config.input_channels)]
-        if config.application == "classification":
+        if config.kind.image_classes:
             size = config.patch_size
             input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=channels),
                           spec.SpaceInputAxis(id=spec.AxisId("y"), size=size),
@@ -134,7 +134,7 @@ def export_bioimageio(model: torch.nn.Module, config: TrainingConfig, path: str 
         description = spec.ModelDescr(
             name=f"napari-mia {config.application} {config.architecture} {config.backbone}",
             description=f"{config.application} model trained with napari-mia; outputs "
-                        f"{'heatmap' if config.application == 'detection' else 'class'} logits.",
+                        f"{'heatmap' if config.kind.points else 'class'} logits.",
             authors=[spec.Author(name=name) for name in authors] or [spec.Author(name=getpass.getuser())],
             cite=[spec.CiteEntry(text=MIA_CITATION, url="https://github.com/MIAnalyzer/MIA")],
             license=spec.LicenseId(license_id or project_license()),
@@ -184,8 +184,8 @@ width multiples of 32.
 
 ## Output
 {"Logits of background, interior and boundary; napari-mia turns them into object ids by seeded watershed."
- if config.application == "instance" else "Heatmap logits per class (sigmoid); peaks are objects."
- if config.application == "detection" else "Logits per class (softmax)."}
+ if config.kind.object_ids else "Heatmap logits per class (sigmoid); peaks are objects."
+ if config.kind.points else "Logits per class (softmax)."}
 
 The napari-mia model file (`napari-mia-model.safetensors`) is attached: the napari-mia widget and command
 line import this package back with every setting.

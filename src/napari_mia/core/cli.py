@@ -179,7 +179,7 @@ def _load_examples(args, image_folder, label_folder=None):
         if not experiment.annotated_entries():
             raise FileNotFoundError(f"no label image in {label_folder} has the name of an image")
         return experiment
-    if args.application == "detection":
+    if APPLICATIONS[args.application].points:
         if not args.points:
             raise ValueError("--points CSV (columns image,y,x[,class]) is needed for detection")
         rows = _read_table(args.points, ("image", "y", "x"))
@@ -222,7 +222,7 @@ def _samples(examples, config, args, validation_given: bool = False):
     samples = []
     for name, image, annotation, channel_axis in examples:
         try:
-            if config.application == "detection":
+            if config.kind.points:
                 points, class_names = annotation
                 samples += make_point_samples(image, points, _class_ids(class_names, config), config, channel_axis)
             else:
@@ -261,14 +261,15 @@ def _class_names(args, examples) -> list[str]:
 
     if args.classes and not Path(args.classes).is_file():
         return [name.strip() for name in args.classes.split(",")]
+    kind = APPLICATIONS[args.application]
     if isinstance(examples, Experiment) and examples.table is not None:
         return examples.class_names() or default_classes(args.application)
-    if args.application == "detection":
-        return sorted({name for _, _, (_, names), _ in examples for name in names}) or ["object"]
-    if args.application == "classification":
+    if kind.points:
+        return sorted({name for _, _, (_, names), _ in examples for name in names}) or default_classes(args.application)
+    if kind.image_classes:
         return sorted({annotation for _, _, annotation, _ in examples})
-    if args.application == "instance":
-        return default_classes("instance")
+    if kind.object_ids:
+        return default_classes(args.application)
     highest = 1 if args.binarize else examples.highest_label()
     count = max(2, highest if args.sparse else highest + 1)
     return ["background", *(f"class {i}" for i in range(1, count))]
@@ -434,11 +435,11 @@ def predict_command(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = {"points": ("points.csv", ("image", "y", "x", "class", "score")),
-             "classes": ("classes.csv", ("image", "class", "score"))}.get(APPLICATIONS[config.application].annotations)
+             "classes": ("classes.csv", ("image", "class", "score"))}.get(config.kind.annotations)
     rows, measurements = [], out / "measurements.csv"
-    if args.measure and not APPLICATIONS[config.application].label_images:
+    if args.measure and not config.kind.label_images:
         raise ValueError("--measure measures objects of label images (semantic or instance models)")
-    if args.uncertainty and not APPLICATIONS[config.application].label_images:
+    if args.uncertainty and not config.kind.label_images:
         raise ValueError("--uncertainty maps label images (semantic or instance models); detection and "
                          "classification rows already hold each prediction's score")
     uncertainty_rows, scale_rows = [], []
@@ -449,11 +450,11 @@ def predict_command(args) -> int:
         # once (and the activations) shrink by a third, for ~4 % more overlap to compute.
         image_config = config if in_memory or args.tile_size else config.replace(
             tile_size=min(config.tile_size, 1024))
-        if config.application == "detection":
+        if config.kind.points:
             points, classes, scores = run(iter_predict_points(model, image, config, channel_axis, device))
             rows += [(path.stem, f"{p[-2]:.1f}", f"{p[-1]:.1f}", config.classes[c], f"{s:.4f}")
                      for p, c, s in zip(points, classes, scores)]
-        elif config.application == "classification":
+        elif config.kind.image_classes:
             class_name, score = ClassTable.predict(model, image, config, channel_axis, device)
             rows.append((path.stem, class_name, f"{score:.4f}"))
         else:
@@ -536,7 +537,7 @@ def _zarr_labels(path: Path, image, channel_axis, config):
     from .data import spatial_shape
 
     shape = spatial_shape(image, channel_axis)
-    dtype = "uint32" if config.application == "instance" else "uint16"
+    dtype = "uint32" if config.kind.object_ids else "uint16"
     chunks = (*([1] * (len(shape) - 2)), *(min(1024, s) for s in shape[-2:]))
     return zarr.open_array(str(path), mode="w", shape=shape, chunks=chunks, dtype=dtype)
 

@@ -270,7 +270,7 @@ class TrainingConfig:
 
             self.pretrained = find_weights(self.backbone) is not None
         if self.test_time_augmentation is None:
-            self.test_time_augmentation = APPLICATIONS[self.application].test_time_augmentation
+            self.test_time_augmentation = self.kind.test_time_augmentation
         # Colours are cosmetic: classes added or removed get default colours rather than an error.
         colors = list(self.class_colors or [])[: len(self.classes)]
         defaults = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(self.classes))]
@@ -286,17 +286,22 @@ class TrainingConfig:
         self.validate()
 
     @property
+    def kind(self) -> Application:
+        """What the application trains from and predicts (its entry of ``APPLICATIONS``)."""
+        return APPLICATIONS[self.application]
+
+    @property
     def n_classes(self) -> int:
         return len(self.classes)
 
     @property
     def n_outputs(self) -> int:
         """Channels of the network's output."""
-        return len(INSTANCE_TARGETS) if APPLICATIONS[self.application].object_ids else self.n_classes
+        return len(INSTANCE_TARGETS) if self.kind.object_ids else self.n_classes
 
     @property
     def has_background(self) -> bool:
-        return APPLICATIONS[self.application].label_images
+        return self.kind.label_images
 
     def validate(self) -> None:
         _choice("application", self.application, APPLICATIONS)
@@ -307,7 +312,7 @@ class TrainingConfig:
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("loss", self.loss, losses_for(self.application))
         _choice("device", self.device.split(":")[0], DEVICES)
-        application = APPLICATIONS[self.application]
+        application = self.kind
         if len(self.classes) < application.min_classes:
             need = "one class" if application.min_classes == 1 else (
                 "2 (background and one class)" if self.has_background else "2")
@@ -416,7 +421,7 @@ class TrainingConfig:
     @property
     def unresolved(self) -> list[str]:
         """The settings still "auto": a run resolves them from its data (auto.resolve) before training."""
-        names = ("color_mode", "downscale") + (("object_size",) if APPLICATIONS[self.application].points else ())
+        names = ("color_mode", "downscale") + (("object_size",) if self.kind.points else ())
         return [name for name in names if getattr(self, name) == AUTO]
 
 

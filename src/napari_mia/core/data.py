@@ -17,7 +17,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 from skimage.transform import resize
 
-from .config import APPLICATIONS, TrainingConfig
+from .config import TrainingConfig
 
 IGNORE = -1
 _MAX_SEED_PIXELS = 50_000
@@ -296,7 +296,7 @@ def make_samples(
     samples = []
     for frame, frame_labels in zip(image_frames, label_frames):
         scale = None
-        if config.application == "instance":
+        if config.kind.object_ids:
             check_label_values(frame_labels, "object ids")
             scale = frame_scale(frame_labels, config)
         prepared = prepare_image(frame, config, scale)  # first, so that bad data is named even in an empty frame
@@ -398,17 +398,17 @@ def check_classes(samples: list[Sample], config: TrainingConfig) -> None:
     if not samples:
         raise DataError({"points": "no frames to train on; add an image and points",
                          "classes": "no images with a class to train on; assign classes first"}.get(
-            APPLICATIONS[config.application].annotations, "no labelled pixels to train on; paint some labels first"))
-    if config.application == "detection":
+            config.kind.annotations, "no labelled pixels to train on; paint some labels first"))
+    if config.kind.points:
         if not any(len(s.truth) for s in samples):
             raise DataError("no points to train on; add points on the objects to detect")
         return
-    if config.application == "classification":
+    if config.kind.image_classes:
         present = {int(s.labels) for s in samples}
         if len(present) < 2:
             raise DataError("every image has the same class; assign at least two classes to learn a difference")
         return
-    if config.application == "instance":
+    if config.kind.object_ids:
         if not any((s.labels > 0).any() for s in samples):
             raise DataError("labels contain no objects; paint some objects (each with its own id)")
         if not any((s.labels == 0).any() for s in samples):
@@ -548,5 +548,5 @@ class ClassificationDataset:
 
 
 def make_dataset(samples: list[Sample], config: TrainingConfig, transform=None):
-    dataset_class = ClassificationDataset if config.application == "classification" else PatchDataset
+    dataset_class = ClassificationDataset if config.kind.image_classes else PatchDataset
     return dataset_class(samples, config, transform)

@@ -70,12 +70,12 @@ def export_onnx(model: torch.nn.Module, config: TrainingConfig, path: str | Path
 
     path = Path(path)
     model = on_cpu(model)
-    dynamic = {0: "batch", 2: "height", 3: "width"} if config.application != "classification" else {0: "batch"}
+    dynamic = {0: "batch", 2: "height", 3: "width"} if not config.kind.image_classes else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example_input(config),), str(path), dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": dynamic, "output": dynamic if config.application != "classification"
+                          dynamic_axes={"input": dynamic, "output": dynamic if not config.kind.image_classes
                                         else {0: "batch"}})
     exported = onnx.load(str(path))
     entry = exported.metadata_props.add()
@@ -99,7 +99,7 @@ def probabilities(logits: np.ndarray, config: TrainingConfig) -> np.ndarray:
     """What the logits (N, C, ...) mean: per-class heatmap probabilities (detection, a sigmoid each) or
     class probabilities (a softmax over C)."""
     logits = logits.astype(np.float64)
-    if config.application == "detection":
+    if config.kind.points:
         return 1 / (1 + np.exp(-logits))
     exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exponentials / exponentials.sum(axis=1, keepdims=True)
@@ -119,7 +119,7 @@ def compare_with_pytorch(model: torch.nn.Module, config: TrainingConfig, path: s
     size than the traced one (when sizes may vary)."""
     model = on_cpu(model)
     size = config.patch_size
-    shapes = [(2, size, size)] + ([] if config.application == "classification" else [(1, size + 32, size - 32 or 32)])
+    shapes = [(2, size, size)] + ([] if config.kind.image_classes else [(1, size + 32, size - 32 or 32)])
     worst, agree = 0.0, True
     for seed, (batch, height, width) in enumerate(shapes, start=1):
         generator = torch.Generator().manual_seed(seed)

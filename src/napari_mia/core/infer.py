@@ -233,7 +233,7 @@ def prediction_options(config: TrainingConfig, device, tile: int | None = None) 
     batch_pixels = _BATCH_PIXELS["cpu" if torch.device(device).type == "cpu" else "accelerator"]
     return dict(tile=tile, overlap=min(config.tile_overlap, tile - _STRIDE), device=device,
                 batch_size=max(1, min(config.batch_size, batch_pixels // tile**2)),
-                activation="sigmoid" if config.application == "detection" else "softmax",
+                activation="sigmoid" if config.kind.points else "softmax",
                 flips=config.test_time_augmentation, bf16=uses_bf16(device, config.mixed_precision))
 
 
@@ -371,10 +371,10 @@ def iter_predict(
     ``uncertainty`` array of the same shape (float32), each pixel's uncertainty is written into it too
     (:mod:`~napari_mia.core.uncertainty`). Given a list, ``scales`` gets the scale each frame was seen at.
     """
-    if config.application == "instance":
+    if config.kind.object_ids:
         return (yield from iter_predict_instances(model, image, config, channel_axis, device, tile, out,
                                                   uncertainty, scales))
-    if config.application != "semantic":
+    if not config.kind.label_images:
         raise ValueError(f"{config.application} models predict points or classes, not a label image")
     frames, shape = split_frames(image, channel_axis), spatial_shape(image, channel_axis)
     out = np.zeros(shape, np.uint16) if out is None else out

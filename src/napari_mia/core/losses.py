@@ -30,22 +30,22 @@ def class_weights(config: TrainingConfig, samples: Sequence[Sample]) -> list[flo
         return None
     if config.class_weighting == "manual":
         weights = np.asarray(config.class_weights, np.float64)
-    elif not APPLICATIONS[config.application].label_images:
+    elif not config.kind.label_images:
         counts = np.zeros(config.n_classes, np.float64)
         for sample in samples:
-            ids = sample.truth[:, 2] if config.application == "detection" else np.atleast_1d(sample.labels)
+            ids = sample.truth[:, 2] if config.kind.points else np.atleast_1d(sample.labels)
             counts += np.bincount(ids.astype(np.int64), minlength=config.n_classes)[: config.n_classes]
         weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
     else:
         counts = np.zeros(config.n_classes, np.float64)
         for sample in samples:
             labelled = sample.labels[sample.labels != IGNORE]
-            if config.application == "instance":
+            if config.kind.object_ids:
                 labelled = np.minimum(labelled, 1)  # interior (1) and rim (2) are both the object class
             counts += np.bincount(labelled, minlength=config.n_classes)[: config.n_classes]
         weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
     weights = list(weights / weights[weights > 0].mean())
-    return [weights[0], weights[1], weights[1]] if config.application == "instance" else weights
+    return [weights[0], weights[1], weights[1]] if config.kind.object_ids else weights
 
 
 def heatmap_focal_loss(logits: torch.Tensor, target: torch.Tensor, weights=None) -> torch.Tensor:

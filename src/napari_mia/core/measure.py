@@ -59,7 +59,7 @@ def measure_prediction(labels: np.ndarray, image, config, channel_axis: int | No
     """Measurements of a model's 2D label image: class ids (semantic; each connected region of a class
     is an object) or object ids (instance)."""
     labels = np.asarray(labels)
-    if config.application == "semantic":
+    if not config.kind.object_ids:
         objects, class_of = objects_of_classes(labels.astype(np.int64) - int(config.sparse_labels))
     else:
         objects, class_of = labels, None

@@ -93,7 +93,7 @@ def _takes_decoder_channel_list(architecture: str) -> bool:
 
 def build_model(config: TrainingConfig) -> torch.nn.Module:
     """The network for ``config``; ImageNet encoder weights are loaded from disk when asked for."""
-    if config.application == "classification":
+    if config.kind.image_classes:
         model = Classifier(config.backbone, config.input_channels, config.n_outputs)
         if config.pretrained:
             load_encoder_weights(model.encoder, find_pretrained_file(config))
@@ -109,7 +109,7 @@ def build_model(config: TrainingConfig) -> torch.nn.Module:
         classes=config.n_outputs,
         **options,
     )
-    if config.application == "detection":
+    if config.kind.points:
         _start_heatmaps_low(model.segmentation_head)
     if config.pretrained:
         path = find_pretrained_file(config)

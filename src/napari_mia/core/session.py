@@ -116,7 +116,6 @@ class Session:
         """Open ``folder`` as the experiment of an application that annotates with ``annotations`` (label
         images, points or classes: ``Application.annotations``), with the model it uses (if any)."""
         self._refuse_while_busy("open a folder")
-        from .config import APPLICATIONS
         from .io import load_model
 
         experiment = Experiment.open(folder, annotations=annotations)
@@ -124,7 +123,7 @@ class Session:
         self.experiment, self._ahead = experiment, {}
         if experiment.model_path.is_file():
             model, config, history = load_model(experiment.model_path, device)
-            if APPLICATIONS[config.application].annotations == annotations:  # the folder's model of this kind
+            if config.kind.annotations == annotations:  # the folder's model of this kind
                 self.set_model(model, config, history)
                 self._model_of_experiment = True
         return experiment

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .augment import build_train_transform
-from .config import APPLICATIONS, TrainingConfig
+from .config import TrainingConfig
 from .data import IGNORE, Sample, check_classes, make_dataset
 from .errors import OUT_OF_MEMORY_ADVICE, is_out_of_memory, release_memory
 from .events import BatchEnd, EpochEnd, Preview, TrainingDone
@@ -232,7 +232,7 @@ class Trainer:
                 if reason == "finished" and self._patience_spent():
                     reason = "early stopping"
         best_epoch = self._restore_best() if reason in ("finished", "time budget", "early stopping") else None
-        if config.application == "detection" and self.validation_samples and reason != "out of memory":
+        if config.kind.points and self.validation_samples and reason != "out of memory":
             self._calibrate_peaks()
         message = OUT_OF_MEMORY_ADVICE if reason == "out of memory" else ""
         done = TrainingDone(reason, self.epoch, self.step, self.seconds, best_epoch, message)
@@ -270,7 +270,7 @@ class Trainer:
 
     def _preview_due(self) -> bool:
         every = self.config.preview_every
-        pixels_out = APPLICATIONS[self.config.application].label_images
+        pixels_out = self.config.kind.label_images
         return bool(every) and pixels_out and self.preview_image is not None and self.epoch % every == 0
 
     def _patience_spent(self) -> bool:
@@ -331,23 +331,23 @@ class Trainer:
 
 def evaluate(model, samples: Sequence[Sample], config: TrainingConfig, device) -> dict[str, float]:
     """Validation loss and the application's metrics, on whole frames predicted as at inference."""
-    if config.application == "classification":
+    if config.kind.image_classes:
         return _evaluate_classes(model, samples, config, device)
     matrix = np.zeros((config.n_outputs, config.n_outputs), np.int64)
     instance_score = InstanceScore()
-    if config.application == "detection":
+    if config.kind.points:
         point_score = PointScore(config.classes, config.object_size * config.downscale)
     loss_sum, labelled = 0.0, 0
     for sample in samples:
         probabilities = run(iter_probabilities(model, sample.image, **prediction_options(config, device)))
-        if config.application == "detection":
+        if config.kind.points:
             positions, classes, _ = config_points(probabilities, config)
             point_score.add(sample.truth, np.column_stack([positions, classes]))
             loss_sum += float(((probabilities - sample.labels) ** 2).sum())
             labelled += sample.labels.size
             continue
         matrix += confusion_matrix(probabilities.argmax(0), sample.labels, config.n_outputs)
-        if config.application == "instance":
+        if config.kind.object_ids:
             instance_score.add(sample.truth, config_instances(probabilities, config, sample.scale))
         keep = sample.labels != IGNORE
         truth = sample.labels[keep].astype(np.int64)
@@ -355,9 +355,9 @@ def evaluate(model, samples: Sequence[Sample], config: TrainingConfig, device) -
         loss_sum += float(-np.log(np.clip(picked, 1e-7, 1.0)).sum())
         labelled += truth.size
     metrics = {"loss": loss_sum / max(1, labelled)}
-    if config.application == "detection":
+    if config.kind.points:
         return {**metrics, **point_score.metrics()}
-    if config.application == "instance":
+    if config.kind.object_ids:
         foreground = matrix[1:, 1:].sum()
         metrics["foreground_iou"] = float(foreground / max(1, matrix.sum() - matrix[0, 0]))
         return {**metrics, **instance_score.metrics()}

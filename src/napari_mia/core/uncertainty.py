@@ -6,7 +6,7 @@
   takes its most uncertain channel.
 - **Per object**: confidence = 1 - the mean pixel uncertainty over the object's pixels.
 - **Per image**: the mean pixel uncertainty over the image: the share of its pixels the model is unsure
-  of, weighted by how unsure.
+  of, weighted by how unsure; or, per object, the mean of 1 - confidence over the image's objects.
 
 With test-time augmentation the probabilities are the mean over the flips, so flips that disagree make
 the entropy higher too.
@@ -57,6 +57,15 @@ def image_score(uncertainty, rows: int = 1024) -> float:
                 for top in range(0, uncertainty.shape[0], rows))
     size = int(np.prod(uncertainty.shape))
     return total / size if size else 0.0
+
+
+def object_score(labels, uncertainty) -> float:
+    """The image's uncertainty per object: the mean over its predicted objects of 1 - their confidence, so
+    that an image of many sure objects does not outrank one of a few unsure ones (the edges every object
+    has make :func:`image_score` grow with the number of objects). 1 when no object was predicted: nothing
+    there is sure, and an image where the model finds nothing is one to look at."""
+    _, confidences = object_confidence(labels, uncertainty)
+    return float(1.0 - confidences.mean()) if len(confidences) else 1.0
 
 
 def least_confident(labels: np.ndarray, uncertainty: np.ndarray) -> list[tuple[int, float]]:

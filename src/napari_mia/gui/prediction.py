@@ -28,7 +28,7 @@ class PredictionActions:
         config = self.model_config.replace(test_time_augmentation=self.test_time_augmentation.value)
         device = next(self.model.parameters()).device
         objects = self.objects_layer.value
-        application = APPLICATIONS[config.application]
+        application = config.kind
         if application.image_classes:
             image, channel_axis = layers.image_array(image_layer)
             if objects is not None:
@@ -69,7 +69,7 @@ class PredictionActions:
         """Class colours for class-id labels; None (napari's colours for ids) for instance labels, and
         before there is a model."""
         config = self.model_config
-        return None if config is None or APPLICATIONS[config.application].object_ids else config.class_colors
+        return None if config is None or config.kind.object_ids else config.class_colors
 
     def _show_points(self, image_layer, result, index: tuple[int, ...]) -> None:
         points, classes, scores = result

@@ -578,7 +578,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
                 return resolved, choices, *experiment.samples(resolved)
             return from_experiment
         image, channel_axis = layers.image_array(self.image_layer.value)
-        application = APPLICATIONS[config.application]
+        application = config.kind
         if application.points:
             points, classes = layers.point_annotations(self.points_layer.value, config.classes)
 
