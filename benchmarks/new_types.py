@@ -11,6 +11,9 @@ what the user labels. Every path below trains ``--minutes`` on the k images thro
 - ``ImageNet``: the plain command from ImageNet weights alone;
 - ``random forest``: a pixel forest on the same k images (scikit-image features, the ilastik / convpaint
   way), its foreground split into connected objects (``accuracy.py``'s forest, up to ``--minutes``);
+- ``StarDist``: with ``--peer-python`` (a Python with the ``peers`` extra), StarDist 2D from scratch on the
+  same k images for the same minutes (``peer_instances.py``: its example configuration on the grey mean
+  of the colour image; no pretrained StarDist model, since nothing downloads here);
 - further variants by ``--variant NAME=OPTIONS`` (train options, e.g. ``lr1="--config lr1.json"``), at the
   largest k.
 
@@ -19,6 +22,7 @@ lines (the default path at the largest k against 0.75 and against the forest + 0
 and with ``--plot`` AP against k.
 
     python benchmarks/new_types.py [--ks 1 3 5] [--minutes 10] [--base-minutes 10] [--workdir W] [--plot P]
+        [--peer-python PEERS_VENV/bin/python]
 """
 
 from __future__ import annotations
@@ -113,6 +117,15 @@ def forest_ap(train_stems: list[str], test: Path, out: Path, minutes: float) -> 
     return score(out, test / "labels")["ap50_per_image"]
 
 
+def stardist_ap(peer_python: str, folder: Path, test: Path, out: Path, minutes: float) -> float:
+    """StarDist trained on ``folder`` by ``peer_instances.py`` in the peers' Python (once), on the test images."""
+    if not out.is_dir():
+        command = [peer_python, str(Path(__file__).with_name("peer_instances.py")), "stardist", "--train",
+                   str(folder), "--val", str(test), "--out", str(out), "--minutes", str(minutes)]
+        print("  " + subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip(), flush=True)
+    return score(out, test / "labels")["ap50_per_image"]
+
+
 def report(name: str, value: float, target: str, passed: bool) -> None:
     print(f"{name} {value:.4f} {target} {'pass' if passed else 'fail'}", flush=True)
 
@@ -126,6 +139,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=30, help="colour images to test on")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
                         help="another path at the largest k: train options given to the plain command")
+    parser.add_argument("--peer-python", help="a Python with the peers extra: adds StarDist on the same k images")
     parser.add_argument("--workdir")
     parser.add_argument("--plot", help="write AP against k to this PNG")
     args = parser.parse_args()
@@ -158,6 +172,10 @@ def main() -> None:
         ap = forest_ap(pool[:k], test, work / f"predicted-k{k}-forest", args.minutes)
         results.setdefault("random forest", {})[k] = ap
         print(f"  k={k} random forest: AP@0.5 {ap:.4f}", flush=True)
+        if args.peer_python:
+            ap = stardist_ap(args.peer_python, folder, test, work / f"predicted-k{k}-stardist", args.minutes)
+            results.setdefault("StarDist", {})[k] = ap
+            print(f"  k={k} StarDist: AP@0.5 {ap:.4f}", flush=True)
     k = max(args.ks)
     for name in ("from model", "ImageNet"):
         slug = name.replace(" ", "_").lower()

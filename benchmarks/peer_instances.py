@@ -34,7 +34,7 @@ def read_folder(folder: Path) -> tuple[list[str], list[np.ndarray], list[np.ndar
 
 def stardist(train: Path, val: Path, out: Path, minutes: float, work: Path) -> str:
     """StarDist 2D with its example configuration (32 rays, grid 2), its own 15 % validation split for
-    the loss and the thresholds."""
+    the loss and the thresholds (at least one image; a single image is both)."""
     from keras.callbacks import Callback
     from stardist import fill_label_holes
     from stardist.models import Config2D, StarDist2D
@@ -46,6 +46,8 @@ def stardist(train: Path, val: Path, out: Path, minutes: float, work: Path) -> s
     n_val = max(1, round(0.15 * len(images)))
     x_val, y_val = [images[i] for i in order[:n_val]], [labels[i] for i in order[:n_val]]
     x_train, y_train = [images[i] for i in order[n_val:]], [labels[i] for i in order[n_val:]]
+    if not x_train:  # one labelled image: it trains and chooses the thresholds
+        x_train, y_train = x_val, y_val
     config = Config2D(n_rays=32, grid=(2, 2), n_channel_in=1, train_tensorboard=False)  # TensorBoard: not installed
     model = StarDist2D(config, name="stardist", basedir=str(work))
     model.prepare_for_training()
