@@ -119,7 +119,7 @@ def forest_ap(train_stems: list[str], test: Path, out: Path, minutes: float) -> 
 
 def stardist_ap(peer_python: str, folder: Path, test: Path, out: Path, minutes: float) -> float:
     """StarDist trained on ``folder`` by ``peer_instances.py`` in the peers' Python (once), on the test images."""
-    if not out.is_dir():
+    if not any(out.glob("*.tif")):  # peer_instances makes the folder first: a run that failed left it empty
         command = [peer_python, str(Path(__file__).with_name("peer_instances.py")), "stardist", "--train",
                    str(folder), "--val", str(test), "--out", str(out), "--minutes", str(minutes)]
         print("  " + subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip(), flush=True)
