@@ -39,9 +39,10 @@ from napari_mia.core.data import split_frames, split_train_validation
 from napari_mia.core.files import read_image
 from napari_mia.core.infer import frame_probabilities, run
 from napari_mia.core.io import load_model
-from napari_mia.core.metrics import PointScore, detection_scores, match_points
+from napari_mia.core.metrics import PointScore, detection_scores
 from napari_mia.core.postprocess import (
     calibrate_peak_thresholds,
+    class_f1_at,
     config_points,
     peak_distances,
     points_from_heatmaps,
@@ -102,16 +103,12 @@ def best_f1_lowest(heatmaps, truths, config, candidates=(0.05, 0.1, 0.15, 0.2, 0
     found = [points_from_heatmaps(h, min(candidates), peak_distances(config) * config.downscale) for h in heatmaps]
     chosen = []
     for class_id in range(config.n_classes):
-        best = (-1.0, config.peak_threshold)
-        for threshold in candidates:
-            counts = np.zeros(3, np.int64)
-            for (positions, classes, scores), truth in zip(found, truths):
-                mine = (classes == class_id) & (scores >= threshold)
-                counts += match_points(truth[truth[:, 2] == class_id, :2], positions[mine], radius)
-            if counts[0] + counts[2] == 0:
-                break
-            best = max(best, (detection_scores(*counts)["f1"], threshold), key=lambda pair: pair[0])
-        chosen.append(float(best[1]))
+        truth = [t[t[:, 2] == class_id, :2] for t in truths]
+        if not any(len(t) for t in truth):
+            chosen.append(float(config.peak_threshold))
+            continue
+        f1 = [class_f1_at(threshold, class_id, found, truth, radius) for threshold in candidates]
+        chosen.append(float(candidates[int(np.argmax(f1))]))  # argmax: the first, so the lowest, of ties
     return chosen
 
 

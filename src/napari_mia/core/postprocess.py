@@ -130,13 +130,15 @@ def calibrate_peak_thresholds(heatmaps: list[np.ndarray], truths: list[np.ndarra
         if not any(len(t) for t in truth):  # no object of this class to judge by
             chosen.append(float(config.peak_threshold))
             continue
-        f1 = np.array([_f1_at(threshold, class_id, found, truth, radius) for threshold in candidates])
+        f1 = np.array([class_f1_at(threshold, class_id, found, truth, radius) for threshold in candidates])
         # A class there but never found: its weak peaks are shown, for the user to correct, rather than none.
         chosen.append(float(np.median(candidates[f1 == f1.max()]) if f1.max() > 0 else candidates.min()))
     return chosen
 
 
-def _f1_at(threshold: float, class_id: int, found, truth: list[np.ndarray], radius: float) -> float:
+def class_f1_at(threshold: float, class_id: int, found, truth: list[np.ndarray], radius: float) -> float:
+    """F1 of one class over frames: its points in ``found`` (``points_from_heatmaps`` per frame) scoring at
+    least ``threshold``, matched within ``radius`` to ``truth`` (that class's (N, 2) points per frame)."""
     counts = np.zeros(3, np.int64)
     for (positions, classes, scores), theirs in zip(found, truth):
         counts += match_points(theirs, positions[(classes == class_id) & (scores >= threshold)], radius)
