@@ -40,9 +40,11 @@ def test_optional_validation_layers_default_to_none(make_napari_viewer):
 
 def test_train_data_window_plots_stops_resumes_and_exports(widget, qtbot, tmp_path):
     widget.epochs.value = 30
-    widget.train_button.clicked()
     window = widget.train_data
-    assert window is not None and window.parent() is not None  # a napari dock widget
+    widget.train_button.clicked()
+    # A turn after the click: the dock's repaint and the new window's first paint are two short freezes.
+    assert window.parent() is None
+    qtbot.waitUntil(lambda: window.parent() is not None and window.isVisible())  # a napari dock widget
     assert window.parent().isFloating()  # opening it must not shrink napari's canvas
     qtbot.waitUntil(lambda: len(window.epochs) >= 2, timeout=120_000)
     window.stop_button.click()

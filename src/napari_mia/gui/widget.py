@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 # and cost 15% of training throughput at 0.5 s. While the Train Data window (its own window) shows a
 # training run, the dock does not update at all.
 _STATUS_INTERVAL = 3.0
+_TURN_MS = 20  # between two repaints napari would otherwise do in one turn
 _SETTLE_MS = 200  # a job starts this long after its button is pressed, once the window has repainted
 
 
@@ -514,8 +515,10 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             return
         self._training_layer, self._training_subject = image_layer, subject
         self._run_application = config.application
-        self._open_train_data().reset()
+        self.train_data.reset()
         self._run_training(run, subject)
+        # A turn later: the click's repaint and a new window's first paint would freeze napari as one.
+        QTimer.singleShot(_TURN_MS, self._open_train_data)
 
     def _open_experiment(self):
         """The experiment the dock trains on: the open folder, opened for this application's annotations."""
