@@ -31,6 +31,20 @@ def widget_with_data(make_napari_viewer):
     return viewer, widget, user_labels
 
 
+def test_the_dock_builds_while_it_opens_what_the_first_labels_layer_would_build_at_open_folder(make_napari_viewer):
+    """vispy builds the dash patterns of a Labels layer's polygon overlay once per process, at the first
+    Labels layer on the canvas: Open folder's first image froze the window for that."""
+    from vispy.visuals.line import dash_atlas
+
+    viewer = make_napari_viewer()
+    dash_atlas._make_pattern.cache_clear()  # as in a new napari process
+    MiaWidget(viewer)
+    built = dash_atlas._make_pattern.cache_info().misses
+    assert built > 0
+    viewer.add_labels(np.zeros((8, 8), np.int32))
+    assert dash_atlas._make_pattern.cache_info().misses == built
+
+
 def test_the_dock_scrolls_instead_of_forcing_a_window_taller_than_the_screen(widget_with_data, qtbot):
     viewer, widget, _ = widget_with_data
     window = viewer.window._qt_window

@@ -66,13 +66,17 @@ def create_background_worker(function, *args, **kwargs):
 
 
 def prepare_layers() -> None:
-    """Once, while the dock opens: make (and drop) an Image and a Labels layer, off the canvas. napari's
-    first layer of a session loads pint's unit registry, pandas and xarray (most of a second here): done
-    now, it does not freeze the window at the first Open folder."""
+    """Once, while the dock opens: make (and drop) an Image and a Labels layer, off the canvas, and vispy's
+    dash patterns. napari's first layer of a session loads pint's unit registry, pandas and xarray (most of
+    a second here), and the first Labels layer on the canvas has vispy build the dash patterns of its
+    polygon overlay's lines (cached for the process; most of that layer's first add): done now, they do not
+    freeze the window at the first Open folder."""
     from napari.layers import Image, Labels
+    from vispy.visuals.line.dash_atlas import DashAtlas
 
     Image(np.zeros((2, 2), np.uint8))
     Labels(np.zeros((2, 2), np.uint8))
+    DashAtlas()
 
 
 def freeze_startup_objects() -> None:
