@@ -21,13 +21,20 @@ AP@0.5 mean per image (objects matched one to one by IoU > 0.5). Prints ``name v
 lines (the default path at the largest k against 0.75 and against the forest + 0.10: issue #28), a table,
 and with ``--plot`` AP against k.
 
+``--points``: the same new type counted instead, as a user who clicks each nucleus: the centroids of the k
+images' nuclei through the plain detection command (ImageNet weights; ``napari-mia train --application
+detection --points``), its points on the test images matched to the true centroids within half of each
+image's median nucleus diameter. Prints F1 (target 0.90) and the count ratio, predicted / true points over
+the test images (target 0.95-1.05), per k.
+
     python benchmarks/new_types.py [--ks 1 3 5] [--minutes 10] [--base-minutes 10] [--workdir W] [--plot P]
-        [--peer-python PEERS_VENV/bin/python]
+        [--peer-python PEERS_VENV/bin/python] [--points]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shlex
 import subprocess
@@ -46,6 +53,7 @@ from napari_mia.core.files import read_image
 
 CLI = [sys.executable, "-m", "napari_mia"]
 AP_TARGET, ABOVE_FOREST = 0.75, 0.10
+F1_TARGET, COUNT_TARGET = 0.90, (0.95, 1.05)
 
 
 def split_by_type(work: Path) -> dict[str, list[str]]:
@@ -126,6 +134,73 @@ def stardist_ap(peer_python: str, folder: Path, test: Path, out: Path, minutes: 
     return score(out, test / "labels")["ap50_per_image"]
 
 
+def centroids(stem: str) -> np.ndarray:
+    """(N, 2) y, x of the nuclei of one DSB2018 image."""
+    from skimage.measure import regionprops
+
+    return np.array([region.centroid for region in regionprops(tifffile.imread(DATA / "labels" / f"{stem}.tif"))],
+                    np.float64).reshape(-1, 2)
+
+
+def matching_radius(stem: str) -> float:
+    """Half the median equivalent diameter of the image's nuclei."""
+    from skimage.measure import regionprops
+
+    regions = regionprops(tifffile.imread(DATA / "labels" / f"{stem}.tif"))
+    return float(np.median([region.equivalent_diameter_area for region in regions])) / 2
+
+
+def train_points(stems: list[str], folder: Path, model: Path, minutes: float) -> float:
+    """The plain detection command on the nuclei centroids of ``stems`` (once); the minutes it took."""
+    if not model.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "points.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(("image", "y", "x"))
+            writer.writerows((stem, f"{y:.1f}", f"{x:.1f}") for stem in stems for y, x in centroids(stem))
+        command = [*CLI, "train", "--application", "detection", "--images", str(folder / "images"), "--points",
+                   str(folder / "points.csv"), "--out", str(model), "--max-minutes", str(minutes)]
+        print("  " + shlex.join(command[2:]), flush=True)
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        (model.parent / f"{model.stem}.minutes").write_text(f"{(time.perf_counter() - start) / 60:.2f}")
+    return float((model.parent / f"{model.stem}.minutes").read_text())
+
+
+def counted(model: Path, test: Path, out: Path) -> tuple[float, float]:
+    """(F1, count ratio predicted / true) of the model's points on the test images."""
+    from napari_mia.core.metrics import detection_scores, match_points
+
+    if not (out / "points.csv").exists():
+        subprocess.run([*CLI, "predict", "--model", str(model), "--images", str(test / "images"), "--out", str(out)],
+                       check=True, capture_output=True)
+    with open(out / "points.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    counts = np.zeros(3, np.int64)
+    for path in sorted((test / "images").iterdir()):
+        found = np.array([(float(r["y"]), float(r["x"])) for r in rows if r["image"] == path.stem]).reshape(-1, 2)
+        counts += match_points(centroids(path.stem), found, matching_radius(path.stem))
+    true_positive, false_positive, false_negative = (int(c) for c in counts)
+    return (detection_scores(true_positive, false_positive, false_negative)["f1"],
+            (true_positive + false_positive) / max(true_positive + false_negative, 1))
+
+
+def count_new_type(pool: list[str], test: Path, work: Path, args) -> None:
+    """``--points``: the new type learnt from the k images' centroids; F1 and count ratio per k."""
+    print("\n| k | F1 | count ratio | minutes |\n|---|---|---|---|")
+    lines = []
+    for k in args.ks:
+        folder = link_folder(pool[:k], work / f"points-k{k}")
+        minutes = train_points(pool[:k], folder, work / f"points-k{k}.safetensors", args.minutes)
+        f1, ratio = counted(work / f"points-k{k}.safetensors", test, work / f"predicted-points-k{k}")
+        print(f"| {k} | {f1:.3f} | {ratio:.3f} | {minutes:.1f} |", flush=True)
+        lines.append((k, f1, ratio))
+    for k, f1, ratio in lines:
+        report(f"f1_colour_points_k{k}", f1, f">={F1_TARGET}", f1 >= F1_TARGET)
+        report(f"count_ratio_colour_points_k{k}", ratio, f"{COUNT_TARGET[0]}-{COUNT_TARGET[1]}",
+               COUNT_TARGET[0] <= ratio <= COUNT_TARGET[1])
+
+
 def report(name: str, value: float, target: str, passed: bool) -> None:
     print(f"{name} {value:.4f} {target} {'pass' if passed else 'fail'}", flush=True)
 
@@ -142,6 +217,7 @@ def main() -> None:
     parser.add_argument("--peer-python", help="a Python with the peers extra: adds StarDist on the same k images")
     parser.add_argument("--workdir")
     parser.add_argument("--plot", help="write AP against k to this PNG")
+    parser.add_argument("--points", action="store_true", help="count the new type with points instead")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"no DSB2018 data at {DATA}")
@@ -151,6 +227,9 @@ def main() -> None:
     test, pool = link_folder(colour[: args.test], work / "test"), colour[args.test:]
     print(f"new type: colour DSB2018, {len(types['colour'])} images ({args.test} to test on); the model before: "
           f"{len(types['grey'])} grey images", flush=True)
+    if args.points:
+        count_new_type(pool, test, work, args)
+        return
     base = Path(args.base_model) if args.base_model else work / "grey.safetensors"
     if not args.base_model:
         minutes = train(link_folder(types["grey"], work / "grey"), base, args.base_minutes, [])
