@@ -50,6 +50,28 @@ def _open(qtbot, widget, folder):
     wait_until_idle(qtbot, widget)
 
 
+def test_open_folder_adds_each_layer_hidden_and_shows_it_a_turn_later(make_napari_viewer, qtbot, tmp_path):
+    """napari's adding of a layer and its first drawing would be one freeze: the first image's layers are
+    added hidden and shown in the next turn; a layer the user hid stays hidden on Next."""
+    for number in (1, 2):
+        tifffile.imwrite(tmp_path / f"field{number}.tif", instance_blobs((64, 64), seed=number)[0])
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    visible_when_added = []
+    viewer.layers.events.inserted.connect(lambda event: visible_when_added.append(event.value.visible))
+    _open(qtbot, widget, tmp_path)
+    names = ("field1", "field1 labels", "field1 prediction")
+    assert visible_when_added == [False, False, False]
+    assert all(viewer.layers[name].visible for name in names)
+
+    viewer.layers["field1 labels"].visible = False
+    widget.experiment_panel.next_button.clicked()
+    qtbot.waitUntil(lambda: widget.experiment_panel.current.name == "field2", timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    assert not viewer.layers["field2 labels"].visible and viewer.layers["field2"].visible
+    assert len(visible_when_added) == 3  # the layers are reused, not added again
+
+
 def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napari_viewer, qtbot, tmp_path,
                                                                        trained_samples):
     folder, truth = _dsb_folder(tmp_path)

@@ -32,6 +32,12 @@ ACCEPT_KEY, TRAIN_KEY = "Shift-Enter", "Shift-T"  # beside MIA's A and D
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
 _ACTIVATE_AFTER_MS = 80  # the layer to correct becomes active once the new image has been drawn
 _TURN_MS = 20  # between the steps of showing an image: napari draws the step before
+
+
+def _shown_next_turn(added):
+    """The step that shows a layer added hidden (None if none was added): napari's adding of a layer and its
+    first drawing, each a freeze of its own, in two turns rather than one."""
+    return None if added is None else (lambda: setattr(added, "visible", True))
 _LOOK_AHEAD_AFTER_MS = 300
 LABELS_SUFFIX = "labels"
 PREDICTION_SUFFIX = "prediction"
@@ -385,12 +391,14 @@ class ExperimentPanel(Container):
 
     def _in_turns(self, steps: list, then) -> None:
         """Run ``steps`` one per turn of the event loop, napari drawing between them; then ``then`` (also
-        after a step that failed)."""
+        after a step that failed). A step may return another step, run in the turn after it."""
         def run(index: int) -> None:
             if self.dock.closing:
                 return
             try:
-                steps[index]()
+                follow_up = steps[index]()
+                if follow_up is not None:
+                    steps.insert(index + 1, follow_up)
             except Exception as error:  # noqa: BLE001 - said to the user; the job must still end
                 self._on_error(error)
                 then()
@@ -415,24 +423,26 @@ class ExperimentPanel(Container):
                 self.viewer.layers.remove(layer_name)
         return shown
 
-    def _show_image(self, entry: Entry, image: np.ndarray, rgb: bool, shown: dict) -> None:
-        layer = shown.get("")
+    def _show_image(self, entry: Entry, image: np.ndarray, rgb: bool, shown: dict):
+        layer, added = shown.get(""), None
         if layer is None:
-            layer = self._open_image_layer(entry.name, image, rgb) or self.viewer.add_image(image, name=entry.name,
-                                                                                           rgb=rgb)
+            layer = self._open_image_layer(entry.name, image, rgb)
+            if layer is None:
+                layer = added = self.viewer.add_image(image, name=entry.name, rgb=rgb, visible=False)
         else:
             layer.data = image
             layer.reset_contrast_limits()
             layer.name = entry.name
         shown[""] = layer
+        return _shown_next_turn(added)
 
-    def _show_labels(self, entry: Entry, labels: np.ndarray, shown: dict) -> None:
+    def _show_labels(self, entry: Entry, labels: np.ndarray, shown: dict):
         """The image's labels; from now on it is the open image (an edit belongs to the image its layer is
         named after: the labels layer takes the new name and data at once)."""
         self._snapshot()
-        layer = shown.get(LABELS_SUFFIX)
+        layer, added = shown.get(LABELS_SUFFIX), None
         if layer is None:
-            layer = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}")
+            layer = added = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}", visible=False)
             self._watch_edits(layer, LABELS_SUFFIX)
         else:
             with self._own_writes():  # new data, not an edit
@@ -446,14 +456,17 @@ class ExperimentPanel(Container):
         self._shapes[entry.name] = " × ".join(map(str, labels.shape))
         if entry.status in ("labelled", "accepted"):  # label files written elsewhere have no count yet
             entry.annotated = int(np.count_nonzero(labels))
+        return _shown_next_turn(added)
 
-    def _show_prediction(self, entry: Entry, prediction: np.ndarray, uncertainty, confidences, shown: dict) -> None:
+    def _show_prediction(self, entry: Entry, prediction: np.ndarray, uncertainty, confidences, shown: dict):
         self._snapshot()
         for suffix in (PREDICTION_SUFFIX, UNCERTAINTY_SUFFIX):  # renamed, then given the new data
             if shown.get(suffix) is not None:
                 shown[suffix].name = f"{entry.name} {suffix}"
-        shown[PREDICTION_SUFFIX] = self._write_prediction(shown[""], prediction)
+        before = shown.get(PREDICTION_SUFFIX)
+        shown[PREDICTION_SUFFIX] = self._write_prediction(shown[""], prediction, visible=False)
         self._set_uncertainty(uncertainty, shown[PREDICTION_SUFFIX], confidences)
+        return _shown_next_turn(shown[PREDICTION_SUFFIX] if shown[PREDICTION_SUFFIX] is not before else None)
 
     def _shown(self, entry: Entry, shown: dict) -> None:
         """The last step of opening an image: the dock's layer choices follow, and the job ends."""
@@ -474,11 +487,12 @@ class ExperimentPanel(Container):
             return None
         return layer
 
-    def _write_prediction(self, image_layer, prediction: np.ndarray):
+    def _write_prediction(self, image_layer, prediction: np.ndarray, visible: bool = True):
         """Show the open image's prediction in ``<image> prediction``; the user's edits of that layer are
-        saved as they are made."""
+        saved as they are made. ``visible``: of the layer, if it has to be added."""
         with self._own_writes():  # the model's labels, not an edit
-            layer = layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors())
+            layer = layers.write_prediction(self.viewer, image_layer, prediction, (), self.dock.label_colors(),
+                                            visible=visible)
         if not layer.metadata.get(_WATCHED):
             layer.metadata[_WATCHED] = True
             self._watch_edits(layer, PREDICTION_SUFFIX)

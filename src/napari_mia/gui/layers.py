@@ -135,7 +135,7 @@ def write_object_classes(viewer, image_layer: Image, objects: Labels, ids, class
 
 
 def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tuple[int, ...], colors,
-                     suffix: str = "prediction") -> Labels:
+                     suffix: str = "prediction", visible: bool = True) -> Labels:
     """Put ``labels`` into ``<image> <suffix>``; only a layer napari-mia made itself is ever updated.
 
     ``index`` selects the frame of a stack that ``labels`` holds (empty for the whole image). A layer
@@ -165,6 +165,7 @@ def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tupl
         scale=image_layer.scale[-len(shape) :],
         translate=image_layer.translate[-len(shape) :],
         opacity=0.5,
+        visible=visible,
         **colormap,
     )
 
