@@ -72,6 +72,25 @@ def test_open_folder_adds_each_layer_hidden_and_shows_it_a_turn_later(make_napar
     assert len(visible_when_added) == 3  # the layers are reused, not added again
 
 
+def test_a_refresh_changes_only_the_cells_that_changed(make_napari_viewer, qtbot, tmp_path):
+    """Each save of a few brush strokes refreshes the table: rebuilding it froze the window."""
+    for number in (1, 2, 3):
+        tifffile.imwrite(tmp_path / f"field{number}.tif", instance_blobs((64, 64), seed=number)[0])
+    viewer = make_napari_viewer()
+    widget = _dock(viewer)
+    _open(qtbot, widget, tmp_path)
+    panel, table = widget.experiment_panel, widget.experiment_panel.table.native
+    items = [[table.item(row, column) for column in range(table.columnCount())] for row in range(3)]
+    labelled = panel.table.column_headers.index("Labelled")
+    viewer.layers["field1 labels"].paint((32, 32), 1)
+    panel.save_now()
+    panel.refresh()
+    assert panel.table.data[0, labelled] not in ("", 0, "0")  # the painted image's count is shown
+    assert [[table.item(row, column) for column in range(table.columnCount())] for row in range(3)
+            if row != 0] == items[1:]  # the other rows' cells are the same items, not a new table
+    assert panel.table.data[0, 0] == "field1" and "(64 × 64 px)" in table.item(0, 0).toolTip()
+
+
 def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napari_viewer, qtbot, tmp_path,
                                                                        trained_samples):
     folder, truth = _dsb_folder(tmp_path)

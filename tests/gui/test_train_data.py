@@ -161,3 +161,14 @@ def test_log_scaled_losses_are_labelled_at_1_2_5_not_at_every_minor_tick():
     assert [text for _, text in labels[-1][0]] == ["0.0001", "0.001", "0.01", "0.1", "1", "10", "100"]
     _set_log_ticks(plot, [])
     assert labels[-1] is None  # pyqtgraph's own ticks again
+
+
+def test_the_end_of_training_is_notified_a_turn_after_the_status_line(widget, qtbot, monkeypatch):
+    # The status line's repaint and the notification's (over the canvas) were one freeze of the window.
+    from napari_mia.core.events import TrainingDone
+
+    notified = []
+    monkeypatch.setattr("napari_mia.gui.widget.show_info", notified.append)
+    widget._on_training_event(TrainingDone(reason="finished", epochs_completed=2, steps=8, seconds=5.0))
+    assert notified == []
+    qtbot.waitUntil(lambda: notified == ["Training finished after 8 batches (5 s)."], timeout=2000)

@@ -19,7 +19,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Table
 from napari.layers import Image, Points
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QSignalBlocker, Qt, QTimer
 from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 
 from ..core.events import ImagePredicted
@@ -261,11 +261,31 @@ class ExperimentPanel(Container):
             header_item = table.horizontalHeaderItem(_COLUMNS.index(column))
             if header_item is not None:
                 header_item.setToolTip(tip)
+
+    def _set_name_tips(self) -> None:
+        table = self.table.native
         for row in range(table.rowCount()):
             item = table.item(row, 0)
             if item is not None:  # the whole name, where the cell elides it, and the size once it was read
                 shape = self._shapes.get(item.text())
-                item.setToolTip(item.text() + (f" ({shape} px)" if shape else ""))
+                tip = item.text() + (f" ({shape} px)" if shape else "")
+                if item.toolTip() != tip:
+                    item.setToolTip(tip)
+
+    def _set_rows(self, value: dict) -> None:
+        """The table's cells: where its rows and columns stay, only the cells that changed (a save after
+        every few brush strokes refreshes the table, and rebuilding it froze the window); else a new table."""
+        table = self.table
+        if table.shape[0] != len(value["data"]) or list(table.column_headers) != value["columns"]:
+            table.value = value
+            self._fit_columns()
+        else:
+            with QSignalBlocker(table.native):
+                for row, cells in enumerate(value["data"]):
+                    for column, cell in enumerate(cells):
+                        if table.data[row, column] != cell:
+                            table.data[row, column] = cell
+        self._set_name_tips()
 
     def refresh(self) -> None:
         """Redraw the table and the buttons from the experiment (cheap: no file is read)."""
@@ -275,8 +295,7 @@ class ExperimentPanel(Container):
             [e.name, e.role, _status(e), self._annotation_cell(e),
              "" if e.uncertainty is None else f"{e.uncertainty:.2f}", "" if e.scale is None else f"{e.scale:.2f}"]
             for e in experiment]
-        self.table.value = _table_value(rows, "labels" if not has else experiment.annotations)
-        self._fit_columns()
+        self._set_rows(_table_value(rows, "labels" if not has else experiment.annotations))
         current = None if self.current is None else experiment.entries.index(self.current)
         if current is not None:
             self.table.native.selectRow(current)
@@ -848,16 +867,20 @@ class ExperimentPanel(Container):
     def _show_runs(self, idle: bool) -> None:
         experiment = self.experiment
         runs = [] if experiment is None else experiment.runs
-        self._run_choices = [(run.describe() + (" (in use)" if run.number == experiment.run_in_use else ""),
-                              run.number) for run in runs]
+        choices = [(run.describe() + (" (in use)" if run.number == experiment.run_in_use else ""), run.number)
+                   for run in runs]
+        self.runs.enabled = idle and len(runs) > 1
+        in_use = None if experiment is None else experiment.run_in_use
+        if choices == self._run_choices and (self.runs.value == in_use or in_use not in [n for _, n in choices]):
+            return  # as shown: choices rebuilt would repaint the dock
+        self._run_choices = choices
         self._showing_runs = True
         try:
             self.runs.reset_choices()
-            if experiment is not None and experiment.run_in_use in [n for _, n in self._run_choices]:
-                self.runs.value = experiment.run_in_use
+            if in_use in [n for _, n in choices]:
+                self.runs.value = in_use
         finally:
             self._showing_runs = False
-        self.runs.enabled = idle and len(runs) > 1
 
     def _on_run_chosen(self, number) -> None:
         from ..core.models import resolve_device

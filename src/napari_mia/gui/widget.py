@@ -739,8 +739,8 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             summary = f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s)."
             if event.message:
                 show_error(f"Training on '{self._training_layer.name}' stopped: {event.message}")
-            elif not stopped:
-                show_info(summary)
+            elif not stopped:  # a turn after the status line's repaint: the two were one freeze
+                QTimer.singleShot(_TURN_MS, lambda: show_info(summary))
             # A Stop the user asked for is said in the status line only: a notification repaints the canvas.
             self._show_status(summary if stopped else None, now=True)
 
