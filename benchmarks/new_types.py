@@ -25,7 +25,7 @@ and with ``--plot`` AP against k.
 images' nuclei through the plain detection command (ImageNet weights; ``napari-mia train --application
 detection --points``), its points on the test images matched to the true centroids within half of each
 image's median nucleus diameter. Prints F1 (target 0.90) and the count ratio, predicted / true points over
-the test images (target 0.95-1.05), per k.
+the test images (target 0.95-1.05), per k; ``--variant`` adds rows at the largest k.
 
     python benchmarks/new_types.py [--ks 1 3 5] [--minutes 10] [--base-minutes 10] [--workdir W] [--plot P]
         [--peer-python PEERS_VENV/bin/python] [--points]
@@ -150,8 +150,9 @@ def matching_radius(stem: str) -> float:
     return float(np.median([region.equivalent_diameter_area for region in regions])) / 2
 
 
-def train_points(stems: list[str], folder: Path, model: Path, minutes: float) -> float:
-    """The plain detection command on the nuclei centroids of ``stems`` (once); the minutes it took."""
+def train_points(stems: list[str], folder: Path, model: Path, minutes: float, options: list[str]) -> float:
+    """The plain detection command (and ``options``) on the nuclei centroids of ``stems`` (once); the
+    minutes it took."""
     if not model.exists():
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "points.csv", "w", newline="") as handle:
@@ -159,7 +160,7 @@ def train_points(stems: list[str], folder: Path, model: Path, minutes: float) ->
             writer.writerow(("image", "y", "x"))
             writer.writerows((stem, f"{y:.1f}", f"{x:.1f}") for stem in stems for y, x in centroids(stem))
         command = [*CLI, "train", "--application", "detection", "--images", str(folder / "images"), "--points",
-                   str(folder / "points.csv"), "--out", str(model), "--max-minutes", str(minutes)]
+                   str(folder / "points.csv"), "--out", str(model), "--max-minutes", str(minutes), *options]
         print("  " + shlex.join(command[2:]), flush=True)
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
@@ -188,17 +189,25 @@ def counted(model: Path, test: Path, out: Path) -> tuple[float, float]:
 def count_new_type(pool: list[str], test: Path, work: Path, args) -> None:
     """``--points``: the new type learnt from the k images' centroids; F1 and count ratio per k."""
     print("\n| k | F1 | count ratio | minutes |\n|---|---|---|---|")
+    runs = [(k, "", []) for k in args.ks] + [(max(args.ks), *variant) for variant in variants(args)]
     lines = []
-    for k in args.ks:
+    for k, name, options in runs:
         folder = link_folder(pool[:k], work / f"points-k{k}")
-        minutes = train_points(pool[:k], folder, work / f"points-k{k}.safetensors", args.minutes)
-        f1, ratio = counted(work / f"points-k{k}.safetensors", test, work / f"predicted-points-k{k}")
-        print(f"| {k} | {f1:.3f} | {ratio:.3f} | {minutes:.1f} |", flush=True)
-        lines.append((k, f1, ratio))
+        slug = f"k{k}" + (f"-{name.replace(' ', '-')}" if name else "")
+        minutes = train_points(pool[:k], folder, work / f"points-{slug}.safetensors", args.minutes, options)
+        f1, ratio = counted(work / f"points-{slug}.safetensors", test, work / f"predicted-points-{slug}")
+        print(f"| {k} {name} | {f1:.3f} | {ratio:.3f} | {minutes:.1f} |", flush=True)
+        if not name:
+            lines.append((k, f1, ratio))
     for k, f1, ratio in lines:
         report(f"f1_colour_points_k{k}", f1, f">={F1_TARGET}", f1 >= F1_TARGET)
         report(f"count_ratio_colour_points_k{k}", ratio, f"{COUNT_TARGET[0]}-{COUNT_TARGET[1]}",
                COUNT_TARGET[0] <= ratio <= COUNT_TARGET[1])
+
+
+def variants(args) -> list[tuple[str, list[str]]]:
+    """``--variant NAME=OPTIONS`` as (name, train options)."""
+    return [(name, shlex.split(options)) for name, options in (v.split("=", 1) for v in args.variant)]
 
 
 def report(name: str, value: float, target: str, passed: bool) -> None:
@@ -237,7 +246,7 @@ def main() -> None:
     print(f"  grey model on the colour test images, no colour label: AP@0.5 "
           f"{predicted_ap(base, test, work / 'predicted-grey'):.4f}", flush=True)
     paths = {"from model": ["--from-model", str(base)], "ImageNet": []}
-    paths.update({name: shlex.split(options) for name, options in (v.split("=", 1) for v in args.variant)})
+    paths.update(variants(args))
     results: dict[str, dict[int, float]] = {}
     for k in args.ks:
         folder = link_folder(pool[:k], work / f"k{k}")
