@@ -231,6 +231,7 @@ def main() -> None:
     if not DATA.is_dir():
         sys.exit(f"no DSB2018 data at {DATA}")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="new-types-"))
+    work.mkdir(parents=True, exist_ok=True)
     types = split_by_type(work)
     colour = list(np.random.default_rng(28).permutation(types["colour"]))
     test, pool = link_folder(colour[: args.test], work / "test"), colour[args.test:]
