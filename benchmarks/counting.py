@@ -19,7 +19,7 @@ per class (matched within 30 px), and per rule the factor a count is typically o
 of max(ratio, 1 / ratio)). RBC is shown without a target: BCCD leaves many red cells unboxed, so its
 true count is understated.
 
-    python benchmarks/counting.py [--images 15 0] [--seeds 0 1 2] [--minutes 10] [--workdir W]
+    python benchmarks/counting.py [--images 15 0] [--seeds 0 1 2] [--minutes 10] [--workdir W] [--train-options OPTS]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import pickle
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -70,16 +71,16 @@ def write_points(stems: list[str], table: Path, annotations) -> Path:
     return table
 
 
-def train(stems: list[str], work: Path, minutes: float, annotations) -> tuple[Path, list[str]]:
-    """(the model trained on ``stems`` with its default validation share given explicitly, the validation
-    stems). A model already there is kept."""
+def train(stems: list[str], work: Path, minutes: float, annotations, options: list[str]) -> tuple[Path, list[str]]:
+    """(the model trained on ``stems`` with its default validation share given explicitly, and ``options``;
+    the validation stems). A model already there is kept."""
     fit, validation = split_train_validation(stems, 0.15, seed=0)
     images, val_images = link_images(fit, work / "train"), link_images(validation, work / "validation")
     points = write_points(stems, work / "points.csv", annotations)
     model = work / "model.safetensors"
     if not model.exists():
         command = [*CLI, "train", "--application", "detection", "--images", str(images), "--points", str(points),
-                   "--val-images", str(val_images), "--out", str(model), "--max-minutes", str(minutes)]
+                   "--val-images", str(val_images), "--out", str(model), "--max-minutes", str(minutes), *options]
         print("  " + " ".join(command[2:]), flush=True)
         subprocess.run(command, check=True, capture_output=True)
     return model, validation
@@ -132,11 +133,11 @@ def count_with(thresholds: list[float], heatmaps, truths, config) -> dict[str, t
             for name, (tp, fp, fn) in zip(CLASSES, score.counts)}
 
 
-def measure(n: int, seed: int, work: Path, minutes: float, annotations) -> list[str]:
+def measure(n: int, seed: int, work: Path, minutes: float, annotations, options: list[str]) -> list[str]:
     """Train on n images of draw ``seed``, count the test images by each rule; the result lines."""
     order = [split("train")[i] for i in np.random.default_rng(seed).permutation(len(split("train")))]
     stems, test = order[:n] if n else order, split("val")
-    model_path, validation = train(stems, work / f"n{len(stems)}s{seed}", minutes, annotations)
+    model_path, validation = train(stems, work / f"n{len(stems)}s{seed}", minutes, annotations, options)
     model, config, _ = load_model(model_path)
     heatmaps = {"validation": heatmaps_of(model, config, validation, model_path.parent / "validation.pkl"),
                 "test": heatmaps_of(model, config, test, model_path.parent / "test.pkl")}
@@ -165,13 +166,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="draws of the training images")
     parser.add_argument("--workdir")
+    parser.add_argument("--train-options", default="", help='more options of the train command ("--epochs 500")')
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"no BCCD data at {DATA}")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="counting-"))
     annotations = boxes()
     lines = [line for n in args.images for seed in args.seeds
-             for line in measure(n, seed, work, args.minutes, annotations)]
+             for line in measure(n, seed, work, args.minutes, annotations, shlex.split(args.train_options))]
     print("\n".join(lines))
     for rule in ("default", "before"):  # how far off a count typically is, over every class and run above
         ratios = [float(line.split()[1]) for line in lines if line.split()[0].endswith(f"_{rule}")]
