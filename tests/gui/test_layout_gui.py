@@ -38,7 +38,9 @@ def _dock(viewer):
 
 
 def _settle(qtbot, widget):
-    qtbot.waitUntil(lambda: widget.experiment_panel.current is not None, timeout=30_000)
+    # The image is open once its layers are all shown (a turn each) and the job has ended.
+    qtbot.waitUntil(lambda: widget.experiment_panel.current is not None and not widget.session.busy,
+                    timeout=30_000)
     qtbot.wait(200)  # layouts and the table's columns settle
 
 
@@ -96,9 +98,12 @@ def test_at_its_narrowest_the_dock_clips_no_button(dsb_folder, make_napari_viewe
     for section in (panel.folder_options_button, widget.open_layers_button):  # every section unfolded
         section.clicked()
     assert not panel.folder_options.native.isHidden() and not widget.open_layers.native.isHidden()
-    viewer.window._qt_window.resizeDocks([dock], [1], Qt.Orientation.Horizontal)  # dragged as far as it goes
+    def dragged_to_its_narrowest():  # as a user drags until it stops: the unfolded sections' layout may settle later
+        viewer.window._qt_window.resizeDocks([dock], [1], Qt.Orientation.Horizontal)
+        return widget.native.width() == widget.native.minimumWidth()
+
+    qtbot.waitUntil(dragged_to_its_narrowest, timeout=10_000)  # as narrow as napari lets it be
     qtbot.wait(200)
-    assert widget.native.width() == widget.native.minimumWidth()  # as narrow as napari lets it be
     viewport = widget.native.viewport()
     buttons = [b for b in widget.native.findChildren(QAbstractButton) if b.isVisible()]
     assert len(buttons) >= 10
