@@ -12,7 +12,8 @@ def pytest_collection_modifyitems(items):
 def wait_until_idle(qtbot, widget, timeout=120_000):
     """Wait until the dock's job, and the prediction that may follow training, are done (the timeout
     guards against a hang; it is no speed check)."""
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+    # Opening an image ends on the GUI thread, a turn per layer, after its worker.
+    qtbot.waitUntil(lambda: widget.worker is None and not widget.session.busy, timeout=timeout)
 
 
 
