@@ -80,14 +80,20 @@ def link_folder(stems: list[str], folder: Path) -> Path:
 
 def train(folder: Path, model: Path, minutes: float, options: list[str]) -> float:
     """Train through the plain command (once: a model already there is kept); the minutes it took."""
+    return trained_once(model, ["--application", "instance", "--images", str(folder / "images"), "--labels",
+                                str(folder / "labels"), "--max-minutes", str(minutes), *options])
+
+
+def trained_once(model: Path, options: list[str]) -> float:
+    """``napari-mia train OPTIONS --out model`` unless the model is there; the minutes it took (kept beside)."""
+    minutes = model.parent / f"{model.stem}.minutes"
     if not model.exists():
-        command = [*CLI, "train", "--application", "instance", "--images", str(folder / "images"), "--labels",
-                   str(folder / "labels"), "--out", str(model), "--max-minutes", str(minutes), *options]
+        command = [*CLI, "train", *options, "--out", str(model)]
         print("  " + shlex.join(command[2:]), flush=True)
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True)
-        (model.parent / f"{model.stem}.minutes").write_text(f"{(time.perf_counter() - start) / 60:.2f}")
-    return float((model.parent / f"{model.stem}.minutes").read_text())
+        minutes.write_text(f"{(time.perf_counter() - start) / 60:.2f}")
+    return float(minutes.read_text())
 
 
 def predicted_ap(model: Path, test: Path, out: Path) -> float:
@@ -159,13 +165,8 @@ def train_points(stems: list[str], folder: Path, model: Path, minutes: float, op
             writer = csv.writer(handle)
             writer.writerow(("image", "y", "x"))
             writer.writerows((stem, f"{y:.1f}", f"{x:.1f}") for stem in stems for y, x in centroids(stem))
-        command = [*CLI, "train", "--application", "detection", "--images", str(folder / "images"), "--points",
-                   str(folder / "points.csv"), "--out", str(model), "--max-minutes", str(minutes), *options]
-        print("  " + shlex.join(command[2:]), flush=True)
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        (model.parent / f"{model.stem}.minutes").write_text(f"{(time.perf_counter() - start) / 60:.2f}")
-    return float((model.parent / f"{model.stem}.minutes").read_text())
+    return trained_once(model, ["--application", "detection", "--images", str(folder / "images"), "--points",
+                                str(folder / "points.csv"), "--max-minutes", str(minutes), *options])
 
 
 def counted(model: Path, test: Path, out: Path) -> tuple[float, float]:
