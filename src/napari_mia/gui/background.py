@@ -25,6 +25,7 @@ import numpy as np
 from napari.qt.threading import create_worker
 
 NICENESS = 10  # Linux niceness of worker threads: 10 weighs about a tenth of a normal thread when both want the CPU
+TURN_MS = 20  # a turn of the event loop later: napari draws what the turn before changed, apart from it
 
 
 @contextlib.contextmanager

@@ -25,13 +25,12 @@ from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
 from ..core.events import ImagePredicted
 from ..core.experiment import ORDERS, ROLES, Entry, Experiment, predict_entry
 from . import layers
-from .background import create_background_worker
+from .background import TURN_MS, create_background_worker
 from .config_panel import toggle_section
 
 ACCEPT_KEY, TRAIN_KEY = "Shift-Enter", "Shift-T"  # beside MIA's A and D
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
 _ACTIVATE_AFTER_MS = 80  # the layer to correct becomes active once the new image has been drawn
-_TURN_MS = 20  # between the steps of showing an image: napari draws the step before
 
 
 def _shown_next_turn(added):
@@ -423,7 +422,7 @@ class ExperimentPanel(Container):
                 then()
                 return
             if index + 1 < len(steps):
-                QTimer.singleShot(_TURN_MS, lambda: run(index + 1))
+                QTimer.singleShot(TURN_MS, lambda: run(index + 1))
             else:
                 then()
         run(0)
@@ -845,7 +844,7 @@ class ExperimentPanel(Container):
         if prediction is not None:
             with self._own_writes():
                 labels_layer.data = accepted.astype(np.uint16, copy=False)
-            QTimer.singleShot(_TURN_MS, lambda: self._empty_accepted_prediction(entry, prediction))
+            QTimer.singleShot(TURN_MS, lambda: self._empty_accepted_prediction(entry, prediction))
         self._save_timer.stop()
         self._edited.pop(LABELS_SUFFIX, None)
         if prediction is not None:  # the corrections are the labels now
@@ -871,13 +870,14 @@ class ExperimentPanel(Container):
                    for run in runs]
         self.runs.enabled = idle and len(runs) > 1
         in_use = None if experiment is None else experiment.run_in_use
-        if choices == self._run_choices and (self.runs.value == in_use or in_use not in [n for _, n in choices]):
+        shown_in_use = in_use in [number for _, number in choices]
+        if choices == self._run_choices and (self.runs.value == in_use or not shown_in_use):
             return  # as shown: choices rebuilt would repaint the dock
         self._run_choices = choices
         self._showing_runs = True
         try:
             self.runs.reset_choices()
-            if in_use in [n for _, n in choices]:
+            if shown_in_use:
                 self.runs.value = in_use
         finally:
             self._showing_runs = False

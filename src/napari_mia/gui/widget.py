@@ -43,7 +43,7 @@ from ..core.models import available_devices
 from ..core.session import RunKept, Session, SessionBusy, TrainerReady
 from ..core.weights import describe, find_weights
 from . import config_panel, layers
-from .background import create_background_worker, freeze_startup_objects, prepare_layers
+from .background import TURN_MS, create_background_worker, freeze_startup_objects, prepare_layers
 from .experiment_panel import TRAIN_KEY, ExperimentPanel
 from .model_files import ModelFileActions
 from .prediction import PredictionActions
@@ -55,7 +55,6 @@ logger = logging.getLogger(__name__)
 # and cost 15% of training throughput at 0.5 s. While the Train Data window (its own window) shows a
 # training run, the dock does not update at all.
 _STATUS_INTERVAL = 3.0
-_TURN_MS = 20  # between two repaints napari would otherwise do in one turn
 _SETTLE_MS = 200  # a job starts this long after its button is pressed, once the window has repainted
 
 
@@ -518,7 +517,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         self.train_data.reset()
         self._run_training(run, subject)
         # A turn later: the click's repaint and a new window's first paint would freeze napari as one.
-        QTimer.singleShot(_TURN_MS, self._open_train_data)
+        QTimer.singleShot(TURN_MS, self._open_train_data)
 
     def _open_experiment(self):
         """The experiment the dock trains on: the open folder, opened for this application's annotations."""
@@ -740,7 +739,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             if event.message:
                 show_error(f"Training on '{self._training_layer.name}' stopped: {event.message}")
             elif not stopped:  # a turn after the status line's repaint: the two were one freeze
-                QTimer.singleShot(_TURN_MS, lambda: show_info(summary))
+                QTimer.singleShot(TURN_MS, lambda: show_info(summary))
             # A Stop the user asked for is said in the status line only: a notification repaints the canvas.
             self._show_status(summary if stopped else None, now=True)
 
