@@ -147,3 +147,18 @@ def test_processes_of_a_ddp_run_log_one_loss_and_keep_equal_weights(tmp_path):
     first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1))
     assert len(first["losses"]) == 4 and first["losses"] == second["losses"]
     assert first["scale"] == second["scale"] and first["weights"] == pytest.approx(second["weights"], rel=1e-6)
+
+
+def test_cudnn_times_its_kernels_for_training_patches_only(tiny_config):
+    """Validation frames and prediction tiles change size: cuDNN's benchmark mode would time every new
+    shape anew (on a GPU, seconds a frame), so it is on for the training steps alone."""
+    config = tiny_config.replace(validation_fraction=0.5, epochs=1)
+    trainer = Trainer(config, _samples(config), _samples(config, 1))
+    seen = []
+    trainer.model.register_forward_hook(
+        lambda module, inputs, output: seen.append((module.training, torch.backends.cudnn.benchmark)))
+    before = torch.backends.cudnn.benchmark
+    list(trainer.run())
+    assert {benchmark for training, benchmark in seen if training} == {True}
+    assert {benchmark for training, benchmark in seen if not training} == {before} == {False}
+    assert torch.backends.cudnn.benchmark is before

@@ -3,7 +3,13 @@ so it can be replaced without touching the rest."""
 
 from __future__ import annotations
 
-import albumentations as A
+import os
+
+# albumentations asks PyPI for a newer version at import (up to 2 s where the network is closed, and a
+# request the user did not ask for): off unless the user turned it on.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 

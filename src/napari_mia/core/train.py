@@ -12,6 +12,7 @@ import math
 import random
 import time
 from collections.abc import Generator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -94,6 +95,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextmanager
+def cudnn_autotuned():
+    """cuDNN times its kernels and keeps the fastest for the training patches' one shape. Only there:
+    validation frames and prediction tiles change size, and every new shape would be timed anew, which
+    costs far more than it saves."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 class Trainer:
     """Holds one training run; ``model`` continues from given weights (retraining = fine-tuning)."""
 
@@ -110,8 +124,6 @@ class Trainer:
         seed_everything(config.seed)
         self.config = config
         self.device = resolve_device(config.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed patch size: cuDNN's fastest kernels are picked once
         self.model = channels_last((model if model is not None else build_model(config)).to(self.device), self.device)
         self.precision = PrecisionChoice(self.device, config.mixed_precision)
         self.dataset = make_dataset(list(train_samples), config, build_train_transform(config))
@@ -174,11 +186,12 @@ class Trainer:
         started, bf16 = time.perf_counter(), self.precision.next()
         images = channels_last(images.to(self.device, non_blocking=True), self.device)
         labels = labels.to(self.device, non_blocking=True)
-        with bf16_autocast(self.device.type, bf16):
-            logits = self.network(images)
-        loss = self.loss_function(logits.float(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with cudnn_autotuned():  # the backward pass's kernels too
+            with bf16_autocast(self.device.type, bf16):
+                logits = self.network(images)
+            loss = self.loss_function(logits.float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         self.optimizer.step()
         loss = loss.item()
         self.precision.record(bf16, time.perf_counter() - started)
