@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -164,11 +165,16 @@ def test_the_command_line_trains_on_the_folder_with_its_roles(tmp_path, capsys):
     for name in truth:
         experiment.save_labels(experiment[name], truth[name])
     experiment.set_role(experiment["im10"], "validation")
-    model = tmp_path / "model.safetensors"
+    model, settings = tmp_path / "model.safetensors", tmp_path / "settings.json"
+    settings.write_text('{"min_batches": 15}')
     assert main(["train", "--application", "instance", "--images", str(folder), "--labels",
                  str(folder / "labels"), "--out", str(model), "--epochs", "1", "--batch-size", "2",
-                 "--patch-size", "32"]) == 0
-    assert "2 training and 1 validation frames" in capsys.readouterr().err and model.is_file()
+                 "--patch-size", "32", "--config", str(settings)]) == 0
+    told = capsys.readouterr().err
+    assert "2 training and 1 validation frames" in told and model.is_file()
+    epochs, batches = map(int, re.search(r"(\d+) epochs of (\d+) batches \(Epochs 1: at least 15 batches\)",
+                                         told).groups())
+    assert epochs == -(-15 // batches) > 1
 
 
 _WRITER = textwrap.dedent("""

@@ -162,3 +162,15 @@ def test_cudnn_times_its_kernels_for_training_patches_only(tiny_config):
     assert {benchmark for training, benchmark in seen if training} == {True}
     assert {benchmark for training, benchmark in seen if not training} == {before} == {False}
     assert torch.backends.cudnn.benchmark is before
+
+
+def test_a_run_from_untrained_weights_takes_at_least_the_minimum_of_batches(tiny_config):
+    config = tiny_config.replace(epochs=2, min_batches=7)
+    trainer = Trainer(config, _samples(config))
+    epochs = max(2, -(-7 // trainer.batches_per_epoch))
+    assert trainer.config.epochs == epochs > 2
+    batches = [e for e in trainer.run() if isinstance(e, BatchEnd)]
+    assert len(batches) == epochs * trainer.batches_per_epoch >= 7
+    # Going on from trained weights (a round of the loop) keeps Epochs; 0 is Epochs alone.
+    assert Trainer(config, _samples(config), model=trainer.model).config.epochs == 2
+    assert Trainer(config.replace(min_batches=0), _samples(config)).config.epochs == 2

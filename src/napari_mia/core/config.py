@@ -226,6 +226,11 @@ class TrainingConfig:
     retrain_lr_factor: float = 0.3  # chosen by benchmarks/hitl.py (docs/results.md)
     new_image_share: float = 0.5
     early_stopping_patience: int = 0
+    # An epoch covers the images once, so a handful of small images makes epochs of one batch and Epochs
+    # alone stops early: a run from untrained weights takes at least this many batches (its epochs
+    # extended; continuing a trained model keeps Epochs, so that a round of the loop stays short).
+    # 0: Epochs alone (the default until measured on every few-image path: docs/results.md).
+    min_batches: int = 0
     keep_best: bool = True
     preview_every: int = 0
     mixed_precision: bool = True
@@ -371,6 +376,7 @@ class TrainingConfig:
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"warmup_fraction: must be in [0, 1), got {self.warmup_fraction}")
         _in_range("early_stopping_patience", self.early_stopping_patience, 0, 100_000)
+        _in_range("min_batches", self.min_batches, 0, 100_000)
         _in_range("preview_every", self.preview_every, 0, 100_000)
         for name in ("foreground_threshold", "seed_threshold", "peak_threshold"):
             if not 0 < getattr(self, name) < 1:

@@ -23,6 +23,7 @@ SETTINGS_LABELS = {
     "class_weighting": "Class Weighting",
     "class_weights": "Class weights (manual)",
     "early_stopping_patience": "Early stopping patience (0 = off)",
+    "min_batches": "Minimum batches (from untrained weights)",
     "keep_best": "Keep best weights",
     "preview_every": "Predict an image every x epochs",
     "mixed_precision": "Mixed precision (bf16: CUDA, AMX CPUs)",

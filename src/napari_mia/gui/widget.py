@@ -345,7 +345,9 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             elif choice.field in controls:  # the scale per image is told in Down Scaling's
                 controls[choice.field].value = choice.text
         self.input_channels.value = config.input_channels
-        self._show_status(f"Training {describe(config)}.", now=True)
+        extended = "" if config.epochs == self.epochs.value else (
+            f" {config.epochs} epochs: at least {config.min_batches} batches (Settings).")
+        self._show_status(f"Training {describe(config)}.{extended}", now=True)
 
     def _on_application(self, application: str) -> None:
         """Show the inputs this application trains from; a new application needs a new model (as in MIA)."""
