@@ -382,12 +382,12 @@ def _train(args, rank: int) -> int:
             pass
         return 0
     processes = int(os.environ.get("WORLD_SIZE", "1"))
-    epochs = trainer.config.epochs
+    epochs, batches = trainer.config.epochs, trainer.batches_per_epoch
     extended = f" (Epochs {config.epochs}: at least {config.min_batches} batches)" if epochs != config.epochs else ""
     print(f"napari-mia: {len(train_samples)} training and {len(validation_samples)} validation frames, "
-          f"{epochs} epochs of {trainer.batches_per_epoch} batches{extended}, device {resolve_device(config.device)}"
+          f"{epochs} epochs of {batches} batch{'es' * (batches > 1)}{extended}, device {resolve_device(config.device)}"
           + (f", {processes} processes (DDP)" if processes > 1 else ""), file=sys.stderr)
-    bar = tqdm(total=epochs * trainer.batches_per_epoch, unit="batch", file=sys.stderr)
+    bar = tqdm(total=epochs * batches, unit="batch", file=sys.stderr)
     for event in run:
         if isinstance(event, BatchEnd):
             bar.update(1)
