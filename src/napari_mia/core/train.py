@@ -137,9 +137,9 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.model, device_ids=device_ids)
         self.batches_per_epoch = max(1, len(self.dataset) // (self.batch_size * self.world_size))
-        if model is None:  # few, small images: more epochs, up to the minimum of batches
-            epochs = max(config.epochs, math.ceil(config.min_batches / self.batches_per_epoch))
-            self.config = config = config.replace(epochs=epochs)
+        epochs_for_minimum = math.ceil(config.min_batches / self.batches_per_epoch)
+        if model is None and epochs_for_minimum > config.epochs:  # few, small images: up to the minimum of batches
+            self.config = config = config.replace(epochs=epochs_for_minimum)
         self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), config.learning_rate)
         self.class_weights = class_weights(config, self.dataset.samples)
         self.loss_function = build_loss(config, self.class_weights)
