@@ -171,3 +171,18 @@ def test_torchrun_trains_with_two_gloo_processes_into_one_model_file(tmp_path):
     assert "2 processes (DDP)" in result.stderr
     loaded, config, history = load_model(model)
     assert len(history) == 2 and not any(k.startswith("module.") for k in loaded.state_dict())
+
+
+def test_colour_images_among_grey_ones_get_half_the_patches_and_the_cli_says_so(tmp_path, capsys):
+    images, labels = _folders(tmp_path)
+    rng = np.random.default_rng(0)
+    for i, path in enumerate(sorted(images.iterdir())):
+        grey = tifffile.imread(path)
+        rgb = np.stack([grey] * 3, axis=-1)
+        if i == 0:  # a stained look: the channels differ
+            rgb = (rgb * rng.uniform(0.5, 1.0, 3)).astype(grey.dtype)
+        tifffile.imwrite(path, rgb, photometric="rgb")
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--out", str(tmp_path / "m"),
+                 "--binarize", "--epochs", "1", "--batch-size", "2", "--patch-size", "64",
+                 "--validation-fraction", "0"]) == 0
+    assert "3 training (1 in colour: half the patches) and 0 validation frames" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from napari_mia.core.data import (
     DataError,
     PatchDataset,
     Sample,
+    frame_weights,
     make_samples,
     normalize,
     split_frames,
@@ -93,3 +94,20 @@ def test_patches_pad_small_frames_with_ignore_and_prefer_objects():
         assert image.shape == (1, 64, 64) and patch_labels.shape == (64, 64)
         assert (patch_labels[40:] == IGNORE).all()  # padding is never trained as background
         assert (patch_labels == 1).any()  # centred near the object
+
+
+def test_colour_and_grey_frames_are_drawn_half_the_time_each():
+    rng = np.random.default_rng(0)
+    grey = [Sample(np.repeat(rng.random((1, 64, 64), np.float32), 3, axis=0), np.zeros((64, 64), np.int16))
+            for _ in range(3)]
+    colour = Sample(rng.random((3, 32, 32), np.float32), np.zeros((32, 32), np.int16))
+    samples = [*grey, colour]
+    assert frame_weights(samples, 0.5)[-1] == pytest.approx(1 / 13)  # by area: 32² against 3 × 64²
+    balanced = frame_weights(samples, 0.5, balance_looks=True)
+    assert balanced[-1] == pytest.approx(0.5) and balanced[:3] == pytest.approx([1 / 6] * 3)
+    assert frame_weights(grey, 0.5, balance_looks=True) == pytest.approx([1 / 3] * 3)  # one look: by area
+    assert PatchDataset(samples, fixed_config(balance_looks=False)).frame_weights[-1] == pytest.approx(1 / 13)
+    assert PatchDataset(samples, fixed_config()).frame_weights[-1] == pytest.approx(0.5)  # on by default
+    grey[0].new = True  # a corrected image still gets its share among the rest
+    with_new = frame_weights(samples, 0.5, balance_looks=True)
+    assert with_new[0] == pytest.approx(0.5) and with_new[-1] == pytest.approx(0.3)  # 0.5 of the old 5/6

@@ -225,6 +225,9 @@ class TrainingConfig:
     # so that a few corrected images count among many old ones.
     retrain_lr_factor: float = 0.3  # chosen by benchmarks/hitl.py (docs/results.md)
     new_image_share: float = 0.5
+    # A colour model trained on colour and grey images (stained tissue among fluorescence) draws each look
+    # half the time, whatever their numbers and areas (docs/results.md: DSB2018's colour images).
+    balance_looks: bool = True
     early_stopping_patience: int = 0
     # An epoch covers the images once, so a handful of small images makes epochs of one batch and Epochs
     # alone stops early: a run from untrained weights takes at least this many batches (its epochs

@@ -456,7 +456,7 @@ class PatchDataset:
         self.seed = config.seed
         self.transform = transform
         self.epoch = 0
-        self.frame_weights = frame_weights(samples, config.new_image_share)
+        self.frame_weights = frame_weights(samples, config.new_image_share, config.balance_looks)
         self.seed_pixels = [self._seed_pixels(s.labels, i) for i, s in enumerate(samples)]
         covering = sum(math.ceil(s.image.shape[1] / self.patch) * math.ceil(s.image.shape[2] / self.patch)
                        for s in samples)
@@ -500,16 +500,33 @@ class PatchDataset:
         return np.ascontiguousarray(image), np.ascontiguousarray(labels, dtype=dtype)
 
 
-def frame_weights(samples: list[Sample], new_share: float) -> np.ndarray:
-    """How often each frame is drawn: by area, with the new frames drawn at least ``new_share`` of the
-    time together (a few corrected images among hundreds would otherwise hardly be seen)."""
+def frame_weights(samples: list[Sample], new_share: float, balance_looks: bool = False) -> np.ndarray:
+    """How often each frame is drawn: by area; with ``balance_looks``, colour and grey frames half the time
+    each (a few stained-tissue images among many fluorescence ones would otherwise hardly be learned);
+    then the new frames at least ``new_share`` of the time together (a few corrected images among
+    hundreds would otherwise hardly be seen)."""
     weights = np.array([s.image[0].size for s in samples], dtype=np.float64)
+    weights /= weights.sum()
+    if balance_looks:
+        weights = _with_share(weights, np.array([is_colour_frame(s.image) for s in samples]), 0.5)
     new = np.array([s.new for s in samples])
-    natural = weights[new].sum() / weights.sum()
-    if new.any() and not new.all() and natural < new_share:
-        weights[new] *= new_share / natural
-        weights[~new] *= (1 - new_share) / (1 - natural)
-    return weights / weights.sum()
+    if weights[new].sum() < new_share:
+        weights = _with_share(weights, new, new_share)
+    return weights
+
+
+def _with_share(weights: np.ndarray, chosen: np.ndarray, share: float) -> np.ndarray:
+    """Normalised ``weights`` rescaled so that the ``chosen`` frames hold ``share`` of the total (unless
+    they are none or all of the frames)."""
+    if not chosen.any() or chosen.all():
+        return weights
+    natural = weights[chosen].sum()
+    return np.where(chosen, weights * share / natural, weights * (1 - share) / (1 - natural))
+
+
+def is_colour_frame(image: np.ndarray) -> bool:
+    """A prepared (C, H, W) frame whose first three channels differ (grey saved as RGB stays equal)."""
+    return image.shape[0] >= 3 and not (np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2]))
 
 
 def crop_patch(sample: Sample, centre, size: int) -> tuple[np.ndarray, np.ndarray]:

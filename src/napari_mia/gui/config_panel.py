@@ -19,6 +19,7 @@ SETTINGS_LABELS = {
     "warmup_fraction": "Warm-up (fraction of run)",
     "retrain_lr_factor": "Retrain: learning rate factor",
     "new_image_share": "Retrain: share of new images",
+    "balance_looks": "Colour and grey images: half the patches each",
     "loss": "Loss",
     "class_weighting": "Class Weighting",
     "class_weights": "Class weights (manual)",
