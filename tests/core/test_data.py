@@ -103,11 +103,12 @@ def test_colour_and_grey_frames_are_drawn_half_the_time_each():
     colour = Sample(rng.random((3, 32, 32), np.float32), np.zeros((32, 32), np.int16))
     samples = [*grey, colour]
     assert frame_weights(samples, 0.5)[-1] == pytest.approx(1 / 13)  # by area: 32² against 3 × 64²
-    balanced = frame_weights(samples, 0.5, balance_looks=True)
+    balanced = frame_weights(samples, 0.5, colour=np.array([False, False, False, True]))
     assert balanced[-1] == pytest.approx(0.5) and balanced[:3] == pytest.approx([1 / 6] * 3)
-    assert frame_weights(grey, 0.5, balance_looks=True) == pytest.approx([1 / 3] * 3)  # one look: by area
+    assert frame_weights(grey, 0.5, colour=np.zeros(3, bool)) == pytest.approx([1 / 3] * 3)  # one look: by area
     assert PatchDataset(samples, fixed_config(balance_looks=False)).frame_weights[-1] == pytest.approx(1 / 13)
-    assert PatchDataset(samples, fixed_config()).frame_weights[-1] == pytest.approx(0.5)  # on by default
+    balancing = PatchDataset(samples, fixed_config())  # on by default, the looks told from the channels
+    assert balancing.frame_weights[-1] == pytest.approx(0.5) and balancing.colour_frames == 1
     grey[0].new = True  # a corrected image still gets its share among the rest
-    with_new = frame_weights(samples, 0.5, balance_looks=True)
+    with_new = frame_weights(samples, 0.5, colour=np.array([False, False, False, True]))
     assert with_new[0] == pytest.approx(0.5) and with_new[-1] == pytest.approx(0.3)  # 0.5 of the old 5/6

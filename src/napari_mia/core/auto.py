@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import TrainingConfig
-from .data import DataError, check_label_values
+from .data import DataError, check_label_values, is_colour
 
 # Objects are rescaled towards this diameter, as cellpose rescales cells to its 30-px mean diameter; smaller
 # objects are never enlarged (Down Scaling is at most 1).
@@ -149,14 +149,6 @@ class Summary:
                        "detections"),
                 Choice("class_object_sizes", [float(round(medians.get(name, size))) for name in classes],
                        "each class's median blob")]
-
-
-def is_colour(image: np.ndarray, channel_axis: int | None) -> bool:
-    """Three or four channels that differ (a grey image saved as RGB is not colour)."""
-    if channel_axis is None or image.shape[channel_axis] not in (3, 4):
-        return False
-    channels = np.moveaxis(np.asarray(image), channel_axis, 0)[:3]
-    return not (np.array_equal(channels[0], channels[1]) and np.array_equal(channels[1], channels[2]))
 
 
 def object_diameters(labels: np.ndarray) -> np.ndarray:

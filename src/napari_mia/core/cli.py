@@ -353,7 +353,6 @@ def _train(args, rank: int) -> int:
     from tqdm import tqdm
 
     from .auto import resolve
-    from .data import is_colour_frame
     from .events import BatchEnd, EpochEnd, TrainingDone
     from .io import history_csv_path, load_model, save_model, write_history_csv
     from .models import resolve_device
@@ -385,8 +384,8 @@ def _train(args, rank: int) -> int:
     processes = int(os.environ.get("WORLD_SIZE", "1"))
     epochs, batches = trainer.config.epochs, trainer.batches_per_epoch
     extended = f" (Epochs {config.epochs}: at least {config.min_batches} batches)" if epochs != config.epochs else ""
-    colour = sum(is_colour_frame(s.image) for s in train_samples) if config.balance_looks else 0
-    looks = f" ({colour} in colour: half the patches)" if 0 < colour < len(train_samples) else ""
+    colour = trainer.dataset.colour_frames
+    looks = f" ({colour} in colour: half the patches)" if colour else ""
     print(f"napari-mia: {len(train_samples)} training{looks} and {len(validation_samples)} validation frames, "
           f"{epochs} epochs of {batches} batch{'es' * (batches > 1)}{extended}, device {resolve_device(config.device)}"
           + (f", {processes} processes (DDP)" if processes > 1 else ""), file=sys.stderr)

@@ -108,6 +108,14 @@ def spatial_shape(image, channel_axis: int | None) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def is_colour(image: np.ndarray, channel_axis: int | None) -> bool:
+    """Three or four channels that differ (a grey image saved as RGB is not colour)."""
+    if channel_axis is None or image.shape[channel_axis] not in (3, 4):
+        return False
+    channels = np.moveaxis(np.asarray(image), channel_axis, 0)[:3]
+    return not (np.array_equal(channels[0], channels[1]) and np.array_equal(channels[1], channels[2]))
+
+
 def split_label_frames(labels: np.ndarray) -> list[np.ndarray]:
     labels = np.asarray(labels)
     if labels.ndim < 2 or 0 in labels.shape:
@@ -456,7 +464,10 @@ class PatchDataset:
         self.seed = config.seed
         self.transform = transform
         self.epoch = 0
-        self.frame_weights = frame_weights(samples, config.new_image_share, config.balance_looks)
+        colour = np.array([is_colour(s.image, 0) for s in samples]) if config.balance_looks else None
+        # colour frames drawn half the time (told by the command line): only where both looks are there
+        self.colour_frames = int(colour.sum()) if colour is not None and 0 < colour.sum() < len(samples) else 0
+        self.frame_weights = frame_weights(samples, config.new_image_share, colour)
         self.seed_pixels = [self._seed_pixels(s.labels, i) for i, s in enumerate(samples)]
         covering = sum(math.ceil(s.image.shape[1] / self.patch) * math.ceil(s.image.shape[2] / self.patch)
                        for s in samples)
@@ -500,15 +511,15 @@ class PatchDataset:
         return np.ascontiguousarray(image), np.ascontiguousarray(labels, dtype=dtype)
 
 
-def frame_weights(samples: list[Sample], new_share: float, balance_looks: bool = False) -> np.ndarray:
-    """How often each frame is drawn: by area; with ``balance_looks``, colour and grey frames half the time
-    each (a few stained-tissue images among many fluorescence ones would otherwise hardly be learned);
-    then the new frames at least ``new_share`` of the time together (a few corrected images among
-    hundreds would otherwise hardly be seen)."""
+def frame_weights(samples: list[Sample], new_share: float, colour: np.ndarray | None = None) -> np.ndarray:
+    """How often each frame is drawn: by area; given which frames are ``colour``, colour and grey frames half
+    the time each (a few stained-tissue images among many fluorescence ones would otherwise hardly be
+    learned); then the new frames at least ``new_share`` of the time together (a few corrected images
+    among hundreds would otherwise hardly be seen)."""
     weights = np.array([s.image[0].size for s in samples], dtype=np.float64)
     weights /= weights.sum()
-    if balance_looks:
-        weights = _with_share(weights, np.array([is_colour_frame(s.image) for s in samples]), 0.5)
+    if colour is not None:
+        weights = _with_share(weights, colour, 0.5)
     new = np.array([s.new for s in samples])
     if weights[new].sum() < new_share:
         weights = _with_share(weights, new, new_share)
@@ -522,11 +533,6 @@ def _with_share(weights: np.ndarray, chosen: np.ndarray, share: float) -> np.nda
         return weights
     natural = weights[chosen].sum()
     return np.where(chosen, weights * share / natural, weights * (1 - share) / (1 - natural))
-
-
-def is_colour_frame(image: np.ndarray) -> bool:
-    """A prepared (C, H, W) frame whose first three channels differ (grey saved as RGB stays equal)."""
-    return image.shape[0] >= 3 and not (np.array_equal(image[0], image[1]) and np.array_equal(image[1], image[2]))
 
 
 def crop_patch(sample: Sample, centre, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -546,6 +552,8 @@ def crop_patch(sample: Sample, centre, size: int) -> tuple[np.ndarray, np.ndarra
 
 class ClassificationDataset:
     """One augmented sample per image per epoch (MIA's rule), the whole image at the input size."""
+
+    colour_frames = 0  # every image once an epoch: no look is drawn more often
 
     def __init__(self, samples: list[Sample], config: TrainingConfig, transform=None):
         if not samples:
