@@ -243,6 +243,12 @@ class TrainingConfig:
     # Instance segmentation: watershed from interior seeds inside the foreground, small objects dropped.
     foreground_threshold: float = 0.5
     seed_threshold: float = 0.5
+    # One seed per local maximum at least this high (pixels of the distance to the background, at the model's
+    # scale): higher merges more, lower splits more.
+    seed_height: float = 0.5
+    # When instance training ends: the foreground threshold and seed height with the best AP@0.5 on the
+    # validation frames (postprocess.INSTANCE_CANDIDATES; ties keep the values above). Off: the values above.
+    tune_instance_thresholds: bool = True
     min_object_size: int = 20
     # Object detection (MIA's "Object Size"): typical object diameter in image pixels; it sets the
     # Gaussian heatmap width and, unless given, the minimum distance between detected peaks.
@@ -385,6 +391,8 @@ class TrainingConfig:
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
         _in_range("min_object_size", self.min_object_size, 0, 10**9)
+        if not self.seed_height > 0:
+            raise ConfigError(f"seed_height: must be above 0 pixels, got {self.seed_height}")
         if self.object_size != AUTO and not self.object_size >= 1:
             raise ConfigError(f"object_size: must be at least 1 pixel, got {self.object_size}")
         if self.peak_thresholds is not None and (
