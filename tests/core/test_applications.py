@@ -24,7 +24,7 @@ from napari_mia.core.metrics import (
     match_counts,
     match_points,
 )
-from napari_mia.core.postprocess import INSTANCE_CANDIDATES, instances_from_probabilities, points_from_heatmaps
+from napari_mia.core.postprocess import instances_from_probabilities, points_from_heatmaps
 from napari_mia.core.train import Trainer
 from tests.configs import fixed_config
 
@@ -164,33 +164,22 @@ def test_a_threshold_chosen_on_few_frames_does_not_over_count_new_images():
     assert len(positions) == 2
 
 
-def _instance_probabilities(foreground: np.ndarray) -> np.ndarray:
-    """(background, interior, boundary) maps that call ``foreground`` interior with certainty."""
-    interior = foreground.astype(np.float32)
-    return np.stack([1 - interior, interior, np.zeros_like(interior)])
-
-
-def test_instance_thresholds_are_chosen_on_validation_frames_and_ties_keep_the_configs():
-    """A nucleus with a waist holds two shallow maxima of the distance: the default seed height splits it in
-    two, a higher one keeps it whole. Chosen on a validation frame, the higher one travels in the config and
-    predicts the next image; where every pair does as well, the config's own is kept."""
-    from napari_mia.core.postprocess import calibrate_instance_thresholds, config_instances
+def test_the_default_seed_height_keeps_a_waisted_nucleus_whole_and_travels_in_the_config():
+    """A nucleus with a shallow waist holds two maxima of the distance less than a pixel apart in height: the
+    default seed height (1 px) keeps it whole, 0.5 px split it; two nuclei that only touch stay two."""
+    from napari_mia.core.postprocess import config_instances
 
     yy, xx = np.mgrid[:64, :96]
     waisted = (np.hypot(yy - 32, xx - 40) < 16) | (np.hypot(yy - 32, xx - 57) < 13)
-    truth = waisted.astype(np.int32)
+    probabilities = np.stack([1 - waisted, waisted, np.zeros_like(waisted)]).astype(np.float32)
     config = fixed_config(application="instance", min_object_size=0)
-    assert config_instances(_instance_probabilities(waisted), config).max() == 2  # split at the waist
-    (foreground, height), ap, own_ap = calibrate_instance_thresholds(
-        [_instance_probabilities(waisted)], [truth], [1.0], config)
-    assert (foreground, height) == (config.foreground_threshold, 1.0) and (ap, own_ap) == (1.0, 0.5)  # 1 of 2 matched
-    tuned = config.replace(foreground_threshold=foreground, seed_height=height)
-    assert config_instances(_instance_probabilities(waisted), tuned).max() == 1
-
-    disc = (np.hypot(yy - 32, xx - 48) < 10)
-    chosen, ap, own_ap = calibrate_instance_thresholds([_instance_probabilities(disc)], [disc.astype(np.int32)],
-                                                       [None], config)
-    assert chosen == (config.foreground_threshold, config.seed_height) and ap == own_ap == 1.0
+    assert config.seed_height == 1.0 and config_instances(probabilities, config).max() == 1
+    assert config_instances(probabilities, config.replace(seed_height=0.5)).max() == 2
+    touching = (np.hypot(yy - 32, xx - 30) < 12) | (np.hypot(yy - 32, xx - 53) < 12)
+    probabilities = np.stack([1 - touching, touching, np.zeros_like(touching)]).astype(np.float32)
+    assert config_instances(probabilities, config).max() == 2
+    with pytest.raises(ConfigError, match="seed_height"):
+        config.replace(seed_height=0)
 
 
 def test_each_class_keeps_its_own_distance_between_peaks():
@@ -268,11 +257,8 @@ def _train(config, samples):
 def test_instance_training_predicts_unique_ids_per_object():
     image, truth, _ = instance_blobs((96, 96), n=6, seed=3)
     config = fixed_config(application="instance", epochs=12, batch_size=8, patch_size=64, seed=0)
-    trainer, events = _train(config, make_samples(image, truth, config))
+    trainer, _ = _train(config, make_samples(image, truth, config))
     assert {"ap50", "ap50_95", "foreground_iou"} <= set(trainer.history[-1].val_metrics)
-    # chosen on the validation frames when training ended, said in words, in the config the model predicts with
-    assert events[-1].tuned.startswith("Instance thresholds chosen on 1 validation frame:")
-    assert (config.foreground_threshold, config.seed_height) in {*INSTANCE_CANDIDATES, (0.5, 0.5)}
     stack = np.stack([image, image])
     instances = run(iter_predict(trainer.model, stack, config))
     assert instances.shape == stack.shape and instances.dtype == np.uint32

@@ -402,8 +402,6 @@ def _train(args, rank: int) -> int:
             precision = "bf16 autocast" if trainer.precision.bf16 else "fp32"
             print(f"napari-mia: training {event.reason} after {event.steps} batches, {event.seconds:.0f} s "
                   f"({precision})", file=sys.stderr)
-            if event.tuned:
-                print(f"napari-mia: {event.tuned}", file=sys.stderr)
     history = session.history
     path = save_model(args.out, session.model, session.config, history)
     if event.message:  # out of memory: the last good weights were saved, the run did not finish

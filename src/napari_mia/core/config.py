@@ -243,12 +243,9 @@ class TrainingConfig:
     # Instance segmentation: watershed from interior seeds inside the foreground, small objects dropped.
     foreground_threshold: float = 0.5
     seed_threshold: float = 0.5
-    # One seed per local maximum at least this high (pixels of the distance to the background, at the model's
-    # scale): higher merges more, lower splits more.
-    seed_height: float = 0.5
-    # When instance training ends: the foreground threshold and seed height with the best AP@0.5 on the
-    # validation frames (postprocess.INSTANCE_CANDIDATES; ties keep the values above). Off: the values above.
-    tune_instance_thresholds: bool = True
+    # One seed per maximum of the distance to the background at least this high (pixels at the model's scale):
+    # higher merges more, lower splits more (docs/results.md: 1 against 0.5 on DSB2018's stained nuclei).
+    seed_height: float = 1.0
     min_object_size: int = 20
     # Object detection (MIA's "Object Size"): typical object diameter in image pixels; it sets the
     # Gaussian heatmap width and, unless given, the minimum distance between detected peaks.

@@ -47,7 +47,6 @@ class TrainingDone:
     seconds: float
     best_epoch: int | None = None
     message: str = ""
-    tuned: str = ""  # what was chosen on the validation frames when training ended, in words
 
 
 @dataclass(frozen=True)

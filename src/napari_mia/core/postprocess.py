@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from scipy import ndimage
 from skimage.feature import peak_local_max
@@ -11,7 +9,7 @@ from skimage.morphology import h_maxima, remove_small_objects
 from skimage.segmentation import watershed
 
 from .config import TrainingConfig
-from .metrics import InstanceScore, detection_scores, match_points
+from .metrics import detection_scores, match_points
 
 
 def instances_from_probabilities(
@@ -19,7 +17,7 @@ def instances_from_probabilities(
     foreground_threshold: float = 0.5,
     seed_threshold: float = 0.5,
     min_size: int = 0,
-    seed_height: float = 0.5,
+    seed_height: float = 1.0,
 ) -> np.ndarray:
     """Object ids from (background, interior, boundary) probabilities.
 
@@ -56,35 +54,6 @@ def config_instances(probabilities: np.ndarray, config: TrainingConfig, scale: f
     min_size = round(config.min_object_size * (config.downscale if scale is None else scale) ** 2)
     return instances_from_probabilities(probabilities, config.foreground_threshold, config.seed_threshold, min_size,
                                         config.seed_height)
-
-
-# (foreground threshold, seed height) pairs tried when instance training ends.
-INSTANCE_CANDIDATES = tuple(itertools.product((0.4, 0.5, 0.6), (0.5, 1.0, 2.0)))
-
-
-def calibrate_instance_thresholds(probabilities: list[np.ndarray], truths: list[np.ndarray], scales: list,
-                                  config: TrainingConfig, candidates=INSTANCE_CANDIDATES) -> tuple[tuple, float, float]:
-    """The (foreground threshold, seed height) with the best AP@0.5 per frame on these (validation) frames:
-    ``probabilities`` and ``truths`` (object ids) at the model's scale, ``scales`` each frame's. Returns it, its
-    AP and the AP of the config's own pair, which wins ties. Stained nuclei, larger and less round than
-    fluorescent ones, hold more shallow maxima of the distance than the default height merges (DSB2018's
-    colour images: AP@0.5 0.647 -> 0.685 at 0.6 and 1.0 px on the same probabilities, grey 0.867 -> 0.871)."""
-    def ap(foreground: float, height: float) -> float:
-        trial = config.replace(foreground_threshold=foreground, seed_height=height)
-        score = InstanceScore()
-        for frame, truth, scale in zip(probabilities, truths, scales):
-            score.add(truth, config_instances(frame, trial, scale))
-        return score.metrics()["ap50_per_image"]
-
-    own = (config.foreground_threshold, config.seed_height)
-    own_ap = ap(*own)
-    best, best_ap = own, own_ap
-    # Among equals, the pair that changes least: one value rather than both, a nearer one rather than a farther.
-    for pair in sorted(candidates, key=lambda pair: (pair[0] != own[0], pair[1] != own[1],
-                                                     abs(pair[0] - own[0]) + abs(pair[1] - own[1]))):
-        if pair != own and (value := ap(*pair)) > best_ap:
-            best, best_ap = pair, value
-    return best, best_ap, own_ap
 
 
 def peak_distances(config: TrainingConfig) -> np.ndarray:

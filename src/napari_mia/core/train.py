@@ -37,7 +37,7 @@ from .metrics import (
 )
 from .models import bf16_autocast, build_model, channels_last, resolve_device, uses_bf16
 from .optimizers import OPTIMIZERS
-from .postprocess import calibrate_instance_thresholds, calibrate_peak_thresholds, config_instances, config_points
+from .postprocess import calibrate_peak_thresholds, config_instances, config_points
 
 
 def learning_rate_at(config: TrainingConfig, progress: float, epoch: int) -> float:
@@ -248,14 +248,10 @@ class Trainer:
                 if reason == "finished" and self._patience_spent():
                     reason = "early stopping"
         best_epoch = self._restore_best() if reason in ("finished", "time budget", "early stopping") else None
-        tuned = ""
-        if self.validation_samples and reason != "out of memory":
-            if config.kind.points:
-                self._calibrate_peaks()
-            elif config.kind.object_ids and config.tune_instance_thresholds:
-                tuned = self._calibrate_instances()
+        if config.kind.points and self.validation_samples and reason != "out of memory":
+            self._calibrate_peaks()
         message = OUT_OF_MEMORY_ADVICE if reason == "out of memory" else ""
-        done = TrainingDone(reason, self.epoch, self.step, self.seconds, best_epoch, message, tuned)
+        done = TrainingDone(reason, self.epoch, self.step, self.seconds, best_epoch, message)
         yield done
         return done
 
@@ -287,20 +283,6 @@ class Trainer:
         heatmaps = [run(iter_probabilities(self.model, s.image, **options)) for s in self.validation_samples]
         self.config.peak_thresholds = calibrate_peak_thresholds(
             heatmaps, [s.truth for s in self.validation_samples], self.config)
-
-    def _calibrate_instances(self) -> str:
-        """Choose the foreground threshold and seed height on the validation frames; they travel in the config.
-        Returns the choice in words."""
-        options = prediction_options(self.config, self.device)
-        samples = self.validation_samples
-        probabilities = [run(iter_probabilities(self.model, s.image, **options)) for s in samples]
-        before = (self.config.foreground_threshold, self.config.seed_height)
-        (foreground, height), ap, before_ap = calibrate_instance_thresholds(
-            probabilities, [s.truth for s in samples], [s.scale for s in samples], self.config)
-        self.config.foreground_threshold, self.config.seed_height = foreground, height
-        kept = " (kept)" if (foreground, height) == before else f"; {before[0]} and {before[1]} px: {before_ap:.3f}"
-        return (f"Instance thresholds chosen on {len(samples)} validation frame{'s' * (len(samples) > 1)}: "
-                f"foreground {foreground}, seed height {height} px, AP@0.5 {ap:.3f}{kept}.")
 
     def _preview_due(self) -> bool:
         every = self.config.preview_every

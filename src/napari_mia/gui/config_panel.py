@@ -20,7 +20,6 @@ SETTINGS_LABELS = {
     "retrain_lr_factor": "Retrain: learning rate factor",
     "new_image_share": "Retrain: share of new images",
     "balance_looks": "Colour and grey images: half the patches each",
-    "tune_instance_thresholds": "Instances: choose thresholds on the validation images",
     "loss": "Loss",
     "class_weighting": "Class Weighting",
     "class_weights": "Class weights (manual)",

@@ -737,8 +737,7 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
         elif isinstance(event, TrainingDone):
             stopped = event.reason == "stopped"
             self._run_ended_well = not event.message  # out of memory: no prediction after it
-            summary = " ".join(filter(None, [f"Training {event.reason} after {event.steps} batches "
-                                             f"({event.seconds:.0f} s).", event.tuned]))
+            summary = f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s)."
             if event.message:
                 show_error(f"Training on '{self._training_layer.name}' stopped: {event.message}")
             elif not stopped:  # a turn after the status line's repaint: the two were one freeze
