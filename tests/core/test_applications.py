@@ -178,6 +178,7 @@ def test_the_default_seed_height_keeps_a_waisted_nucleus_whole_and_travels_in_th
     touching = (np.hypot(yy - 32, xx - 30) < 12) | (np.hypot(yy - 32, xx - 53) < 12)
     probabilities = np.stack([1 - touching, touching, np.zeros_like(touching)]).astype(np.float32)
     assert config_instances(probabilities, config).max() == 2
+    assert TrainingConfig.from_dict(config.replace(seed_height=2.0).to_dict()).seed_height == 2.0  # saved models
     with pytest.raises(ConfigError, match="seed_height"):
         config.replace(seed_height=0)
 
