@@ -466,7 +466,7 @@ class PatchDataset:
         self.epoch = 0
         colour = np.array([is_colour(s.image, 0) for s in samples]) if config.balance_looks else None
         # colour frames drawn half the time (told by the command line): only where both looks are there
-        self.colour_frames = int(colour.sum()) if colour is not None and 0 < colour.sum() < len(samples) else 0
+        self.colour_frames = int(colour.sum()) if colour is not None and not colour.all() else 0
         self.frame_weights = frame_weights(samples, config.new_image_share, colour)
         self.seed_pixels = [self._seed_pixels(s.labels, i) for i, s in enumerate(samples)]
         covering = sum(math.ceil(s.image.shape[1] / self.patch) * math.ceil(s.image.shape[2] / self.patch)
