@@ -50,19 +50,31 @@ def _open(qtbot, widget, folder):
     wait_until_idle(qtbot, widget)
 
 
-def test_open_folder_adds_each_layer_hidden_and_shows_it_a_turn_later(make_napari_viewer, qtbot, tmp_path):
-    """napari's adding of a layer and its first drawing would be one freeze: the first image's layers are
-    added hidden and shown in the next turn; a layer the user hid stays hidden on Next."""
+def test_open_folder_adds_each_layer_hidden_unselected_and_shows_it_in_later_turns(make_napari_viewer, qtbot,
+                                                                                  tmp_path):
+    """napari's adding of a layer, its building of a Labels layer's brush and polygon overlays, its switching
+    of the layer controls and its first drawing would be one freeze: the first image's layers are added
+    hidden, overlays unbuilt, the selection untouched, and shown in later turns; the layer to correct is
+    selected once; a layer the user hid stays hidden on Next."""
     for number in (1, 2):
         tifffile.imwrite(tmp_path / f"field{number}.tif", instance_blobs((64, 64), seed=number)[0])
     viewer = make_napari_viewer()
     widget = _dock(viewer)
-    visible_when_added = []
-    viewer.layers.events.inserted.connect(lambda event: visible_when_added.append(event.value.visible))
+    visible_when_added, overlays_when_added, selected_when_added, activated = [], [], [], []
+    viewer.layers.events.inserted.connect(lambda event: (
+        visible_when_added.append(event.value.visible),
+        overlays_when_added.extend(overlay.visible for overlay in event.value._overlays.values()),
+        selected_when_added.append(event.value in viewer.layers.selection)))
+    viewer.layers.selection.events.active.connect(lambda event: activated.append(event.value))
     _open(qtbot, widget, tmp_path)
     names = ("field1", "field1 labels", "field1 prediction")
     assert visible_when_added == [False, False, False]
+    assert not any(overlays_when_added) and not any(selected_when_added)
     assert all(viewer.layers[name].visible for name in names)
+    for name in names[1:]:  # the brush and the polygon outline are there to paint with
+        assert {"polygon", "brush_stroke"} <= {key for key, overlay in viewer.layers[name]._overlays.items()
+                                               if overlay.visible}
+    assert activated == [viewer.layers["field1 labels"]] and viewer.layers.selection == {activated[0]}
 
     viewer.layers["field1 labels"].visible = False
     widget.experiment_panel.next_button.clicked()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Table
-from napari.layers import Image, Points
+from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QSignalBlocker, Qt, QTimer
 from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
@@ -34,9 +34,10 @@ _ACTIVATE_AFTER_MS = 80  # the layer to correct becomes active once the new imag
 
 
 def _shown_next_turn(added):
-    """The step that shows a layer added hidden (None if none was added): napari's adding of a layer and its
-    first drawing, each a freeze of its own, in two turns rather than one."""
-    return None if added is None else (lambda: setattr(added, "visible", True))
+    """The step that shows a layer added by ``layers.add_unshown`` (None if none was added)."""
+    return None if added is None else layers.show_step(added)
+
+
 _LOOK_AHEAD_AFTER_MS = 300
 LABELS_SUFFIX = "labels"
 PREDICTION_SUFFIX = "prediction"
@@ -446,7 +447,7 @@ class ExperimentPanel(Container):
         if layer is None:
             layer = self._open_image_layer(entry.name, image, rgb)
             if layer is None:
-                layer = added = self.viewer.add_image(image, name=entry.name, rgb=rgb, visible=False)
+                layer = added = layers.add_unshown(self.viewer, Image(image, name=entry.name, rgb=rgb))
         else:
             layer.data = image
             layer.reset_contrast_limits()
@@ -460,7 +461,7 @@ class ExperimentPanel(Container):
         self._snapshot()
         layer, added = shown.get(LABELS_SUFFIX), None
         if layer is None:
-            layer = added = self.viewer.add_labels(labels, name=f"{entry.name} {LABELS_SUFFIX}", visible=False)
+            layer = added = layers.add_unshown(self.viewer, Labels(labels, name=f"{entry.name} {LABELS_SUFFIX}"))
             self._watch_edits(layer, LABELS_SUFFIX)
         else:
             with self._own_writes():  # new data, not an edit

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from napari.layers import Image, Labels, Points
 from napari.utils.colormaps import DirectLabelColormap, label_colormap
 
 PREDICTION_KEY = "napari_mia_prediction"
 COLORS_KEY = "napari_mia_colors"  # the class colours a prediction layer shows (None: napari's for ids)
+_UNSHOWN_OVERLAYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> overlays add_unshown hid
 
 
 def image_array(layer: Image) -> tuple[np.ndarray, int | None]:
@@ -112,6 +115,43 @@ def write_points(viewer, image_layer: Image, points: np.ndarray, classes: np.nda
     )
 
 
+def add_unshown(viewer, layer):
+    """Add ``layer`` hidden, not selected, and with its canvas overlays (a Labels layer's brush and polygon
+    outlines) not yet built, so that napari's adding, its building of the overlays' visuals (when they
+    turn visible) and its first drawing each take a turn of the event loop of their own (``show_step``);
+    selecting a layer (napari's layer controls switch to it: another freeze) is the caller's, once for
+    all it adds."""
+    overlays = [overlay for overlay in getattr(layer, "_overlays", {}).values() if overlay.visible]
+    for overlay in overlays:
+        overlay.visible = False
+    _UNSHOWN_OVERLAYS[layer] = overlays
+    layer.visible = False
+    selection = viewer.layers.selection
+    selected, active = set(selection), selection.active
+    with selection.events.blocker_all():  # napari selects what it adds: here the selection stays as it was
+        viewer.add_layer(layer)
+        selection.clear()
+        selection.update(selected)
+        if active is not None:
+            selection.active = active
+    return layer
+
+
+def show_step(layer):
+    """The step that shows a layer added by ``add_unshown``: its overlays, if it had any, and in the step
+    that returns (for the next turn), the layer."""
+    overlays = _UNSHOWN_OVERLAYS.pop(layer, [])
+    show_layer = lambda: setattr(layer, "visible", True)  # noqa: E731
+    if not overlays:
+        return show_layer
+
+    def show_overlays():
+        for overlay in overlays:
+            overlay.visible = True
+        return show_layer
+    return show_overlays
+
+
 def write_object_classes(viewer, image_layer: Image, objects: Labels, ids, classes, scores,
                          class_names: list[str], colors: list[str]) -> Labels:
     """Object classes as a new ``<objects> classes`` Labels layer: every object keeps its id, is
@@ -140,7 +180,8 @@ def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tupl
 
     ``index`` selects the frame of a stack that ``labels`` holds (empty for the whole image). A layer
     that exists is written in place when the labels fit its shape and dtype: adding a layer to napari's
-    window stalls it for 0.1-0.2 s here, new data for a few hundredths.
+    window stalls it for 0.1-0.2 s here, new data for a few hundredths. A layer added with ``visible``
+    False is added by ``add_unshown``.
     """
     name = f"{image_layer.name} {suffix}"
     shape = spatial_shape(image_layer)
@@ -158,16 +199,10 @@ def write_prediction(viewer, image_layer: Image, labels: np.ndarray, index: tupl
     data = np.zeros(shape, dtype=np.uint16 if fits(labels, np.uint16) else labels.dtype)
     data[index] = labels
     colormap = {} if colors is None else {"colormap": class_colormap(colors)}  # None: object ids
-    return viewer.add_labels(
-        data,
-        name=name,
-        metadata={PREDICTION_KEY: True, COLORS_KEY: colors},
-        scale=image_layer.scale[-len(shape) :],
-        translate=image_layer.translate[-len(shape) :],
-        opacity=0.5,
-        visible=visible,
-        **colormap,
-    )
+    layer = Labels(data, name=name, metadata={PREDICTION_KEY: True, COLORS_KEY: colors},
+                   scale=image_layer.scale[-len(shape) :], translate=image_layer.translate[-len(shape) :],
+                   opacity=0.5, **colormap)
+    return viewer.add_layer(layer) if visible else add_unshown(viewer, layer)
 
 
 def fits(labels: np.ndarray, dtype) -> bool:
