@@ -3,7 +3,8 @@
 A folder of 1024² images: synthetic (bright discs on noise) or real (DSB2018's 1024×1024 fluorescence
 images, ``--data dsb``). The dock keeps its defaults (backbone, Pretrained Net, the automatic settings,
 test-time augmentation for instances) but for Epochs (``--epochs``, default 2: a short run). The user
-labels the first image, clicks Train, then three times: corrects the prediction on the screen for
+labels the first image (``--application detection``: clicks its objects' centres), clicks Train, then
+three times: corrects the prediction on the screen for
 ``--correct-seconds`` (a stroke every half second, while the dock predicts the next image in the
 background), clicks Next, Accept on the last; then Predict all.
 
@@ -12,7 +13,7 @@ end, the saved model and the prediction written afterwards included), measured a
 ticks of a 10 ms timer; for Next, the seconds from the click to the next image shown with its prediction;
 and the worst stall while the user corrects. Prints ``name value target pass|fail`` lines.
 
-    xvfb-run -a python benchmarks/experiment_bench.py [--data synthetic|dsb] [--images 20]
+    xvfb-run -a python benchmarks/experiment_bench.py [--data synthetic|dsb] [--application detection]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import tifffile
+from napari.layers import Image, Labels, Points
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
@@ -102,12 +104,29 @@ class Corrector:
     def __call__(self) -> None:
         now = time.perf_counter()
         layer = self.viewer.layers.selection.active
-        if now - self.last < 0.5 or layer is None or not hasattr(layer, "paint"):
+        if now - self.last < 0.5 or not isinstance(layer, (Labels, Points)):
             return
         self.last = now
-        y, x = self.rng.integers(20, np.array(layer.data.shape) - 20)
+        image = next(layer for layer in self.viewer.layers if isinstance(layer, Image))
+        y, x = self.rng.integers(20, np.array(image.data.shape[:2]) - 20)
+        if isinstance(layer, Points):  # a cell clicked
+            layer.add(np.array([[y, x]], np.float64))
+            return
         layer.brush_size = 10
         layer.paint((y, x), 1)
+
+
+def annotate_first(viewer, widget, truth: np.ndarray) -> None:
+    """The user labels the first image: paints its objects, or clicks their centres."""
+    if widget.application.value == "instance":
+        viewer.layers["field01 labels"].data = truth
+        return
+    from skimage.measure import regionprops
+
+    centres = np.array([region.centroid for region in regionprops(truth)])
+    points = viewer.layers["field01 points"]
+    points.data = centres
+    points.features = {"class": [widget.class_names()[0]] * len(centres), "score": np.ones(len(centres))}
 
 
 def main() -> None:
@@ -117,6 +136,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", choices=("synthetic", "dsb"), default="synthetic")
+    parser.add_argument("--application", choices=("instance", "detection"), default="instance",
+                        help="detection: the user clicks the objects' centres (points)")
     parser.add_argument("--size", type=int, default=1024, help="synthetic images' side")
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=2)
@@ -132,15 +153,15 @@ def main() -> None:
     viewer = napari.Viewer(show=True)
     widget = MiaWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.application.value = "instance"
+    widget.application.value = args.application
+    predicted = "prediction" if args.application == "instance" else "detections"
     widget.epochs.value = args.epochs
     panel, meter = widget.experiment_panel, Meter()
     idle = lambda: widget.worker is None  # noqa: E731
     results = {"open folder": meter.measure(lambda: panel.open_folder(folder),
                                             lambda: panel.current is not None and idle())}
-    viewer.layers["field01 labels"].data = truth
-    results["train"] = meter.measure(widget.train_button.clicked,
-                                     lambda: idle() and "field01 prediction" in viewer.layers)
+    annotate_first(viewer, widget, truth)
+    results["train"] = meter.measure(widget.train_button.clicked, lambda: idle() and widget.model is not None)
     next_seconds, correcting = [], []
     for number in range(2, 5):
         user = Corrector(viewer, number)
@@ -150,16 +171,16 @@ def main() -> None:
         name = f"field{number:02d}"
         ahead_done = panel.experiment[name].status == "predicted"
         stall, seconds, at = meter.measure(panel.next_button.clicked,
-                                           lambda name=name: idle() and f"{name} prediction" in viewer.layers
+                                           lambda name=name: idle() and f"{name} {predicted}" in viewer.layers
                                            and panel.current.name == name)
         results[f"next to {name}"] = (stall, seconds, at)
         next_seconds.append((seconds, ahead_done))
     results["accept"] = meter.measure(panel.accept_button.clicked, lambda: panel.current.status == "accepted")
     results["predict all"] = meter.measure(panel.predict_all_button.clicked, idle)
     config = widget.model_config
-    print(f"{args.images} {args.data} images of {' × '.join(map(str, truth.shape))}, window shown; the dock's "
-          f"defaults ({config.backbone} {config.architecture}, Pretrained Net {config.pretrained}, Down Scaling "
-          f"{config.downscale:.2f}, test-time augmentation {config.test_time_augmentation}) but Epochs "
+    print(f"{args.application}: {args.images} {args.data} images of {' × '.join(map(str, truth.shape))}, window "
+          f"shown; the dock's defaults ({config.backbone} {config.architecture}, Pretrained Net {config.pretrained}, "
+          f"Down Scaling {config.downscale:.2f}, test-time augmentation {config.test_time_augmentation}) but Epochs "
           f"{args.epochs}; {args.correct_seconds:.0f} s of corrections before each Next")
     for name, (stall, seconds, at) in results.items():
         print(f"stall_{name.replace(' ', '_')}_ms {stall:.0f} {STALL_TARGET_MS} "

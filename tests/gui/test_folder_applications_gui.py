@@ -58,6 +58,8 @@ def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(
     viewer = make_napari_viewer()
     widget = _dock(viewer, "detection", "Platelets, WBC")
     panel = widget.experiment_panel
+    added = []
+    viewer.layers.events.inserted.connect(lambda event: added.append(event.value.name))
     _open(qtbot, widget, folder)
     first = names[0][:-4]
     assert panel.current.name == first and f"{first} points" in viewer.layers
@@ -68,13 +70,21 @@ def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(
         points.add(np.array([centre]))
     qtbot.waitUntil(lambda: (folder / "points.csv").is_file() and panel.current.status == "labelled",
                     timeout=10_000)
+    widget.predict_after.value = True  # the open image predicted when training ends: into its detections layer
     _train(qtbot, widget, trained_samples, 1)
     assert sum(len(s.truth) for s in trained_samples[0]) == len(truth[first])
+    assert [layer.name for layer in viewer.layers] == [first, f"{first} points", f"{first} detections"]
+    assert widget.model is not None and widget.worker is None
+    widget.predict_after.value = False
 
     second = names[1][:-4]
     _next(qtbot, widget, second)  # the next image arrives with the model's detections to correct
     detections = viewer.layers[f"{second} detections"]
     assert panel.current.status == "predicted" and (folder / "predictions" / "points.csv").is_file()
+    # The first image's layers took the second's name and data (adding layers would freeze the window).
+    assert added == [first, f"{first} points", f"{first} detections"]
+    assert viewer.layers[f"{second} points"] is points and len(points.data) == 0
+    assert viewer.layers.selection.active is detections and widget.points_layer.value is points
     corrected = np.array([c for c, _ in truth[second]])
     detections.data = corrected  # the user's correction: the right cells
     detections.features = {"class": [label for _, label in truth[second]], "score": [1.0] * len(corrected)}

@@ -30,7 +30,6 @@ from .config_panel import toggle_section
 
 ACCEPT_KEY, TRAIN_KEY = "Shift-Enter", "Shift-T"  # beside MIA's A and D
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
-_ACTIVATE_AFTER_MS = 80  # the layer to correct becomes active once the new image has been drawn
 
 
 def _shown_next_turn(added):
@@ -131,6 +130,7 @@ class ExperimentPanel(Container):
                                       "(confidence: 1 - the object's mean uncertainty)")
         self.summary = Label(value="Open a folder of images (MIA's training folder), or train on layers below.")
         self.summary.native.setWordWrap(True)
+        self.summary.native.setMinimumWidth(1)  # a 64-character file name in it never widens the dock
         self.folder_options_button = PushButton(text="Role, order, runs ▸")
         self.folder_options_button.tooltip = ("This image's role (train, validation, skip), where Next goes, the "
                                               "model's uncertainty, and the runs trained on this folder")
@@ -398,7 +398,7 @@ class ExperimentPanel(Container):
         labels = np.zeros(spatial, np.uint16) if labels is None else labels.astype(np.uint16, copy=False)
         if prediction is None:
             prediction, uncertainty = np.zeros(spatial, np.uint16), None
-        shown = self._reusable_layers(rgb)
+        shown = self._reusable_layers(rgb, len(spatial))
         self._showing = True
         self._in_turns([
             lambda: self._show_image(entry, image, rgb, shown),
@@ -428,14 +428,21 @@ class ExperimentPanel(Container):
                 then()
         run(0)
 
-    def _reusable_layers(self, rgb: bool) -> dict:
+    def _reusable_layers(self, rgb: bool, spatial_ndim: int) -> dict:
         """The open image's layers that the next image reuses (by suffix; "" the image), the rest taken out.
         Taking a layer out of napari's canvas costs far more than new data: napari collects garbage."""
-        image_layer, labels_layer = self._open_layer(), self._labels_layer()
-        reusable = image_layer is not None and labels_layer is not None and image_layer.rgb == rgb
-        shown = {} if not reusable else {"": image_layer, LABELS_SUFFIX: labels_layer,
-                                          PREDICTION_SUFFIX: self.dock.prediction_layer(),
-                                          UNCERTAINTY_SUFFIX: self._open_layer(UNCERTAINTY_SUFFIX)}
+        annotated, predicted = _LAYER_SUFFIXES[self.experiment.annotations]
+        shown = {"": self._open_layer()}
+        if annotated == LABELS_SUFFIX:
+            shown.update({LABELS_SUFFIX: self._labels_layer(), PREDICTION_SUFFIX: self.dock.prediction_layer(),
+                          UNCERTAINTY_SUFFIX: self._open_layer(UNCERTAINTY_SUFFIX)})
+        elif annotated is not None:
+            shown.update({annotated: self._open_layer(annotated), predicted: self._open_layer(predicted)})
+        shown = {suffix: layer for suffix, layer in shown.items()  # points of as many dimensions as the image
+                 if layer is not None and (not isinstance(layer, Points) or layer.ndim == spatial_ndim)}
+        needed = [suffix for suffix in ("", annotated) if suffix is not None]  # the others are added if missing
+        if not all(suffix in shown for suffix in needed) or shown[""].rgb != rgb:
+            shown = {}
         self._snapshot()  # edits of the layers taken out
         for layer_name in self._layer_names():
             if layer_name in self.viewer.layers and self.viewer.layers[layer_name] not in shown.values():
@@ -492,8 +499,11 @@ class ExperimentPanel(Container):
         self._showing = False
         if self.dock.closing:
             return
-        if LABELS_SUFFIX in shown:
-            self.dock.image_layer.value, self.dock.labels_layer.value = shown[""], shown[LABELS_SUFFIX]
+        if "" in shown:
+            self.dock.image_layer.value = shown[""]
+        for suffix, choice in ((LABELS_SUFFIX, self.dock.labels_layer), (POINTS_SUFFIX, self.dock.points_layer)):
+            if suffix in shown:
+                choice.value = shown[suffix]
         with contextlib.suppress(ValueError):
             self.role.value = entry.role
         self._end_job()
@@ -538,49 +548,57 @@ class ExperimentPanel(Container):
         return entry, image, channel_axis, annotation, predicted
 
     def _show_table_entry(self, result) -> None:
+        """Show the image read and its points (or its class) as ``_show_read_entry`` does, a layer a turn."""
         entry, image, channel_axis, annotation, predicted = result
-        for name in self._layer_names():  # the image before: its layers go (one image open at a time)
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+        rgb = channel_axis is not None
+        spatial = image.shape[:-1] if rgb else image.shape
+        self._shapes[entry.name] = " × ".join(map(str, spatial))
+        shown = self._reusable_layers(rgb, len(spatial))
+        self._showing = True
+        steps = [lambda: self._show_image(entry, image, rgb, shown)]
+        if self.experiment.annotations == "points":
+            steps += [
+                lambda: self._show_points(entry, POINTS_SUFFIX, annotation, len(spatial), shown),
+                lambda: self._show_points(entry, DETECTIONS_SUFFIX, predicted, len(spatial), shown),
+                lambda: self._activate(shown[DETECTIONS_SUFFIX if entry.status == "predicted" else POINTS_SUFFIX])]
+        else:
+            steps.append(lambda: self._show_class(entry, annotation, predicted))
+        self._in_turns(steps, then=lambda: self._shown(entry, shown))
+
+    def _show_points(self, entry: Entry, suffix: str, value, ndim: int, shown: dict):
+        """``<image> points`` (the user's, filled) or ``<image> detections`` (the model's, editable, hollow),
+        with a class feature: the open image's layer, renamed and given them, or a layer added; every edit
+        from now on is saved as it is made."""
+        self._snapshot()
+        positions, classes, scores = value if value is not None else (np.zeros((0, ndim)), [], np.zeros(0))
+        positions = np.asarray(positions, np.float64).reshape(-1, ndim)
+        names = self.dock.class_names()
+        defaults = {"class": self.class_choice.value or (names[0] if names else "object"), "score": 1.0}
+        layer, added = shown.get(suffix), None
+        if layer is None:
+            users = suffix == POINTS_SUFFIX
+            layer = shown[suffix] = added = layers.add_unshown(self.viewer, Points(
+                positions, name=f"{entry.name} {suffix}", features=_point_features(classes, scores),
+                feature_defaults=defaults, scale=shown[""].scale, size=8,
+                face_color="yellow" if users else "transparent", border_color="yellow" if users else "cyan",
+                border_width=0.2))
+            for event in (layer.events.data, layer.events.features):
+                event.connect(lambda *_: self._on_edit(suffix, layer))
+        else:
+            layer.name = f"{entry.name} {suffix}"
+            with self._own_writes():  # new data, not an edit
+                layer.data, layer.features = positions, _point_features(classes, scores)
+                layer.feature_defaults = defaults
+        if suffix == POINTS_SUFFIX:  # from now on it is the open image
+            self.current = entry
+            self.dock.session.shown(entry)
+        return _shown_next_turn(added)
+
+    def _show_class(self, entry: Entry, annotation, predicted) -> None:
+        """The image's class in Class (empty: none yet); its predicted class in the summary. From now on
+        it is the open image."""
         self.current = entry
         self.dock.session.shown(entry)
-        spatial = image.shape[:-1] if channel_axis is not None else image.shape
-        self._shapes[entry.name] = " × ".join(map(str, spatial))
-        image_layer = self.viewer.add_image(image, name=entry.name, rgb=channel_axis is not None)
-        self.dock.image_layer.value = image_layer
-        if self.experiment.annotations == "points":
-            self._show_points(entry, image_layer, annotation, predicted)
-        else:
-            self._show_class(annotation, predicted)
-        with contextlib.suppress(ValueError):
-            self.role.value = entry.role
-
-    def _show_points(self, entry: Entry, image_layer, annotation, predicted) -> None:
-        names = self.dock.class_names()
-        points = self._add_points(image_layer, POINTS_SUFFIX, annotation, names)
-        detections = self._add_points(image_layer, DETECTIONS_SUFFIX, predicted, names)
-        self.dock.points_layer.value = points
-        active = detections if entry.status == "predicted" else points
-        QTimer.singleShot(_ACTIVATE_AFTER_MS, lambda: self._activate(active))
-
-    def _add_points(self, image_layer, suffix: str, value, names: list[str]):
-        """``<image> points`` (the user's, filled) or ``<image> detections`` (the model's, editable, hollow),
-        with a class feature; every edit from now on is saved as it is made."""
-        positions, classes, scores = value if value is not None else (np.zeros((0, 2)), [], np.zeros(0))
-        default = self.class_choice.value or (names[0] if names else "object")
-        users = suffix == POINTS_SUFFIX
-        layer = self.viewer.add_points(
-            np.asarray(positions, np.float64).reshape(-1, len(layers.spatial_shape(image_layer))),
-            name=f"{image_layer.name} {suffix}", features=_point_features(classes, scores),
-            feature_defaults={"class": default, "score": 1.0}, scale=image_layer.scale, size=8,
-            face_color="yellow" if users else "transparent", border_color="yellow" if users else "cyan",
-            border_width=0.2)
-        for event in (layer.events.data, layer.events.features):
-            event.connect(lambda *_: self._on_edit(suffix, layer))
-        return layer
-
-    def _show_class(self, annotation, predicted) -> None:
-        """The image's class in Class (empty: none yet); its predicted class in the summary."""
         self._showing_class = True
         try:
             self.class_choice.reset_choices()
@@ -590,10 +608,11 @@ class ExperimentPanel(Container):
         if predicted is not None and annotation is None:
             self.summary.value = self._next_step()
 
-    def _show_table_prediction(self, predicted) -> None:
-        """Predict all predicted the open image: show it (a class in the summary, detections in their layer)."""
+    def show_table_prediction(self, predicted) -> None:
+        """The open image predicted (by Predict all, or when training ended): show it (a class in the summary,
+        detections in their layer)."""
         if self.experiment.annotations == "classes":
-            self._show_class(self.experiment.read_annotation(self.current), predicted)
+            self._show_class(self.current, self.experiment.read_annotation(self.current), predicted)
             return
         layer = self._open_layer(DETECTIONS_SUFFIX)
         if layer is not None:
@@ -924,7 +943,7 @@ class ExperimentPanel(Container):
         self._predicted = event.done
         self.dock.progress.max, self.dock.progress.value = event.total, event.done
         if self.current is not None and event.name == self.current.name and self.experiment.table is not None:
-            self._show_table_prediction(event.labels)
+            self.show_table_prediction(event.labels)
         elif self.current is not None and event.name == self.current.name and self._labels_layer() is not None:
             prediction_layer = self._write_prediction(self.viewer.layers[self.current.name], event.labels)
             self._set_uncertainty(event.uncertainty, prediction_layer)

@@ -80,7 +80,12 @@ class PredictionActions:
         if frame:  # one frame of a stack was predicted: put the points on that frame
             points = np.hstack([np.tile(np.asarray(frame, np.float64), (len(points), 1)), points])
         config = self.model_config
-        layers.write_points(self.viewer, image_layer, points, classes, scores, config.classes, config.class_colors)
+        panel = self.experiment_panel
+        if panel.experiment is not None and panel.shows(image_layer, None):  # into the folder's detections layer
+            panel.show_table_prediction((points, [config.classes[c] for c in classes], scores))
+        else:
+            layers.write_points(self.viewer, image_layer, points, classes, scores, config.classes,
+                                config.class_colors)
         self._predicted_index = index
         counts = ", ".join(f"{name} {int((classes == i).sum())}" for i, name in enumerate(config.classes))
         self.status.value = f"{len(points)} objects detected ({counts}) in '{image_layer.name} detections'."
