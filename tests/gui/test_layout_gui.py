@@ -98,6 +98,10 @@ def test_at_its_narrowest_the_dock_clips_no_button(dsb_folder, make_napari_viewe
     for section in (panel.folder_options_button, widget.open_layers_button):  # every section unfolded
         section.clicked()
     assert not panel.folder_options.native.isHidden() and not widget.open_layers.native.isHidden()
+    narrowest = widget.native.minimumWidth()
+    panel.summary.value = f"Opening {'x' * 200}…"  # a long file name, no space to wrap at
+    qtbot.wait(100)
+    assert widget.native.minimumWidth() <= narrowest
     def dragged_to_its_narrowest():  # as a user drags until it stops: the unfolded sections' layout may settle later
         viewer.window._qt_window.resizeDocks([dock], [1], Qt.Orientation.Horizontal)
         return widget.native.width() == widget.native.minimumWidth()

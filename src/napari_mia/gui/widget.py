@@ -79,7 +79,7 @@ class _NarrowestWidth(QObject):
     e.g. a section unfolds), so that dragging the dock narrower never clips a button; and wide enough that
     the folder table's Image column stays readable."""
 
-    READABLE = 380
+    READABLE = 450
 
     def __init__(self, scroll_area):
         super().__init__(scroll_area)
