@@ -36,6 +36,7 @@ def main(path: str) -> None:
     widget.validation_image.value, widget.validation_labels.value = validation, validation_labels
     widget.validation_fraction.value = 0.0
     widget.train_button.clicked()
+    _wait(lambda: widget.train_data.parent() is not None, 30)  # the window opens a turn after the click
     widget.train_data.parent().setFloating(False)  # it opens floating; docked, one screenshot shows both
     deadline = time.time() + 600
     while len(widget.train_data.epochs) < 5 and time.time() < deadline:

@@ -141,6 +141,8 @@ def test_classification_classes_are_chosen_predicted_accepted_and_reopened(make_
 
     _next(qtbot, widget, "slide3")  # predicted: the table shows the guess
     assert panel.current.status == "predicted" and "predicted" in panel.summary.value
+    assert [layer.name for layer in viewer.layers] == ["slide3"]  # the image layer reused, and selected
+    assert viewer.layers.selection.active is viewer.layers["slide3"] and widget.image_layer.value.name == "slide3"
     assert panel.table.data.to_list()[2][3].startswith("(")
     panel.class_choice.value = kinds["slide3"]  # the user's correction (or agreement)
     panel.accept_button.clicked()

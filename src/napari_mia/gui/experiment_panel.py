@@ -20,7 +20,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, T
 from napari.layers import Image, Labels, Points
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QSignalBlocker, Qt, QTimer
-from qtpy.QtWidgets import QHeaderView, QStyledItemDelegate
+from qtpy.QtWidgets import QHeaderView, QSizePolicy, QStyledItemDelegate
 
 from ..core.events import ImagePredicted
 from ..core.experiment import ORDERS, ROLES, Entry, Experiment, predict_entry
@@ -130,7 +130,10 @@ class ExperimentPanel(Container):
                                       "(confidence: 1 - the object's mean uncertainty)")
         self.summary = Label(value="Open a folder of images (MIA's training folder), or train on layers below.")
         self.summary.native.setWordWrap(True)
-        self.summary.native.setMinimumWidth(1)  # a 64-character file name in it never widens the dock
+        # The panel's width, wrapped (magicgui's labels are Fixed): a 64-character file name never widens the dock.
+        fills = self.summary.native.sizePolicy()
+        fills.setHorizontalPolicy(QSizePolicy.Policy.Ignored)
+        self.summary.native.setSizePolicy(fills)
         self.folder_options_button = PushButton(text="Role, order, runs ▸")
         self.folder_options_button.tooltip = ("This image's role (train, validation, skip), where Next goes, the "
                                               "model's uncertainty, and the runs trained on this folder")
@@ -562,7 +565,7 @@ class ExperimentPanel(Container):
                 lambda: self._show_points(entry, DETECTIONS_SUFFIX, predicted, len(spatial), shown),
                 lambda: self._activate(shown[DETECTIONS_SUFFIX if entry.status == "predicted" else POINTS_SUFFIX])]
         else:
-            steps.append(lambda: self._show_class(entry, annotation, predicted))
+            steps += [lambda: self._show_class(entry, annotation, predicted), lambda: self._activate(shown[""])]
         self._in_turns(steps, then=lambda: self._shown(entry, shown))
 
     def _show_points(self, entry: Entry, suffix: str, value, ndim: int, shown: dict):
