@@ -6,10 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
+import tifffile
 
 from napari_mia.core.cli import main
 
-from ..conftest import SHARED_DATA
+from ..conftest import SHARED_DATA, instance_blobs
 from .conftest import tiny_dock, wait_until_idle
 
 BCCD = SHARED_DATA / "bccd_blood_cells"
@@ -205,3 +206,31 @@ def test_semantic_membranes_are_painted_predicted_corrected_accepted_and_reopene
                                                                       "unlabelled"]
     np.testing.assert_array_equal(again.layers["slice0 labels"].data, truth["slice0"])
     assert widget.model is not None and widget.model_config.application == "semantic"
+
+
+def test_points_clicked_just_before_next_and_just_after_belong_to_their_own_images(make_napari_viewer, qtbot,
+                                                                                  tmp_path):
+    """Next hands the points layer to the next image (renamed, new data): a click made just before (not yet
+    saved) stays the first image's, one made just after is the second's; Previous shows each its own."""
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    for number in (1, 2, 3):
+        tifffile.imwrite(folder / f"field{number}.tif", instance_blobs((64, 64), seed=number)[0])
+    viewer = make_napari_viewer()
+    widget = _dock(viewer, "detection", "cell")
+    panel = widget.experiment_panel
+    _open(qtbot, widget, folder)
+    points = viewer.layers["field1 points"]
+    points.add(np.array([[10.0, 12.0]]))  # clicked, and Next at once: the autosave has not run yet
+    _next(qtbot, widget, "field2")
+    assert viewer.layers["field2 points"] is points and len(points.data) == 0
+    points.add(np.array([[30.0, 40.0]]))
+    panel.previous_button.clicked()
+    qtbot.waitUntil(lambda: panel.current.name == "field1", timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    np.testing.assert_allclose(viewer.layers["field1 points"].data, [[10.0, 12.0]])
+    experiment = panel.experiment
+    positions = {name: np.asarray(experiment.read_annotation(experiment[name])[0]) for name in ("field1", "field2")}
+    np.testing.assert_allclose(positions["field1"], [[10.0, 12.0]])
+    np.testing.assert_allclose(positions["field2"], [[30.0, 40.0]])
+    assert [entry.status for entry in experiment] == ["labelled", "labelled", "unlabelled"]
