@@ -32,11 +32,6 @@ ACCEPT_KEY, TRAIN_KEY = "Shift-Enter", "Shift-T"  # beside MIA's A and D
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
 
 
-def _shown_next_turn(added):
-    """The step that shows a layer added by ``layers.add_unshown`` (None if none was added)."""
-    return None if added is None else layers.show_step(added)
-
-
 _LOOK_AHEAD_AFTER_MS = 300
 LABELS_SUFFIX = "labels"
 PREDICTION_SUFFIX = "prediction"
@@ -463,7 +458,7 @@ class ExperimentPanel(Container):
             layer.reset_contrast_limits()
             layer.name = entry.name
         shown[""] = layer
-        return _shown_next_turn(added)
+        return layers.show_step(added)
 
     def _show_labels(self, entry: Entry, labels: np.ndarray, shown: dict):
         """The image's labels; from now on it is the open image (an edit belongs to the image its layer is
@@ -485,7 +480,7 @@ class ExperimentPanel(Container):
         self._shapes[entry.name] = " × ".join(map(str, labels.shape))
         if entry.status in ("labelled", "accepted"):  # label files written elsewhere have no count yet
             entry.annotated = int(np.count_nonzero(labels))
-        return _shown_next_turn(added)
+        return layers.show_step(added)
 
     def _show_prediction(self, entry: Entry, prediction: np.ndarray, uncertainty, confidences, shown: dict):
         self._snapshot()
@@ -495,7 +490,7 @@ class ExperimentPanel(Container):
         before = shown.get(PREDICTION_SUFFIX)
         shown[PREDICTION_SUFFIX] = self._write_prediction(shown[""], prediction, visible=False)
         self._set_uncertainty(uncertainty, shown[PREDICTION_SUFFIX], confidences)
-        return _shown_next_turn(shown[PREDICTION_SUFFIX] if shown[PREDICTION_SUFFIX] is not before else None)
+        return layers.show_step(shown[PREDICTION_SUFFIX] if shown[PREDICTION_SUFFIX] is not before else None)
 
     def _shown(self, entry: Entry, shown: dict) -> None:
         """The last step of opening an image: the dock's layer choices follow, and the job ends."""
@@ -595,7 +590,7 @@ class ExperimentPanel(Container):
         if suffix == POINTS_SUFFIX:  # from now on it is the open image
             self.current = entry
             self.dock.session.shown(entry)
-        return _shown_next_turn(added)
+        return layers.show_step(added)
 
     def _show_class(self, entry: Entry, annotation, predicted) -> None:
         """The image's class in Class (empty: none yet); its predicted class in the summary. From now on

@@ -138,8 +138,10 @@ def add_unshown(viewer, layer):
 
 
 def show_step(layer):
-    """The step that shows a layer added by ``add_unshown``: its overlays, if it had any, and in the step
-    that returns (for the next turn), the layer."""
+    """The step that shows a layer added by ``add_unshown`` (None for no layer): its overlays, if it had any,
+    and in the step that returns (for the next turn), the layer."""
+    if layer is None:
+        return None
     overlays = _UNSHOWN_OVERLAYS.pop(layer, [])
     show_layer = lambda: setattr(layer, "visible", True)  # noqa: E731
     if not overlays:
