@@ -30,8 +30,6 @@ from .config_panel import toggle_section
 
 ACCEPT_KEY, TRAIN_KEY = "Shift-Enter", "Shift-T"  # beside MIA's A and D
 AUTOSAVE_MS = 500  # an edit is saved once the user has stopped painting this long
-
-
 _LOOK_AHEAD_AFTER_MS = 300
 LABELS_SUFFIX = "labels"
 PREDICTION_SUFFIX = "prediction"
