@@ -1,6 +1,8 @@
 """Models that travel: ONNX/TorchScript export matched to PyTorch, bioimage.io packages, big images."""
 
+import errno
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +177,14 @@ def test_exporting_a_model_does_not_move_it_or_change_its_mode(tmp_path):
     parameters = list(model.parameters())
     export(model, config, "torchscript", tmp_path / "m.pt")
     assert model.training and all(a is b for a, b in zip(model.parameters(), parameters))
+
+
+@pytest.mark.parametrize("file_format", ["onnx", "torchscript"])
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full: a disk that is always full")
+def test_a_full_disk_is_an_error_the_dock_reports_not_an_abort(file_format):
+    """PyTorch's TorchScript writer aborted the whole process (napari and the user's unsaved work with it)
+    when the disk was full; the export must raise an OSError that the dock and the CLI show."""
+    model, config = _model()
+    with pytest.raises(OSError) as raised:
+        export(model, config, file_format, "/dev/full")
+    assert raised.value.errno == errno.ENOSPC

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import io
 import json
 import warnings
 from pathlib import Path
@@ -49,10 +50,14 @@ def export_torchscript(model: torch.nn.Module, config: TrainingConfig, path: str
     """A traced TorchScript file with the config as an extra file (``napari_mia_config``)."""
     path = Path(path)
     model = on_cpu(model)
+    serialised = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing is deprecated in favour of torch.export, but bioimage.io needs it
         traced = torch.jit.trace(model, example_input(config))
-        torch.jit.save(traced, str(path), _extra_files={_CONFIG_KEY: json.dumps(config.to_dict())})
+        torch.jit.save(traced, serialised, _extra_files={_CONFIG_KEY: json.dumps(config.to_dict())})
+    # Written by Python: PyTorch's own file writer aborts the whole process (napari with it) when the disk
+    # is full, where Python raises an OSError that the dock and the CLI report.
+    path.write_bytes(serialised.getbuffer())
     return path
 
 
