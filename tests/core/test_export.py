@@ -179,8 +179,11 @@ def test_exporting_a_model_does_not_move_it_or_change_its_mode(tmp_path):
     assert model.training and all(a is b for a, b in zip(model.parameters(), parameters))
 
 
+FULL_DISK = pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full, a disk always full")
+
+
 @pytest.mark.parametrize("file_format", ["onnx", "torchscript"])
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full: a disk that is always full")
+@FULL_DISK
 def test_a_full_disk_is_an_error_the_dock_reports_not_an_abort(file_format):
     """PyTorch's TorchScript writer aborted the whole process (napari and the user's unsaved work with it)
     when the disk was full; the export must raise an OSError that the dock and the CLI show."""
@@ -188,3 +191,13 @@ def test_a_full_disk_is_an_error_the_dock_reports_not_an_abort(file_format):
     with pytest.raises(OSError) as raised:
         export(model, config, file_format, "/dev/full")
     assert raised.value.errno == errno.ENOSPC
+
+
+@FULL_DISK
+def test_the_command_line_says_which_file_a_full_disk_stopped(tmp_path, capsys):
+    model, config = _model()
+    save_model(tmp_path / "m.safetensors", model, config)
+    assert main(["export", "--model", str(tmp_path / "m.safetensors"), "--format", "torchscript",
+                 "--out", "/dev/full"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "No space left on device" in message and "/dev/full" in message

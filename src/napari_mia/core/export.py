@@ -57,7 +57,10 @@ def export_torchscript(model: torch.nn.Module, config: TrainingConfig, path: str
         torch.jit.save(traced, serialised, _extra_files={_CONFIG_KEY: json.dumps(config.to_dict())})
     # Written by Python: PyTorch's own file writer aborts the whole process (napari with it) when the disk
     # is full, where Python raises an OSError that the dock and the CLI report.
-    path.write_bytes(serialised.getbuffer())
+    try:
+        path.write_bytes(serialised.getbuffer())
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from error  # the message names the file
     return path
 
 
