@@ -19,11 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import dsb_semantic
 import imageio.v3 as iio
 import numpy as np
 import tifffile
-from dsb_semantic import N_VALIDATION, train_and_predict
+from dsb_semantic import DATA, N_VALIDATION, train_and_predict
 from skimage.color import rgb2gray
 
 from napari_mia.core.auto import is_colour
@@ -53,19 +52,21 @@ def brightfield_as_fluorescence(data: Path, root: Path) -> Path:
         (root / kind).mkdir(parents=True)
     for path in sorted((data / "images").glob("*.png")):
         (root / "labels" / f"{path.stem}.tif").symlink_to(data / "labels" / f"{path.stem}.tif")
-        if not is_colour(*read_image(path)):
+        image, channel_axis = read_image(path)
+        if not is_colour(image, channel_axis):
             (root / "images" / path.name).symlink_to(path)
             continue
-        inverted = np.round(255 * (1 - rgb2gray(iio.imread(path)[..., :3]))).astype(np.uint8)
+        inverted = np.round(255 * (1 - rgb2gray(image))).astype(np.uint8)  # read_image drops alpha
         iio.imwrite(root / "images" / path.name, np.stack([inverted, inverted, np.minimum(inverted, 254) + 1], -1))
     return root
 
 
 def main() -> None:
-    if "--brightfield-as-fluorescence" in sys.argv:
+    data = DATA
+    if "--brightfield-as-fluorescence" in sys.argv:  # removed before train_and_predict hands the rest to the CLI
         sys.argv.remove("--brightfield-as-fluorescence")
-        dsb_semantic.DATA = brightfield_as_fluorescence(dsb_semantic.DATA, Path(tempfile.mkdtemp()) / "train")
-    predicted, truth, minutes = train_and_predict(15.0, "dsb-instance-", ["--application", "instance"])
+        data = brightfield_as_fluorescence(DATA, Path(tempfile.mkdtemp()) / "train")
+    predicted, truth, minutes = train_and_predict(15.0, "dsb-instance-", ["--application", "instance"], data)
     metrics = score(predicted, truth)
     print(f"dsb_instance: train {minutes:.1f} min (incl. loading), hold-out {N_VALIDATION} images: "
           f"AP@0.5 {metrics['ap50']:.4f}, AP@0.5:0.95 {metrics['ap50_95']:.4f}, "

@@ -23,16 +23,16 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018_nuclei
 N_VALIDATION = 100
 
 
-def make_split(root: Path) -> tuple[Path, Path]:
-    ids = sorted(p.stem for p in (DATA / "images").glob("*.png"))
+def make_split(root: Path, data: Path = DATA) -> tuple[Path, Path]:
+    ids = sorted(p.stem for p in (data / "images").glob("*.png"))
     held_out = set(np.random.default_rng(2018).permutation(ids)[:N_VALIDATION])
     for split in ("train", "val"):
         for kind in ("images", "labels"):
             (root / split / kind).mkdir(parents=True)
     for image_id in ids:
         split = "val" if image_id in held_out else "train"
-        (root / split / "images" / f"{image_id}.png").symlink_to(DATA / "images" / f"{image_id}.png")
-        (root / split / "labels" / f"{image_id}.tif").symlink_to(DATA / "labels" / f"{image_id}.tif")
+        (root / split / "images" / f"{image_id}.png").symlink_to(data / "images" / f"{image_id}.png")
+        (root / split / "labels" / f"{image_id}.tif").symlink_to(data / "labels" / f"{image_id}.tif")
     return root / "train", root / "val"
 
 
@@ -48,19 +48,20 @@ def foreground_iou(predicted: Path, truth: Path) -> tuple[float, float]:
     return intersection / union, float(np.mean(per_image))
 
 
-def train_and_predict(default_minutes: float, prefix: str, train_options: list[str]) -> tuple[Path, Path, float]:
+def train_and_predict(default_minutes: float, prefix: str, train_options: list[str],
+                      data: Path = DATA) -> tuple[Path, Path, float]:
     """Parse ``--minutes``/``--workdir``/``--tta`` (other options go to ``napari-mia train``), train on the seeded
-    split through the CLI and predict the hold-out; returns (predicted folder, true labels, minutes)."""
+    split of ``data`` through the CLI and predict the hold-out; returns (predicted folder, true labels, minutes)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, default=default_minutes)
     parser.add_argument("--workdir")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction,
                         help="predict with (or without) test-time augmentation; default: as the model says")
     args, extra = parser.parse_known_args()
-    if not DATA.is_dir():
-        sys.exit(f"no DSB2018 data at {DATA}")
+    if not data.is_dir():
+        sys.exit(f"no DSB2018 data at {data}")
     work = Path(args.workdir or tempfile.mkdtemp(prefix=prefix))
-    train, val = make_split(work / "split")
+    train, val = make_split(work / "split", data)
     model = work / "dsb.safetensors"
     cli = [sys.executable, "-m", "napari_mia"]
     command = [*cli, "train", "--images", str(train / "images"), "--labels", str(train / "labels"),
