@@ -14,6 +14,10 @@ what the user labels. Every path below trains ``--minutes`` on the k images thro
 - ``StarDist``: with ``--peer-python`` (a Python with the ``peers`` extra), StarDist 2D from scratch on the
   same k images for the same minutes (``peer_instances.py``: its example configuration on the grey mean
   of the colour image; no pretrained StarDist model, since nothing downloads here);
+- ``self-training`` (with ``--self-training SHARE ...``): the unlabelled colour images of the pool predicted by
+  the k-image model from the grey one, the ``SHARE`` of them it is surest of (uncertainty.csv) taken as labels
+  beside the k labelled ones, and the k-image model trained on them for ``--minutes`` as the loop retrains
+  (``--from-model``): pseudo-labels, or a user who accepts every prediction without correcting it;
 - further variants by ``--variant NAME=OPTIONS`` (train options, e.g. ``lr1="--config lr1.json"``), at the
   largest k.
 
@@ -28,7 +32,7 @@ image's median nucleus diameter. Prints F1 (target 0.90) and the count ratio, pr
 the test images (target 0.95-1.05), per k; ``--variant`` adds rows at the largest k.
 
     python benchmarks/new_types.py [--ks 1 3 5] [--minutes 10] [--base-minutes 10] [--workdir W] [--plot P]
-        [--peer-python PEERS_VENV/bin/python] [--points]
+        [--peer-python PEERS_VENV/bin/python] [--points] [--self-training 0.5 1]
 """
 
 from __future__ import annotations
@@ -126,7 +130,7 @@ def forest_ap(train_stems: list[str], test: Path, out: Path, minutes: float) -> 
         for path in sorted((test / "images").iterdir()):
             features = _features(load(path.stem)[0])
             foreground = forest.predict(features.reshape(-1, features.shape[-1])).reshape(features.shape[:2])
-            objects = label(remove_small_objects(foreground.astype(bool), 16))
+            objects = label(remove_small_objects(foreground.astype(bool), max_size=15))
             tifffile.imwrite(out / f"{path.stem}.tif", objects.astype(np.uint16))
     return score(out, test / "labels")["ap50_per_image"]
 
@@ -206,6 +210,32 @@ def count_new_type(pool: list[str], test: Path, work: Path, args) -> None:
                COUNT_TARGET[0] <= ratio <= COUNT_TARGET[1])
 
 
+def self_trained_ap(labelled: list[str], unlabelled: list[str], share: float, test: Path, work: Path,
+                    minutes: float) -> float:
+    """The k-image model (from the grey one) retrained on its k ``labelled`` images and its own predictions of
+    the ``share`` of ``unlabelled`` it is surest of."""
+    k = len(labelled)
+    k_model, predicted = work / f"k{k}-from-model.safetensors", work / f"pseudo-k{k}"
+    if not predicted.is_dir():
+        subprocess.run([*CLI, "predict", "--model", str(k_model), "--images",
+                        str(link_folder(unlabelled, work / "unlabelled") / "images"), "--out", str(predicted),
+                        "--uncertainty"], check=True, capture_output=True)
+    with open(predicted / "uncertainty.csv") as handle:
+        surest_first = [row["image"] for row in csv.DictReader(handle)][::-1]
+    taken = surest_first[: round(share * len(surest_first))]
+    folder = link_folder(labelled, work / f"self-k{k}-{share:g}")
+    for stem in taken:
+        for link, target in ((folder / "images" / f"{stem}.png", DATA / "images" / f"{stem}.png"),
+                             (folder / "labels" / f"{stem}.tif", predicted / f"{stem}.tif")):
+            if not link.exists():
+                link.symlink_to(target)
+    model = work / f"self-k{k}-{share:g}.safetensors"
+    took = train(folder, model, minutes, ["--from-model", str(k_model)])
+    ap = predicted_ap(model, test, work / f"predicted-self-k{k}-{share:g}")
+    print(f"  k={k} self-training on {len(taken)} predicted images: AP@0.5 {ap:.4f} ({took:.1f} min)", flush=True)
+    return ap
+
+
 def variants(args) -> list[tuple[str, list[str]]]:
     """``--variant NAME=OPTIONS`` as (name, train options)."""
     return [(name, shlex.split(options)) for name, options in (v.split("=", 1) for v in args.variant)]
@@ -228,6 +258,9 @@ def main() -> None:
     parser.add_argument("--workdir")
     parser.add_argument("--plot", help="write AP against k to this PNG")
     parser.add_argument("--points", action="store_true", help="count the new type with points instead")
+    parser.add_argument("--self-training", type=float, nargs="*", default=[], metavar="SHARE",
+                        help="at the largest k, retrain from model on its surest predictions of this share of "
+                             "the unlabelled colour images")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"no DSB2018 data at {DATA}")
@@ -267,6 +300,9 @@ def main() -> None:
             results.setdefault("StarDist", {})[k] = ap
             print(f"  k={k} StarDist: AP@0.5 {ap:.4f}", flush=True)
     k = max(args.ks)
+    for share in args.self_training:
+        results.setdefault(f"self-training, surest {share:.0%}", {})[k] = self_trained_ap(
+            pool[:k], pool[k:], share, test, work, args.minutes)
     for name in ("from model", "ImageNet"):
         slug = name.replace(" ", "_").lower()
         report(f"ap50_colour_k{k}_{slug}", results[name][k], f">={AP_TARGET}", results[name][k] >= AP_TARGET)
