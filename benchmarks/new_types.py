@@ -72,14 +72,18 @@ def split_by_type(work: Path) -> dict[str, list[str]]:
     return json.loads(kept.read_text())
 
 
-def link_folder(stems: list[str], folder: Path) -> Path:
-    """``folder/images`` and ``folder/labels`` holding links to the DSB2018 files of ``stems``."""
-    for kind, suffix in (("images", ".png"), ("labels", ".tif")):
+def link_folder(stems: list[str], folder: Path, labels: Path | None = DATA / "labels") -> Path:
+    """``folder/images`` and ``folder/labels`` holding links to the DSB2018 images of ``stems`` and their label
+    images in ``labels`` (the true ones unless given; None: images only)."""
+    sources = {"images": (DATA / "images", ".png"), "labels": (labels, ".tif")}
+    for kind, (source, suffix) in sources.items():
+        if source is None:
+            continue
         (folder / kind).mkdir(parents=True, exist_ok=True)
         for stem in stems:
             link = folder / kind / f"{stem}{suffix}"
             if not link.exists():
-                link.symlink_to(DATA / kind / f"{stem}{suffix}")
+                link.symlink_to(source / f"{stem}{suffix}")
     return folder
 
 
@@ -223,18 +227,13 @@ def self_trained_ap(labelled: list[str], unlabelled: list[str], share: float, te
     k = len(labelled)
     k_model, predicted = work / f"k{k}-from-model.safetensors", work / f"pseudo-k{k}"
     if not predicted.is_dir():
-        subprocess.run([*CLI, "predict", "--model", str(k_model), "--images",
-                        str(link_folder(unlabelled, work / "unlabelled") / "images"), "--out", str(predicted),
+        images = link_folder(unlabelled, work / "unlabelled", labels=None) / "images"
+        subprocess.run([*CLI, "predict", "--model", str(k_model), "--images", str(images), "--out", str(predicted),
                         "--uncertainty"], check=True, capture_output=True)
     with open(predicted / "uncertainty.csv") as handle:
         surest_first = [row["image"] for row in csv.DictReader(handle)][::-1]
     taken = surest_first[: round(share * len(surest_first))]
-    folder = link_folder(labelled, work / f"self-k{k}-{share:g}")
-    for stem in taken:
-        for link, target in ((folder / "images" / f"{stem}.png", DATA / "images" / f"{stem}.png"),
-                             (folder / "labels" / f"{stem}.tif", predicted / f"{stem}.tif")):
-            if not link.exists():
-                link.symlink_to(target)
+    folder = link_folder(taken, link_folder(labelled, work / f"self-k{k}-{share:g}"), labels=predicted)
     model = work / f"self-k{k}-{share:g}.safetensors"
     took = train(folder, model, minutes, ["--from-model", str(k_model)])
     ap = predicted_ap(model, test, work / f"predicted-self-k{k}-{share:g}")
