@@ -8,8 +8,12 @@ script sees the same frames); trained ``--minutes`` through the plain command (`
 --application detection``). The test images (``splits/val``, 87) are counted with that one model's
 heatmaps, the peak thresholds chosen on those validation frames by each rule:
 
-- ``default``: the rule in force (``calibrate_peak_thresholds``, as training ends: the middle of the
-  thresholds with the best F1, each class's own distance between peaks);
+- ``default``: the rule in force since 2026-12-05 (``count_by_mass``): per image and class, the strongest
+  peaks, as many as the heatmap's mass holds objects, the mass of one object measured on the labelled frames
+  (training and validation; the model's own measure where it has one, else ``calibrate_mass_per_object`` on
+  the training frames' heatmaps, kept as ``fit.pkl``);
+- ``thresholds``: the rule of 2026-12-04 (``calibrate_peak_thresholds``, as training ends: the middle of the
+  thresholds with the best F1 on the validation frames, each class's own distance between peaks);
 - ``before``: the rule before 2026-12-04, on the same heatmaps: the best F1 on the thresholds 0.05-0.6, the
   lowest of ties, and one distance (half of Object Size) for every class.
 
@@ -42,6 +46,7 @@ from napari_mia.core.infer import frame_probabilities, run
 from napari_mia.core.io import load_model
 from napari_mia.core.metrics import PointScore, detection_scores
 from napari_mia.core.postprocess import (
+    calibrate_mass_per_object,
     calibrate_peak_thresholds,
     class_f1_at,
     config_points,
@@ -121,10 +126,9 @@ def model_scale(truth: np.ndarray, heatmaps: np.ndarray, stem: str) -> np.ndarra
     return scaled
 
 
-def count_with(thresholds: list[float], heatmaps, truths, config) -> dict[str, tuple[float, float]]:
+def count_with(config, heatmaps, truths) -> dict[str, tuple[float, float]]:
     """Per class (count ratio predicted / true, F1) over the images of ``heatmaps``, the points found as
-    prediction finds them with these thresholds."""
-    config = config.replace(peak_thresholds=list(thresholds))
+    prediction finds them with ``config``."""
     score = PointScore(list(CLASSES), RADIUS * config.downscale)
     for h, truth in zip(heatmaps, truths):
         positions, classes, _ = config_points(h, config)
@@ -138,20 +142,31 @@ def measure(n: int, seed: int, work: Path, minutes: float, annotations, options:
     order = [split("train")[i] for i in np.random.default_rng(seed).permutation(len(split("train")))]
     stems, test = order[:n] if n else order, split("val")
     model_path, validation = train(stems, work / f"n{len(stems)}s{seed}", minutes, annotations, options)
+    fit = [stem for stem in stems if stem not in validation]
     model, config, _ = load_model(model_path)
-    heatmaps = {"validation": heatmaps_of(model, config, validation, model_path.parent / "validation.pkl"),
-                "test": heatmaps_of(model, config, test, model_path.parent / "test.pkl")}
+    parts = {"validation": validation, "test": test}
+    if config.mass_per_object is None:  # a model from before the mass was measured as training ends
+        parts["fit"] = fit
+    heatmaps = {part: heatmaps_of(model, config, names, model_path.parent / f"{part}.pkl")
+                for part, names in parts.items()}
     truths = {part: [model_scale(truth_points(stem, annotations), h, stem) for stem, h in zip(names, heatmaps[part])]
-              for part, names in (("validation", validation), ("test", test))}
-    before = config.replace(class_object_sizes=None)  # one distance between peaks
-    rules = {"default": (calibrate_peak_thresholds(heatmaps["validation"], truths["validation"], config), config),
-             "before": (best_f1_lowest(heatmaps["validation"], truths["validation"], before), before)}
-    print(f"{len(stems)} training images, draw {seed} ({len(validation)} validation frames), {len(test)} test images:")
+              for part, names in parts.items()}
+    mass_per_object = config.mass_per_object or calibrate_mass_per_object(
+        heatmaps["fit"] + heatmaps["validation"], truths["fit"] + truths["validation"], config.n_classes)
+    thresholds = calibrate_peak_thresholds(heatmaps["validation"], truths["validation"], config)
+    before = config.replace(class_object_sizes=None, count_by_mass=False)  # one distance between peaks
+    rules = {"default": config.replace(count_by_mass=True, mass_per_object=mass_per_object,
+                                       peak_thresholds=thresholds),
+             "thresholds": config.replace(count_by_mass=False, peak_thresholds=thresholds),
+             "before": before.replace(peak_thresholds=best_f1_lowest(heatmaps["validation"], truths["validation"],
+                                                                      before))}
+    print(f"{len(stems)} training images, draw {seed} ({len(validation)} validation frames), {len(test)} test images;"
+          f" mass per object " + " ".join(f"{c} {m:.1f}" for c, m in zip(CLASSES, mass_per_object)) + ":")
     lines = []
-    for rule, (thresholds, used) in rules.items():
-        scored = count_with(thresholds, heatmaps["test"], truths["test"], used)
-        print(f"  {rule:8s} thresholds " + " ".join(f"{c} {t:.3f}" for c, t in zip(CLASSES, thresholds)) + " | "
-              + " ".join(f"{c} count x{r:.3f} F1 {f:.3f}" for c, (r, f) in scored.items()), flush=True)
+    for rule, used in rules.items():
+        scored = count_with(used, heatmaps["test"], truths["test"])
+        print(f"  {rule:10s} thresholds " + " ".join(f"{c} {t:.3f}" for c, t in zip(CLASSES, used.peak_thresholds))
+              + " | " + " ".join(f"{c} count x{r:.3f} F1 {f:.3f}" for c, (r, f) in scored.items()), flush=True)
         for name in SCORED:
             ratio = scored[name][0]
             verdict = "pass" if TARGET[0] <= ratio <= TARGET[1] else "fail"
@@ -175,7 +190,7 @@ def main() -> None:
     lines = [line for n in args.images for seed in args.seeds
              for line in measure(n, seed, work, args.minutes, annotations, shlex.split(args.train_options))]
     print("\n".join(lines))
-    for rule in ("default", "before"):  # how far off a count typically is, over every class and run above
+    for rule in ("default", "thresholds", "before"):  # how far off a count typically is, over every class and run above
         ratios = [float(line.split()[1]) for line in lines if line.split()[0].endswith(f"_{rule}")]
         error = float(np.mean(np.abs(np.log(np.maximum(ratios, 1e-3)))))
         print(f"count_factor_off_{rule} {np.exp(error):.3f} (geometric mean of max(ratio, 1 / ratio) over "

@@ -30,7 +30,8 @@ images' nuclei through the plain detection command (``napari-mia train --applica
 from ImageNet weights and going on (``--from-model``) from the same command's model of the grey images'
 centroids (``--base-minutes``), its points on the test images matched to the true centroids within half of each
 image's median nucleus diameter. Prints F1 (target 0.90) and the count ratio, predicted / true points over
-the test images (target 0.95-1.05), per k; ``--variant`` adds rows at the largest k.
+the test images (target 0.95-1.05), per k, and beside each model the same model's points chosen by its peak
+thresholds instead of its heatmap mass (the rule before 2026-12-05); ``--variant`` adds rows at the largest k.
 
     python benchmarks/new_types.py [--ks 1 3 5] [--minutes 10] [--base-minutes 10] [--workdir W] [--plot P]
         [--peer-python PEERS_VENV/bin/python] [--points] [--self-training 0.5 1]
@@ -180,17 +181,37 @@ def train_points(stems: list[str], folder: Path, model: Path, minutes: float, op
 
 def counted(model: Path, test: Path, out: Path) -> tuple[float, float]:
     """(F1, count ratio predicted / true) of the model's points on the test images."""
-    from napari_mia.core.metrics import detection_scores, match_points
-
     if not (out / "points.csv").exists():
         subprocess.run([*CLI, "predict", "--model", str(model), "--images", str(test / "images"), "--out", str(out)],
                        check=True, capture_output=True)
     with open(out / "points.csv") as handle:
         rows = list(csv.DictReader(handle))
-    counts = np.zeros(3, np.int64)
+    return point_scores({path.stem: np.array([(float(r["y"]), float(r["x"])) for r in rows if r["image"] == path.stem])
+                         for path in sorted((test / "images").iterdir())})
+
+
+def counted_by_thresholds(model: Path, test: Path) -> tuple[float, float]:
+    """``counted`` with the same model's points chosen by its peak thresholds instead of its heatmap mass
+    (the rule before 2026-12-05), through the Python API."""
+    from napari_mia.core.infer import iter_predict_points, run
+    from napari_mia.core.io import load_model
+
+    network, config, _ = load_model(model)
+    config = config.replace(count_by_mass=False)
+    found = {}
     for path in sorted((test / "images").iterdir()):
-        found = np.array([(float(r["y"]), float(r["x"])) for r in rows if r["image"] == path.stem]).reshape(-1, 2)
-        counts += match_points(centroids(path.stem), found, matching_radius(path.stem))
+        image, channel_axis = read_image(path)
+        found[path.stem] = run(iter_predict_points(network, image, config, channel_axis))[0]
+    return point_scores(found)
+
+
+def point_scores(found: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(F1, count ratio predicted / true) of the (N, 2) points ``found`` in each test image (by stem)."""
+    from napari_mia.core.metrics import detection_scores, match_points
+
+    counts = np.zeros(3, np.int64)
+    for stem, points in found.items():
+        counts += match_points(centroids(stem), points.reshape(-1, 2), matching_radius(stem))
     true_positive, false_positive, false_negative = (int(c) for c in counts)
     return (detection_scores(true_positive, false_positive, false_negative)["f1"],
             (true_positive + false_positive) / max(true_positive + false_negative, 1))
@@ -212,6 +233,9 @@ def count_new_type(pool: list[str], grey: list[str], test: Path, work: Path, arg
         minutes = train_points(pool[:k], folder, work / f"points-{slug}.safetensors", args.minutes, options)
         f1, ratio = counted(work / f"points-{slug}.safetensors", test, work / f"predicted-points-{slug}")
         print(f"| {k} {name} | {f1:.3f} | {ratio:.3f} | {minutes:.1f} |", flush=True)
+        f1_thresholds, ratio_thresholds = counted_by_thresholds(work / f"points-{slug}.safetensors", test)
+        print(f"| {k} {name}, peak thresholds (same model) | {f1_thresholds:.3f} | {ratio_thresholds:.3f} | |",
+              flush=True)
         if (name, options) in paths:
             lines.append((f"k{k}" + (f"_{name.replace(' ', '_')}" if name else ""), f1, ratio))
     for slug, f1, ratio in lines:

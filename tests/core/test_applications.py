@@ -164,6 +164,28 @@ def test_a_threshold_chosen_on_few_frames_does_not_over_count_new_images():
     assert len(positions) == 2
 
 
+def test_weak_peaks_are_counted_by_their_mass_measured_on_the_labelled_frames():
+    """A model trained on a handful of images learns weak peaks that no threshold chosen on one frame
+    counts right; the mass of one object on the labelled frames does: a new image gets one point per
+    object, and an empty one none."""
+    from napari_mia.core.postprocess import calibrate_mass_per_object, config_points
+
+    def weak(points, shape=(64, 64)):
+        return 0.01 + 0.2 * points_heatmaps(np.asarray(points, float), shape, 2, sigma=2)
+
+    labelled = np.array([[10, 10, 0], [40, 40, 0], [20, 50, 0]], float)  # no object of class 1 labelled
+    config = fixed_config(application="detection", classes=["cell", "other"], object_size=6)
+    mass_per_object = calibrate_mass_per_object([weak(labelled)], [labelled], config.n_classes)
+    assert mass_per_object[0] > 0 and mass_per_object[1] == 0
+    counted = config.replace(mass_per_object=mass_per_object, peak_thresholds=[0.3, 0.3])
+    new_objects = np.array([[10, 50, 0], [30, 30, 0], [50, 10, 0], [55, 55, 0], [12, 25, 0]], float)
+    positions, classes, _ = config_points(weak(new_objects, (72, 72)), counted)
+    assert len(positions) == 5 and match_points(new_objects[:, :2], positions, radius=2)[0] == 5
+    assert not (classes == 1).any()  # class 1's weak peaks stay under its threshold, as before
+    assert len(config_points(np.full((2, 64, 64), 0.01, np.float32), counted)[0]) == 0
+    assert len(config_points(weak(new_objects, (72, 72)), counted.replace(count_by_mass=False))[0]) == 0
+
+
 def test_the_default_seed_height_keeps_a_waisted_nucleus_whole_and_travels_in_the_config():
     """A nucleus with a shallow waist holds two maxima of the distance less than a pixel apart in height: the
     default seed height (1 px) keeps it whole, 0.5 px split it; two nuclei that only touch stay two."""
@@ -275,6 +297,7 @@ def test_detection_training_finds_points():
     trainer, _ = _train(config, make_point_samples(image, centres, None, config))
     assert {"precision", "recall", "f1"} <= set(trainer.history[-1].val_metrics)
     assert len(config.peak_thresholds) == 1  # chosen on the validation frames when training ended
+    assert config.mass_per_object[0] > 0  # measured on the labelled frames when training ended
     points, classes, scores = run(iter_predict_points(trainer.model, image, config))
     assert points.shape[1] == 2 and len(points) == len(classes) == len(scores) > 0
     assert match_points(centres, points, radius=6)[0] >= 3  # most discs found near their centres

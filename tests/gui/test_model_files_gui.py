@@ -77,6 +77,7 @@ def test_a_retrained_detection_model_keeps_its_calibrated_thresholds(make_napari
     widget.train_button.clicked()  # no validation frames: nothing to calibrate on
     wait_until_idle(qtbot, widget)
     assert widget.trainer.history and widget.model_config.peak_thresholds == [0.42]
+    assert len(widget.model_config.mass_per_object) == 1  # measured on the training frames all the same
 
 
 @pytest.fixture

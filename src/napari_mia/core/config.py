@@ -256,6 +256,10 @@ class TrainingConfig:
     peak_threshold: float = 0.3
     # Per class, chosen on the validation frames when detection training ends (None: peak_threshold).
     peak_thresholds: list[float] | None = None
+    # Points per image: each class's strongest peaks, as many as its heatmap's mass holds objects (the mass of
+    # one object measured on the labelled frames when detection training ends); off: the peak thresholds.
+    count_by_mass: bool = True
+    mass_per_object: list[float] | None = None
     min_peak_distance: float | None = None
     tile_size: int = 1536
     # Prediction averages the four flips of every tile; None: the application's default
@@ -292,6 +296,8 @@ class TrainingConfig:
             self.class_weights = [float(w) for w in self.class_weights]
         if self.peak_thresholds is not None:
             self.peak_thresholds = [float(t) for t in self.peak_thresholds]
+        if self.mass_per_object is not None:
+            self.mass_per_object = [float(m) for m in self.mass_per_object]
         if self.class_object_sizes is not None:
             self.class_object_sizes = [float(size) for size in self.class_object_sizes]
         self.validate()
@@ -396,6 +402,10 @@ class TrainingConfig:
             len(self.peak_thresholds) != self.n_classes or not all(0 < t < 1 for t in self.peak_thresholds)
         ):
             raise ConfigError(f"peak_thresholds: need {self.n_classes} values between 0 and 1")
+        if self.mass_per_object is not None and (
+            len(self.mass_per_object) != self.n_classes or not all(m >= 0 for m in self.mass_per_object)
+        ):
+            raise ConfigError(f"mass_per_object: need {self.n_classes} values of at least 0")
         if self.class_object_sizes is not None and (
             len(self.class_object_sizes) != self.n_classes or not all(size >= 1 for size in self.class_object_sizes)
         ):

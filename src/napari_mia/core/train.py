@@ -37,7 +37,7 @@ from .metrics import (
 )
 from .models import bf16_autocast, build_model, channels_last, resolve_device, uses_bf16
 from .optimizers import OPTIMIZERS
-from .postprocess import calibrate_peak_thresholds, config_instances, config_points
+from .postprocess import calibrate_mass_per_object, calibrate_peak_thresholds, config_instances, config_points
 
 
 def learning_rate_at(config: TrainingConfig, progress: float, epoch: int) -> float:
@@ -106,6 +106,10 @@ def cudnn_autotuned():
         yield
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+# Training frames predicted when detection training ends, to measure the heatmap mass of one object.
+MASS_FRAMES = 64
 
 
 class Trainer:
@@ -248,7 +252,7 @@ class Trainer:
                 if reason == "finished" and self._patience_spent():
                     reason = "early stopping"
         best_epoch = self._restore_best() if reason in ("finished", "time budget", "early stopping") else None
-        if config.kind.points and self.validation_samples and reason != "out of memory":
+        if config.kind.points and reason != "out of memory":
             self._calibrate_peaks()
         message = OUT_OF_MEMORY_ADVICE if reason == "out of memory" else ""
         done = TrainingDone(reason, self.epoch, self.step, self.seconds, best_epoch, message)
@@ -278,11 +282,21 @@ class Trainer:
         return self._reduce(loss, distributed.ReduceOp.SUM) / self.world_size
 
     def _calibrate_peaks(self) -> None:
-        """Choose each class's peak threshold on the validation frames; it travels in the config."""
+        """Measure the heatmap mass of one object on every labelled frame (up to ``MASS_FRAMES`` of the
+        training ones) and choose each class's peak threshold on the validation frames; both travel in the
+        config."""
         options = prediction_options(self.config, self.device)
-        heatmaps = [run(iter_probabilities(self.model, s.image, **options)) for s in self.validation_samples]
-        self.config.peak_thresholds = calibrate_peak_thresholds(
-            heatmaps, [s.truth for s in self.validation_samples], self.config)
+        training = list(self.dataset.samples)
+        if len(training) > MASS_FRAMES:
+            chosen = np.random.default_rng(self.config.seed).choice(len(training), MASS_FRAMES, replace=False)
+            training = [training[i] for i in sorted(chosen)]
+        labelled = training + self.validation_samples
+        heatmaps = [run(iter_probabilities(self.model, s.image, **options)) for s in labelled]
+        truths = [s.truth for s in labelled]
+        self.config.mass_per_object = calibrate_mass_per_object(heatmaps, truths, self.config.n_classes)
+        if self.validation_samples:
+            first = len(training)
+            self.config.peak_thresholds = calibrate_peak_thresholds(heatmaps[first:], truths[first:], self.config)
 
     def _preview_due(self) -> bool:
         every = self.config.preview_every
