@@ -8,10 +8,11 @@ script sees the same frames); trained ``--minutes`` through the plain command (`
 --application detection``). The test images (``splits/val``, 87) are counted with that one model's
 heatmaps, the peak thresholds chosen on those validation frames by each rule:
 
-- ``default``: the rule in force since 2026-12-05 (``count_by_mass``): per image and class, the strongest
-  peaks, as many as the heatmap's mass holds objects, the mass of one object measured on the labelled frames
-  (training and validation; the model's own measure where it has one, else ``calibrate_mass_per_object`` on
-  the training frames' heatmaps, kept as ``fit.pkl``);
+- ``default``: the rule in force since 2026-12-05: ``mass`` while the thresholds rest on fewer validation
+  frames than ``mass_below_frames`` (10), else ``thresholds``;
+- ``mass``: per image and class, the strongest peaks, as many as the heatmap's mass holds objects, the mass of
+  one object measured on the labelled frames (training and validation; the model's own measure where it has
+  one, else ``calibrate_mass_per_object`` on the training frames' heatmaps, kept as ``fit.pkl``);
 - ``thresholds``: the rule of 2026-12-04 (``calibrate_peak_thresholds``, as training ends: the middle of the
   thresholds with the best F1 on the validation frames, each class's own distance between peaks);
 - ``before``: the rule before 2026-12-04, on the same heatmaps: the best F1 on the thresholds 0.05-0.6, the
@@ -154,10 +155,11 @@ def measure(n: int, seed: int, work: Path, minutes: float, annotations, options:
     mass_per_object = config.mass_per_object or calibrate_mass_per_object(
         heatmaps["fit"] + heatmaps["validation"], truths["fit"] + truths["validation"], config.n_classes)
     thresholds = calibrate_peak_thresholds(heatmaps["validation"], truths["validation"], config)
-    before = config.replace(class_object_sizes=None, count_by_mass=False)  # one distance between peaks
-    rules = {"default": config.replace(count_by_mass=True, mass_per_object=mass_per_object,
-                                       peak_thresholds=thresholds),
-             "thresholds": config.replace(count_by_mass=False, peak_thresholds=thresholds),
+    measured = config.replace(mass_per_object=mass_per_object, peak_thresholds=thresholds,
+                              threshold_frames=len(validation))
+    before = measured.replace(class_object_sizes=None, mass_below_frames=0)  # one distance between peaks
+    rules = {"default": measured, "mass": measured.replace(mass_below_frames=len(validation) + 1),
+             "thresholds": measured.replace(mass_below_frames=0),
              "before": before.replace(peak_thresholds=best_f1_lowest(heatmaps["validation"], truths["validation"],
                                                                       before))}
     print(f"{len(stems)} training images, draw {seed} ({len(validation)} validation frames), {len(test)} test images;"
@@ -175,6 +177,11 @@ def measure(n: int, seed: int, work: Path, minutes: float, annotations, options:
     return lines
 
 
+def rules_of(lines: list[str]) -> list[str]:
+    """The rules named in the result lines, in their order."""
+    return list(dict.fromkeys(line.split()[0].rsplit("_", 1)[1] for line in lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, nargs="+", default=[15, 0], help="training images (0: all)")
@@ -190,7 +197,7 @@ def main() -> None:
     lines = [line for n in args.images for seed in args.seeds
              for line in measure(n, seed, work, args.minutes, annotations, shlex.split(args.train_options))]
     print("\n".join(lines))
-    for rule in ("default", "thresholds", "before"):  # how far off a count typically is, over every class and run above
+    for rule in rules_of(lines):  # how far off a count typically is, over every class and run above
         ratios = [float(line.split()[1]) for line in lines if line.split()[0].endswith(f"_{rule}")]
         error = float(np.mean(np.abs(np.log(np.maximum(ratios, 1e-3)))))
         print(f"count_factor_off_{rule} {np.exp(error):.3f} (geometric mean of max(ratio, 1 / ratio) over "

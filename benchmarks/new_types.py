@@ -197,7 +197,7 @@ def counted_by_thresholds(model: Path, test: Path) -> tuple[float, float]:
     from napari_mia.core.io import load_model
 
     network, config, _ = load_model(model)
-    config = config.replace(count_by_mass=False)
+    config = config.replace(mass_below_frames=0)
     found = {}
     for path in sorted((test / "images").iterdir()):
         image, channel_axis = read_image(path)

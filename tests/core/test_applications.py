@@ -177,13 +177,14 @@ def test_weak_peaks_are_counted_by_their_mass_measured_on_the_labelled_frames():
     config = fixed_config(application="detection", classes=["cell", "other"], object_size=6)
     mass_per_object = calibrate_mass_per_object([weak(labelled)], [labelled], config.n_classes)
     assert mass_per_object[0] > 0 and mass_per_object[1] == 0
-    counted = config.replace(mass_per_object=mass_per_object, peak_thresholds=[0.3, 0.3])
+    counted = config.replace(mass_per_object=mass_per_object, peak_thresholds=[0.3, 0.3], threshold_frames=2)
     new_objects = np.array([[10, 50, 0], [30, 30, 0], [50, 10, 0], [55, 55, 0], [12, 25, 0]], float)
     positions, classes, _ = config_points(weak(new_objects, (72, 72)), counted)
     assert len(positions) == 5 and match_points(new_objects[:, :2], positions, radius=2)[0] == 5
     assert not (classes == 1).any()  # class 1's weak peaks stay under its threshold, as before
     assert len(config_points(np.full((2, 64, 64), 0.01, np.float32), counted)[0]) == 0
-    assert len(config_points(weak(new_objects, (72, 72)), counted.replace(count_by_mass=False))[0]) == 0
+    # thresholds chosen on mass_below_frames validation frames (10) or more decide instead
+    assert len(config_points(weak(new_objects, (72, 72)), counted.replace(threshold_frames=10))[0]) == 0
 
 
 def test_the_default_seed_height_keeps_a_waisted_nucleus_whole_and_travels_in_the_config():
@@ -298,6 +299,7 @@ def test_detection_training_finds_points():
     assert {"precision", "recall", "f1"} <= set(trainer.history[-1].val_metrics)
     assert len(config.peak_thresholds) == 1  # chosen on the validation frames when training ended
     assert config.mass_per_object[0] > 0  # measured on the labelled frames when training ended
+    assert config.threshold_frames == 1  # the validation frames they were chosen on
     points, classes, scores = run(iter_predict_points(trainer.model, image, config))
     assert points.shape[1] == 2 and len(points) == len(classes) == len(scores) > 0
     assert match_points(centres, points, radius=6)[0] >= 3  # most discs found near their centres

@@ -39,6 +39,12 @@ def test_round_trip_through_dict():
     assert TrainingConfig.from_dict(config.to_dict()) == config
 
 
+def test_a_model_saved_with_count_by_mass_keeps_its_counting_rule():
+    record = {key: value for key, value in TrainingConfig().to_dict().items() if key != "mass_below_frames"}
+    assert TrainingConfig.from_dict({**record, "count_by_mass": True}).mass_below_frames > 0  # by mass
+    assert TrainingConfig.from_dict({**record, "count_by_mass": False}).mass_below_frames == 0  # thresholds
+
+
 def test_unknown_or_newer_settings_are_refused():
     record = TrainingConfig().to_dict()
     with pytest.raises(ConfigError, match="unknown settings"):

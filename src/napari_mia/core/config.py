@@ -256,10 +256,12 @@ class TrainingConfig:
     peak_threshold: float = 0.3
     # Per class, chosen on the validation frames when detection training ends (None: peak_threshold).
     peak_thresholds: list[float] | None = None
-    # Points per image: each class's strongest peaks, as many as its heatmap's mass holds objects (the mass of
-    # one object measured on the labelled frames when detection training ends); off: the peak thresholds.
-    count_by_mass: bool = True
+    # Points per image: while the peak thresholds were chosen on fewer validation frames than this, each class's
+    # strongest peaks, as many as its heatmap's mass holds objects (the mass of one object measured on the
+    # labelled frames when detection training ends); from this many frames on, the thresholds. 0: thresholds.
+    mass_below_frames: int = 10
     mass_per_object: list[float] | None = None
+    threshold_frames: int = 0  # the validation frames the peak thresholds were chosen on
     min_peak_distance: float | None = None
     tile_size: int = 1536
     # Prediction averages the four flips of every tile; None: the application's default
@@ -390,6 +392,8 @@ class TrainingConfig:
         _in_range("early_stopping_patience", self.early_stopping_patience, 0, 100_000)
         _in_range("min_batches", self.min_batches, 0, 100_000)
         _in_range("preview_every", self.preview_every, 0, 100_000)
+        _in_range("mass_below_frames", self.mass_below_frames, 0, 10**9)
+        _in_range("threshold_frames", self.threshold_frames, 0, 10**9)
         for name in ("foreground_threshold", "seed_threshold", "peak_threshold"):
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be between 0 and 1, got {getattr(self, name)}")
@@ -429,6 +433,8 @@ class TrainingConfig:
             raise ConfigError(
                 f"this model was saved by a newer napari-mia (config version {version}); upgrade napari-mia"
             )
+        if record.pop("count_by_mass", True) is False:  # a model of 2026-12-05 that counted by thresholds
+            record.setdefault("mass_below_frames", 0)
         _refuse_unknown(cls, record, "")
         return cls(**record)
 

@@ -297,6 +297,7 @@ class Trainer:
         if self.validation_samples:
             first = len(training)
             self.config.peak_thresholds = calibrate_peak_thresholds(heatmaps[first:], truths[first:], self.config)
+            self.config.threshold_frames = len(self.validation_samples)
 
     def _preview_due(self) -> bool:
         every = self.config.preview_every

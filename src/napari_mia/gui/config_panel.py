@@ -26,7 +26,7 @@ SETTINGS_LABELS = {
     "early_stopping_patience": "Early stopping patience (0 = off)",
     "min_batches": "Minimum batches (from untrained weights)",
     "keep_best": "Keep best weights",
-    "count_by_mass": "Detection: count by heatmap mass (off: peak thresholds)",
+    "mass_below_frames": "Count points by mass below x validation frames",
     "preview_every": "Predict an image every x epochs",
     "mixed_precision": "Mixed precision (bf16: CUDA, AMX CPUs)",
     "num_workers": "Data-loading workers",
