@@ -13,8 +13,12 @@ heatmaps, the peak thresholds chosen on those validation frames by each rule:
 - ``mass``: per image and class, the strongest peaks, as many as the heatmap's mass holds objects, the mass of
   one object measured on the labelled frames (training and validation; the model's own measure where it has
   one, else ``calibrate_mass_per_object`` on the training frames' heatmaps, kept as ``fit.pkl``);
-- ``thresholds``: the rule of 2026-12-04 (``calibrate_peak_thresholds``, as training ends: the middle of the
-  thresholds with the best F1 on the validation frames, each class's own distance between peaks);
+- ``thresholds``: per class the peak threshold chosen as training ends (``calibrate_peak_thresholds``): from
+  10 validation frames on (since 2026-12-05) the one that gives those frames as many points as they hold
+  objects, on fewer the middle of the thresholds with the best F1 there; each class's own distance between
+  peaks;
+- ``middle``: the thresholds of 2026-12-04: the middle of those with the best F1 on the validation frames,
+  however many (on fewer than 10 frames the same as ``thresholds``);
 - ``before``: the rule before 2026-12-04, on the same heatmaps: the best F1 on the thresholds 0.05-0.6, the
   lowest of ties, and one distance (half of Object Size) for every class.
 
@@ -155,11 +159,13 @@ def measure(n: int, seed: int, work: Path, minutes: float, annotations, options:
     mass_per_object = config.mass_per_object or calibrate_mass_per_object(
         heatmaps["fit"] + heatmaps["validation"], truths["fit"] + truths["validation"], config.n_classes)
     thresholds = calibrate_peak_thresholds(heatmaps["validation"], truths["validation"], config)
+    middle = calibrate_peak_thresholds(heatmaps["validation"], truths["validation"], config, counted_from=10**9)
     measured = config.replace(mass_per_object=mass_per_object, peak_thresholds=thresholds,
                               threshold_frames=len(validation))
     before = measured.replace(class_object_sizes=None, mass_below_frames=0)  # one distance between peaks
     rules = {"default": measured, "mass": measured.replace(mass_below_frames=len(validation) + 1),
              "thresholds": measured.replace(mass_below_frames=0),
+             "middle": measured.replace(mass_below_frames=0, peak_thresholds=middle),
              "before": before.replace(peak_thresholds=best_f1_lowest(heatmaps["validation"], truths["validation"],
                                                                       before))}
     print(f"{len(stems)} training images, draw {seed} ({len(validation)} validation frames), {len(test)} test images;"

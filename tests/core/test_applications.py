@@ -164,11 +164,36 @@ def test_a_threshold_chosen_on_few_frames_does_not_over_count_new_images():
     assert len(positions) == 2
 
 
+def test_from_ten_validation_frames_the_threshold_gives_them_their_true_count():
+    """Where weak objects and false peaks are mixed, the best F1 on the validation frames keeps a false peak
+    to find one more object and over-counts; from ten frames on the threshold keeps as many peaks as the
+    frames hold objects."""
+    from napari_mia.core.postprocess import COUNTED_THRESHOLD_FRAMES, calibrate_peak_thresholds
+
+    config = fixed_config(application="detection", classes=["cell"], object_size=6)
+    peaks = {(12, 12): 0.8, (12, 44): 0.8, (12, 76): 0.8, (44, 12): 0.8,  # objects, then false peaks
+             (44, 44): 0.3, (44, 76): 0.2, (76, 12): 0.35, (76, 44): 0.15}
+    frame = sum(height * points_heatmaps(np.array([[y, x, 0]], float), (96, 96), 1, sigma=2)
+                for (y, x), height in peaks.items())
+    objects = np.array([[y, x, 0] for y, x in list(peaks)[:6]], float)
+    frames, truths = [frame] * COUNTED_THRESHOLD_FRAMES, [objects] * COUNTED_THRESHOLD_FRAMES
+
+    def points_per_frame(threshold: float) -> int:
+        return len(points_from_heatmaps(frame, threshold, 3)[0])
+
+    (counted,) = calibrate_peak_thresholds(frames, truths, config)
+    (by_f1,) = calibrate_peak_thresholds(frames, truths, config, counted_from=COUNTED_THRESHOLD_FRAMES + 1)
+    assert points_per_frame(counted) == len(objects)
+    assert points_per_frame(by_f1) == len(objects) + 1  # six objects found, one false peak kept
+    more_than_found = [np.vstack([objects] * 2)] * COUNTED_THRESHOLD_FRAMES
+    assert calibrate_peak_thresholds(frames, more_than_found, config) == [0.05]  # every peak, down to the lowest
+
+
 def test_weak_peaks_are_counted_by_their_mass_measured_on_the_labelled_frames():
     """A model trained on a handful of images learns weak peaks that no threshold chosen on one frame
     counts right; the mass of one object on the labelled frames does: a new image gets one point per
     object, and an empty one none."""
-    from napari_mia.core.postprocess import calibrate_mass_per_object, config_points
+    from napari_mia.core.postprocess import calibrate_mass_per_object, config_points, counting_rule
 
     def weak(points, shape=(64, 64)):
         return 0.01 + 0.2 * points_heatmaps(np.asarray(points, float), shape, 2, sigma=2)
@@ -185,6 +210,10 @@ def test_weak_peaks_are_counted_by_their_mass_measured_on_the_labelled_frames():
     assert len(config_points(np.full((2, 64, 64), 0.01, np.float32), counted)[0]) == 0
     # thresholds chosen on mass_below_frames validation frames (10) or more decide instead
     assert len(config_points(weak(new_objects, (72, 72)), counted.replace(threshold_frames=10))[0]) == 0
+    # and the command line and the dock say which rule counts
+    assert counting_rule(counted).startswith("points counted by each class's heatmap mass (2 validation frame(s)")
+    assert counting_rule(counted.replace(threshold_frames=10)) == (
+        "points above the peak thresholds cell 0.30, other 0.30 (chosen on 10 validation frames)")
 
 
 def test_the_default_seed_height_keeps_a_waisted_nucleus_whole_and_travels_in_the_config():

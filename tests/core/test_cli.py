@@ -95,7 +95,7 @@ def test_settings_reach_the_cli_through_flags_and_a_json_config(tmp_path):
                  "--config", str(settings)]) == 2
 
 
-def test_instance_detection_and_classification_from_the_command_line(tmp_path):
+def test_instance_detection_and_classification_from_the_command_line(tmp_path, capsys):
     import csv
 
     from ..conftest import instance_blobs
@@ -131,6 +131,7 @@ def test_instance_detection_and_classification_from_the_command_line(tmp_path):
     assert main(["train", "--application", "detection", "--images", str(images), "--points", str(points),
                  "--out", str(model), *small]) == 0
     assert load_model(model)[1].classes == ["blob", "cell"]
+    assert "napari-mia: points counted by each class's heatmap mass (no validation frame" in capsys.readouterr().err
     assert main(["predict", "--model", str(model), "--images", str(images), "--out", str(tmp_path / "pts")]) == 0
     header = (tmp_path / "pts" / "points.csv").read_text().splitlines()[0]
     assert header == "image,y,x,class,score"

@@ -62,7 +62,8 @@ def test_load_train_save_load_keeps_every_setting_and_the_history(make_napari_vi
     assert widget.backbone.enabled and widget.classes.enabled
 
 
-def test_a_retrained_detection_model_keeps_its_calibrated_thresholds(make_napari_viewer, qtbot, tmp_path):
+def test_a_retrained_detection_model_keeps_its_calibrated_thresholds(make_napari_viewer, qtbot, tmp_path,
+                                                                        monkeypatch):
     viewer = make_napari_viewer()
     image, _, centres = instance_blobs((96, 96), n=6)
     viewer.add_image(image, name="cells")
@@ -74,10 +75,15 @@ def test_a_retrained_detection_model_keeps_its_calibrated_thresholds(make_napari
     widget.load_model(tmp_path / "detector.safetensors")
     widget.points_layer.value = points
     widget.predict_after.value = False
+    notified = []
+    monkeypatch.setattr("napari_mia.gui.widget.show_info", notified.append)
     widget.train_button.clicked()  # no validation frames: nothing to calibrate on
     wait_until_idle(qtbot, widget)
     assert widget.trainer.history and widget.model_config.peak_thresholds == [0.42]
     assert len(widget.model_config.mass_per_object) == 1  # measured on the training frames all the same
+    # the notification says how new images will be counted
+    qtbot.waitUntil(lambda: any("Points counted by each class's heatmap mass (no validation frame" in n
+                                for n in notified), timeout=2000)
 
 
 @pytest.fixture

@@ -356,6 +356,7 @@ def _train(args, rank: int) -> int:
     from .events import BatchEnd, EpochEnd, TrainingDone
     from .io import history_csv_path, load_model, save_model, write_history_csv
     from .models import resolve_device
+    from .postprocess import counting_rule
     from .session import Session
     from .train import evaluate
     from .weights import describe
@@ -411,6 +412,8 @@ def _train(args, rank: int) -> int:
     if validation_samples:
         final = evaluate(session.model, validation_samples, session.config, trainer.device)
         print("validation: " + " ".join(f"{k}={v:.4f}" for k, v in final.items()))
+    if session.config.kind.points:
+        print(f"napari-mia: {counting_rule(session.config)}", file=sys.stderr)
     print(f"napari-mia: model saved to {path} (training history in {history_csv_path(path)})", file=sys.stderr)
     return 0
 

@@ -40,6 +40,7 @@ from ..core.config import (
 )
 from ..core.events import BatchEnd, EpochEnd, Preview, TrainingDone
 from ..core.models import available_devices
+from ..core.postprocess import counting_rule
 from ..core.session import RunKept, Session, SessionBusy, TrainerReady
 from ..core.weights import describe, find_weights
 from . import config_panel, layers
@@ -738,6 +739,10 @@ class MiaWidget(PredictionActions, ModelFileActions, Container):
             stopped = event.reason == "stopped"
             self._run_ended_well = not event.message  # out of memory: no prediction after it
             summary = f"Training {event.reason} after {event.steps} batches ({event.seconds:.0f} s)."
+            config = self.session.config
+            if config is not None and config.kind.points and not event.message:
+                rule = counting_rule(config)
+                summary += f" {rule[0].upper()}{rule[1:]}."
             if event.message:
                 show_error(f"Training on '{self._training_layer.name}' stopped: {event.message}")
             elif not stopped:  # a turn after the status line's repaint: the two were one freeze
