@@ -162,10 +162,10 @@ def measure(n: int, seed: int, work: Path, minutes: float, annotations, options:
     middle = calibrate_peak_thresholds(heatmaps["validation"], truths["validation"], config, counted_from=10**9)
     measured = config.replace(mass_per_object=mass_per_object, peak_thresholds=thresholds,
                               threshold_frames=len(validation))
-    before = measured.replace(class_object_sizes=None, mass_below_frames=0)  # one distance between peaks
+    by_thresholds = measured.replace(mass_below_frames=0)
+    before = by_thresholds.replace(class_object_sizes=None)  # one distance between peaks
     rules = {"default": measured, "mass": measured.replace(mass_below_frames=len(validation) + 1),
-             "thresholds": measured.replace(mass_below_frames=0),
-             "middle": measured.replace(mass_below_frames=0, peak_thresholds=middle),
+             "thresholds": by_thresholds, "middle": by_thresholds.replace(peak_thresholds=middle),
              "before": before.replace(peak_thresholds=best_f1_lowest(heatmaps["validation"], truths["validation"],
                                                                       before))}
     print(f"{len(stems)} training images, draw {seed} ({len(validation)} validation frames), {len(test)} test images;"
