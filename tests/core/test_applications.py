@@ -211,7 +211,9 @@ def test_weak_peaks_are_counted_by_their_mass_measured_on_the_labelled_frames():
     # thresholds chosen on mass_below_frames validation frames (10) or more decide instead
     assert len(config_points(weak(new_objects, (72, 72)), counted.replace(threshold_frames=10))[0]) == 0
     # and the command line and the dock say which rule counts
-    assert counting_rule(counted).startswith("points counted by each class's heatmap mass (2 validation frame(s)")
+    assert counting_rule(counted).startswith(
+        "points counted by each class's heatmap mass (2 validation frames to choose")
+    assert "(1 validation frame to choose" in counting_rule(counted.replace(threshold_frames=1))
     assert counting_rule(counted.replace(threshold_frames=10)) == (
         "points above the peak thresholds cell 0.30, other 0.30 (chosen on 10 validation frames)")
 
