@@ -214,6 +214,8 @@ def test_weak_peaks_are_counted_by_their_mass_measured_on_the_labelled_frames():
     assert counting_rule(counted).startswith(
         "points counted by each class's heatmap mass (2 validation frames to choose")
     assert "(1 validation frame to choose" in counting_rule(counted.replace(threshold_frames=1))
+    by_thresholds = counted.replace(threshold_frames=1, mass_below_frames=0)
+    assert counting_rule(by_thresholds).endswith("(chosen on 1 validation frame)")
     assert counting_rule(counted.replace(threshold_frames=10)) == (
         "points above the peak thresholds cell 0.30, other 0.30 (chosen on 10 validation frames)")
 

@@ -139,12 +139,12 @@ def counts_by_mass(config: TrainingConfig) -> bool:
 def counting_rule(config: TrainingConfig) -> str:
     """How prediction decides how many points an image gets, as the command line and the dock say it."""
     frames = config.threshold_frames
+    frames_said = {0: "no validation frame", 1: "1 validation frame"}.get(frames, f"{frames} validation frames")
     if counts_by_mass(config):
-        frames_said = {0: "no validation frame", 1: "1 validation frame"}.get(frames, f"{frames} validation frames")
         return (f"points counted by each class's heatmap mass ({frames_said} to choose peak thresholds on; "
                 f"from {config.mass_below_frames} on they decide)")
     chosen = ", ".join(f"{name} {t:.2f}" for name, t in zip(config.classes, class_thresholds(config)))
-    source = (f"chosen on {frames} validation frames" if frames else
+    source = (f"chosen on {frames_said}" if frames else
               "chosen on the validation frames" if config.peak_thresholds else "no validation frame to choose them on")
     return f"points above the peak thresholds {chosen} ({source})"
 
