@@ -65,6 +65,7 @@ from napari_mia.core.postprocess import (
     heatmap_masses,
     peak_distances,
     points_from_heatmaps,
+    threshold_keeping,
 )
 
 CLI = [sys.executable, "-m", "napari_mia"]
@@ -193,13 +194,11 @@ def folder_thresholds(config, heatmaps) -> list[float]:
                        / np.maximum(config.mass_per_object, 1e-12)).astype(np.int64)
     chosen = []
     for class_id, count in enumerate(objects):
-        scores = np.sort(np.concatenate([s[c == class_id] for _, c, s in found]))[::-1]
-        if count >= len(scores):  # every peak
-            chosen.append(MASS_PEAK_FLOOR)
-        elif count == 0:  # above the strongest
-            chosen.append(float(scores[0]) + 1e-6)
+        scores = np.concatenate([s[c == class_id] for _, c, s in found])
+        if count == 0 and len(scores):  # above the strongest
+            chosen.append(float(scores.max()) + 1e-6)
         else:
-            chosen.append(float(scores[count - 1] + scores[count]) / 2)
+            chosen.append(threshold_keeping(scores, max(count, 1), np.array([MASS_PEAK_FLOOR, 1.0])))
     return chosen
 
 

@@ -196,7 +196,7 @@ def calibrate_peak_thresholds(heatmaps: list[np.ndarray], truths: list[np.ndarra
             chosen.append(float(config.peak_threshold))
         elif len(heatmaps) >= counted_from:
             scores = np.concatenate([s[c == class_id] for _, c, s in found])
-            chosen.append(_threshold_keeping(scores, sum(map(len, truth)), candidates))
+            chosen.append(threshold_keeping(scores, sum(map(len, truth)), candidates))
         else:
             f1 = np.array([class_f1_at(threshold, class_id, found, truth, radius) for threshold in candidates])
             # A class there but never found: its weak peaks are shown, for the user to correct, rather than none.
@@ -204,9 +204,9 @@ def calibrate_peak_thresholds(heatmaps: list[np.ndarray], truths: list[np.ndarra
     return chosen
 
 
-def _threshold_keeping(scores: np.ndarray, count: int, candidates: np.ndarray) -> float:
-    """A threshold between the ``count``-th and the next strongest of these peak scores, within the candidates'
-    range (more objects than peaks: the lowest candidate, so every peak)."""
+def threshold_keeping(scores: np.ndarray, count: int, candidates: np.ndarray) -> float:
+    """A threshold between the ``count``-th (``count`` >= 1) and the next strongest of these peak scores, within
+    the candidates' range (more objects than peaks: the lowest candidate, so every peak)."""
     strongest = np.sort(scores)[::-1]
     if count > len(strongest):
         return float(candidates.min())
