@@ -60,6 +60,18 @@ def test_labels_roles_and_statuses_come_back_when_the_folder_is_reopened(tmp_pat
     assert json.loads((folder / "napari-mia.json").read_text())["images"]["im10"]["role"] == "test"
 
 
+def test_saved_labels_are_counted_in_pixels_and_objects_and_the_counts_come_back(tmp_path):
+    """The table shows labelled pixels (semantic) or objects (instance) without reading a label file."""
+    folder, truth = _folder(tmp_path)
+    experiment = Experiment.open(folder)
+    assert experiment["im1"].objects is None  # nothing counted yet: the table leaves the cell empty
+    experiment.save_labels(experiment["im1"], truth["im1"])
+    counts = (np.count_nonzero(truth["im1"]), len(np.unique(truth["im1"])) - 1)
+    assert counts[1] == 3 and (experiment["im1"].annotated, experiment["im1"].objects) == counts
+    again = Experiment.open(folder)["im1"]
+    assert (again.annotated, again.objects) == counts
+
+
 def test_a_label_file_without_a_state_file_still_counts(tmp_path):
     """Labels written by hand (or by a session that crashed before its state file) teach."""
     folder, truth = _folder(tmp_path)

@@ -93,14 +93,21 @@ def test_a_refresh_changes_only_the_cells_that_changed(make_napari_viewer, qtbot
     _open(qtbot, widget, tmp_path)
     panel, table = widget.experiment_panel, widget.experiment_panel.table.native
     items = [[table.item(row, column) for column in range(table.columnCount())] for row in range(3)]
-    labelled = panel.table.column_headers.index("Labelled")
+    objects = panel.table.column_headers.index("Objects")  # an instance experiment counts objects
     viewer.layers["field1 labels"].paint((32, 32), 1)
+    viewer.layers["field1 labels"].paint((8, 8), 2)
     panel.save_now()
     panel.refresh()
-    assert panel.table.data[0, labelled] not in ("", 0, "0")  # the painted image's count is shown
+    assert panel.table.data[0, objects] == 2  # the painted image's count is shown
+    assert "objects" in table.horizontalHeaderItem(objects).toolTip()
     assert [[table.item(row, column) for column in range(table.columnCount())] for row in range(3)
             if row != 0] == items[1:]  # the other rows' cells are the same items, not a new table
     assert panel.table.data[0, 0] == "field1" and "(64 × 64 px)" in table.item(0, 0).toolTip()
+
+    widget.application.value = "semantic"  # the same label files: pixels are what a semantic table counts
+    assert panel.table.column_headers[objects] == "Labelled"
+    assert "pixels" in table.horizontalHeaderItem(objects).toolTip()
+    assert panel.table.data[0, objects] == np.count_nonzero(viewer.layers["field1 labels"].data) > 2
 
 
 def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napari_viewer, qtbot, tmp_path,
@@ -195,7 +202,7 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     wait_until_idle(qtbot, widget)
     assert "stopped: 3 of 6 images predicted" in widget.status.value
     table = widget.experiment_panel.table
-    assert table.column_headers == ("Image", "Role", "Status", "Labelled", "Unsure", "Scale")
+    assert table.column_headers == ("Image", "Role", "Status", "Objects", "Unsure", "Scale")
     assert table.shape == (6, 6)
     assert [row[2] for row in table.data.to_list()] == ["predicted"] * 3 + ["unlabelled"] * 3
     assert sorted(p.name for p in (folder / "predictions").iterdir()) == ["blob1.tif", "blob2.tif", "blob3.tif"]

@@ -89,11 +89,17 @@ class Entry:
     labels: np.ndarray | None = None
     role: str = "train"
     status: str = "unlabelled"
-    annotated: int = 0  # labelled pixels, for the table
+    annotated: int = 0  # labelled pixels (points in a table), for the table
+    objects: int | None = None  # distinct object ids of its labels, for an instance experiment's table
     trained: bool = False  # a finished training run used its labels (else it is new: ``new_image_share``)
     uncertainty: float | None = None  # of its last prediction (see core.uncertainty); None: not predicted
     scale: float | None = None  # the scale its last prediction saw it at (its frames' median; data.frame_scale)
     corrected: bool = False  # the user edited its prediction (kept; it teaches once accepted)
+
+    def count_labels(self, labels: np.ndarray) -> None:
+        """The table's counts of ``labels``: labelled pixels, and distinct ids (objects, where ids are objects)."""
+        labelled = labels[labels > 0]
+        self.annotated, self.objects = labelled.size, len(np.unique(labelled))
 
     @property
     def teaches(self) -> bool:
@@ -146,8 +152,9 @@ class Experiment:
         for path, name in zip(paths, names):
             saved = state.get(name, {})
             entry = Entry(name, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0),
-                          trained=saved.get("trained", False), uncertainty=saved.get("uncertainty"),
-                          scale=saved.get("scale"), corrected=saved.get("corrected", False))
+                          objects=saved.get("objects"), trained=saved.get("trained", False),
+                          uncertainty=saved.get("uncertainty"), scale=saved.get("scale"),
+                          corrected=saved.get("corrected", False))
             status = saved.get("status")
             if experiment._has_annotation(entry, status):
                 entry.status = status if status in ANNOTATED else "labelled"
@@ -186,7 +193,8 @@ class Experiment:
             return
         with self._lock:
             state = {"version": 1, "images": {
-                e.name: {"role": e.role, "status": e.status, "annotated": e.annotated, "trained": e.trained,
+                e.name: {"role": e.role, "status": e.status, "annotated": e.annotated, "objects": e.objects,
+                         "trained": e.trained,
                          "uncertainty": e.uncertainty, "scale": e.scale, "corrected": e.corrected}
                 for e in self.entries if e.path is not None},
                 "runs": [run.to_dict(self.folder) for run in self.runs], "run_in_use": self.run_in_use}
@@ -308,7 +316,7 @@ class Experiment:
             entry.labels = labels
         else:  # always a TIFF: a png label file found at opening is left as it was
             self._label_files[entry.name] = write_labels(self.label_folder / f"{entry.name}.tif", labels)
-        entry.annotated = int(np.count_nonzero(labels))
+        entry.count_labels(labels)
         entry.status = "accepted" if "accepted" in (status, entry.status) else "labelled"  # touched up after Accept
         if entry.role == "test":
             entry.role = "train"

@@ -22,6 +22,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QSignalBlocker, Qt, QTimer
 from qtpy.QtWidgets import QHeaderView, QSizePolicy, QStyledItemDelegate
 
+from ..core.config import APPLICATIONS
 from ..core.events import ImagePredicted
 from ..core.experiment import ORDERS, ROLES, Entry, Experiment, predict_entry
 from . import layers
@@ -38,12 +39,15 @@ POINTS_SUFFIX, DETECTIONS_SUFFIX = "points", "detections"
 _LAYER_SUFFIXES = {"labels": (LABELS_SUFFIX, PREDICTION_SUFFIX), "points": (POINTS_SUFFIX, DETECTIONS_SUFFIX),
                    "classes": (None, None)}
 _ANNOTATION_COLUMN = {"labels": "Labelled", "points": "Points", "classes": "Class"}
+OBJECTS_COLUMN = "Objects"  # instead of Labelled where the label images hold an id per object
 _FIRST_STEP = {"labels": "Paint a few objects on this image", "points": "Click a few objects on this image",
                "classes": "Give a few images their Class"}
 _WATCHED = "napari_mia_edits_saved"  # a prediction layer whose edits the panel saves
 # Short: every column in view at the dock's width; the headers' tooltips say more.
 _COLUMNS = ("Image", "Role", "Status", "Labelled", "Unsure", "Scale")
 _COLUMN_TIPS = {
+    "Labelled": "How many pixels of the image are labelled (counted when its labels are saved or opened)",
+    OBJECTS_COLUMN: "How many objects the image's labels hold (counted when they are saved or opened)",
     "Unsure": "How unsure the model was of its last prediction of the image (0 to 1): Next can go to the most unsure",
     "Scale": "The scale the model saw the image at when it predicted it: with Down Scaling auto, an instance model "
              "brings each image's objects to the size it learned (0.5: shrunk by half)",
@@ -199,9 +203,12 @@ class ExperimentPanel(Container):
 
     def reopen_for(self, annotations: str) -> None:
         """The application changed: the open folder is read again for its annotations (labels, points or
-        classes); what is pending is saved first."""
+        classes); what is pending is saved first. Between semantic and instance labels only the table's
+        count changes (pixels or objects)."""
         experiment = self.experiment
         if experiment is None or experiment.annotations == annotations or self.dock.session.busy:
+            if experiment is not None:
+                self.refresh()
             return
         folder = experiment.folder
         self.close_experiment()
@@ -253,10 +260,10 @@ class ExperimentPanel(Container):
         for column in range(table.columnCount()):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch if column == 0
                                         else QHeaderView.ResizeMode.ResizeToContents)
-        for column, tip in _COLUMN_TIPS.items():
-            header_item = table.horizontalHeaderItem(_COLUMNS.index(column))
-            if header_item is not None:
-                header_item.setToolTip(tip)
+        for column, header_text in enumerate(self.table.column_headers):
+            header_item = table.horizontalHeaderItem(column)
+            if header_item is not None and header_text in _COLUMN_TIPS:
+                header_item.setToolTip(_COLUMN_TIPS[header_text])
 
     def _set_name_tips(self) -> None:
         table = self.table.native
@@ -291,7 +298,7 @@ class ExperimentPanel(Container):
             [e.name, e.role, _status(e), self._annotation_cell(e),
              "" if e.uncertainty is None else f"{e.uncertainty:.2f}", "" if e.scale is None else f"{e.scale:.2f}"]
             for e in experiment]
-        self._set_rows(_table_value(rows, "labels" if not has else experiment.annotations))
+        self._set_rows(_table_value(rows, self._annotation_column()))
         current = None if self.current is None else experiment.entries.index(self.current)
         if current is not None:
             self.table.native.selectRow(current)
@@ -477,7 +484,7 @@ class ExperimentPanel(Container):
         self.dock.session.shown(entry)
         self._shapes[entry.name] = " × ".join(map(str, labels.shape))
         if entry.status in ("labelled", "accepted"):  # label files written elsewhere have no count yet
-            entry.annotated = int(np.count_nonzero(labels))
+            entry.count_labels(labels)
         return layers.show_step(added)
 
     def _show_prediction(self, entry: Entry, prediction: np.ndarray, uncertainty, confidences, shown: dict):
@@ -676,8 +683,15 @@ class ExperimentPanel(Container):
             return np.array(layer.data), classes, scores
         return np.array(layer.data)
 
+    def _annotation_column(self) -> str:
+        annotations = "labels" if self.experiment is None else self.experiment.annotations
+        object_ids = annotations == "labels" and APPLICATIONS[self.dock.application.value].object_ids
+        return OBJECTS_COLUMN if object_ids else _ANNOTATION_COLUMN[annotations]
+
     def _annotation_cell(self, entry: Entry):
-        """The table's annotation column: labelled pixels, points, or the image's class."""
+        """The table's annotation column: labelled pixels or objects, points, or the image's class."""
+        if self._annotation_column() == OBJECTS_COLUMN:
+            return "" if entry.objects is None else entry.objects
         if self.experiment.annotations != "classes":
             return entry.annotated
         annotation = self.experiment.read_annotation(entry)
@@ -1034,7 +1048,7 @@ def _status(entry: Entry) -> str:
     return "corrected" if entry.status == "predicted" and entry.corrected else entry.status
 
 
-def _table_value(rows: list[list], annotations: str = "labels") -> dict:
+def _table_value(rows: list[list], annotation_column: str = "Labelled") -> dict:
     """Rows for magicgui's Table, numbered from 1 (without "index" it reads the keys as column names)."""
-    columns = [_ANNOTATION_COLUMN[annotations] if c == "Labelled" else c for c in _COLUMNS]
+    columns = [annotation_column if c == "Labelled" else c for c in _COLUMNS]
     return {"data": rows, "index": list(range(1, len(rows) + 1)), "columns": columns}
