@@ -71,6 +71,12 @@ def test_saved_labels_are_counted_in_pixels_and_objects_and_the_counts_come_back
     again = Experiment.open(folder)["im1"]
     assert (again.annotated, again.objects) == counts
 
+    predicted = truth["im2"].copy()
+    experiment.save_predicted(experiment["im2"], predicted)  # the model's objects, shown until accepted
+    predicted[predicted == 1] = 0
+    experiment.save_predicted(experiment["im2"], predicted, corrected=True)  # the user deleted one
+    assert Experiment.open(folder)["im2"].predicted == 2
+
 
 def test_a_label_file_without_a_state_file_still_counts(tmp_path):
     """Labels written by hand (or by a session that crashed before its state file) teach."""

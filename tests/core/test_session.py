@@ -259,6 +259,9 @@ def test_every_application_works_through_a_folder_and_comes_back(tmp_path, appli
     prediction, _ = predict_entry(session.model, session.config, experiment, third)
     assert third.status == "predicted" and experiment.read_annotation(third) is None
     assert not third.teaches  # a prediction never teaches before it is accepted
+    if kind != "classes":  # the table's bracketed count: the model's objects or points
+        found = len(prediction[0]) if kind == "points" else len(np.unique(prediction[prediction > 0]))
+        assert third.predicted == found
     experiment.save_annotation(third, experiment.read_predicted(third), "accepted")
     _run(session.start_training(_builder(experiment, config)))
     assert {e.name for e in experiment.last_used} == {"im1", "im2", "im3"}

@@ -132,12 +132,17 @@ def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napar
     qtbot.waitUntil(lambda: "nuclei2 prediction" in viewer.layers, timeout=60_000)
     wait_until_idle(qtbot, widget)
     assert panel.current.name == "nuclei2" and panel.current.status == "predicted"
+    objects, row = panel.table.column_headers.index("Objects"), 1
+    prediction = viewer.layers["nuclei2 prediction"].data
+    found = len(np.unique(prediction[prediction > 0]))
+    assert panel.table.data[row, objects] == f"({found}?)"  # the model's count, until the user accepts
     viewer.layers["nuclei2 prediction"].data = truth["nuclei2"]  # the user's correction
     panel.accept_button.clicked()
     qtbot.waitUntil(lambda: (folder / "labels" / "nuclei2.tif").is_file(), timeout=10_000)
     # The prediction is the labels now: its layer is emptied (a turn later) for the next image.
     qtbot.waitUntil(lambda: not viewer.layers["nuclei2 prediction"].data.any(), timeout=10_000)
     assert panel.current.status == "accepted"
+    assert panel.table.data[row, objects] == len(np.unique(truth["nuclei2"])) - 1  # the accepted objects
     np.testing.assert_array_equal(viewer.layers["nuclei2 labels"].data, truth["nuclei2"])
 
     widget.train_button.clicked()

@@ -82,6 +82,8 @@ def test_detection_points_are_clicked_predicted_corrected_accepted_and_reopened(
     _next(qtbot, widget, second)  # the next image arrives with the model's detections to correct
     detections = viewer.layers[f"{second} detections"]
     assert panel.current.status == "predicted" and (folder / "predictions" / "points.csv").is_file()
+    points_column = panel.table.column_headers.index("Points")
+    assert panel.table.data[1, points_column] == f"({len(detections.data)}?)"  # the model's count
     # The first image's layers took the second's name and data (adding layers would freeze the window).
     assert added == [first, f"{first} points", f"{first} detections"]
     assert viewer.layers[f"{second} points"] is points and len(points.data) == 0

@@ -77,6 +77,11 @@ class Run:
         return f"run {self.number}: {scored}, {len(self.images)} image(s)"
 
 
+def count_objects(labels: np.ndarray) -> int:
+    """How many distinct ids above 0 ``labels`` holds (objects, where they are object ids)."""
+    return len(np.unique(labels[labels > 0]))
+
+
 @dataclass
 class Entry:
     """One image of the experiment. File entries read their image and labels when needed; in-memory
@@ -91,6 +96,7 @@ class Entry:
     status: str = "unlabelled"
     annotated: int = 0  # labelled pixels (points in a table), for the table
     objects: int | None = None  # distinct object ids of its labels, for an instance experiment's table
+    predicted: int | None = None  # objects (or points) in its last prediction, the user's corrections included
     trained: bool = False  # a finished training run used its labels (else it is new: ``new_image_share``)
     uncertainty: float | None = None  # of its last prediction (see core.uncertainty); None: not predicted
     scale: float | None = None  # the scale its last prediction saw it at (its frames' median; data.frame_scale)
@@ -98,8 +104,7 @@ class Entry:
 
     def count_labels(self, labels: np.ndarray) -> None:
         """The table's counts of ``labels``: labelled pixels, and distinct ids (objects, where ids are objects)."""
-        labelled = labels[labels > 0]
-        self.annotated, self.objects = labelled.size, len(np.unique(labelled))
+        self.annotated, self.objects = int(np.count_nonzero(labels)), count_objects(labels)
 
     @property
     def teaches(self) -> bool:
@@ -152,7 +157,8 @@ class Experiment:
         for path, name in zip(paths, names):
             saved = state.get(name, {})
             entry = Entry(name, path, role=saved.get("role", "train"), annotated=saved.get("annotated", 0),
-                          objects=saved.get("objects"), trained=saved.get("trained", False),
+                          objects=saved.get("objects"), predicted=saved.get("predicted"),
+                          trained=saved.get("trained", False),
                           uncertainty=saved.get("uncertainty"), scale=saved.get("scale"),
                           corrected=saved.get("corrected", False))
             status = saved.get("status")
@@ -194,7 +200,7 @@ class Experiment:
         with self._lock:
             state = {"version": 1, "images": {
                 e.name: {"role": e.role, "status": e.status, "annotated": e.annotated, "objects": e.objects,
-                         "trained": e.trained,
+                         "predicted": e.predicted, "trained": e.trained,
                          "uncertainty": e.uncertainty, "scale": e.scale, "corrected": e.corrected}
                 for e in self.entries if e.path is not None},
                 "runs": [run.to_dict(self.folder) for run in self.runs], "run_in_use": self.run_in_use}
@@ -413,6 +419,7 @@ class Experiment:
 
     def save_predicted(self, entry: Entry, value, uncertainty: np.ndarray | None = None,
                        corrected: bool = False, scale: float | None = None) -> None:
+        entry.predicted = count_objects(value) if self.predicted_table is None else self.predicted_table.count(value)
         if self.predicted_table is None:
             if corrected:
                 self.save_corrected_prediction(entry, value)

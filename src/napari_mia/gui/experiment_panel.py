@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QHeaderView, QSizePolicy, QStyledItemDelegate
 
 from ..core.config import APPLICATIONS
 from ..core.events import ImagePredicted
-from ..core.experiment import ORDERS, ROLES, Entry, Experiment, predict_entry
+from ..core.experiment import ANNOTATED, ORDERS, ROLES, Entry, Experiment, predict_entry
 from . import layers
 from .background import TURN_MS, create_background_worker
 from .config_panel import toggle_section
@@ -47,7 +47,10 @@ _WATCHED = "napari_mia_edits_saved"  # a prediction layer whose edits the panel 
 _COLUMNS = ("Image", "Role", "Status", "Labelled", "Unsure", "Scale")
 _COLUMN_TIPS = {
     "Labelled": "How many pixels of the image are labelled (counted when its labels are saved or opened)",
-    OBJECTS_COLUMN: "How many objects the image's labels hold (counted when they are saved or opened)",
+    OBJECTS_COLUMN: "How many objects the image's labels hold; in brackets, how many the model found on an image "
+                    "not annotated yet (your corrections included)",
+    "Points": "How many points you clicked on the image; in brackets, how many the model found on an image not "
+              "annotated yet (your corrections included)",
     "Unsure": "How unsure the model was of its last prediction of the image (0 to 1): Next can go to the most unsure",
     "Scale": "The scale the model saw the image at when it predicted it: with Down Scaling auto, an instance model "
              "brings each image's objects to the size it learned (0.5: shrunk by half)",
@@ -689,9 +692,14 @@ class ExperimentPanel(Container):
         return OBJECTS_COLUMN if object_ids else _ANNOTATION_COLUMN[annotations]
 
     def _annotation_cell(self, entry: Entry):
-        """The table's annotation column: labelled pixels or objects, points, or the image's class."""
-        if self._annotation_column() == OBJECTS_COLUMN:
-            return "" if entry.objects is None else entry.objects
+        """The table's annotation column: labelled pixels or objects, points, or the image's class; for an
+        image not annotated yet, the model's count of objects or points (or its class) in brackets."""
+        column = self._annotation_column()
+        annotated = entry.status in ANNOTATED
+        if column in (OBJECTS_COLUMN, _ANNOTATION_COLUMN["points"]) and not annotated and entry.predicted is not None:
+            return f"({entry.predicted}?)"
+        if column == OBJECTS_COLUMN:
+            return "" if entry.objects is None or not annotated else entry.objects
         if self.experiment.annotations != "classes":
             return entry.annotated
         annotation = self.experiment.read_annotation(entry)
