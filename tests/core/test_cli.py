@@ -133,8 +133,17 @@ def test_instance_detection_and_classification_from_the_command_line(tmp_path, c
     assert load_model(model)[1].classes == ["blob", "cell"]
     assert "napari-mia: points counted by each class's heatmap mass (no validation frame" in capsys.readouterr().err
     assert main(["predict", "--model", str(model), "--images", str(images), "--out", str(tmp_path / "pts")]) == 0
-    header = (tmp_path / "pts" / "points.csv").read_text().splitlines()[0]
-    assert header == "image,y,x,class,score"
+    with open(tmp_path / "pts" / "points.csv") as handle:
+        found = list(csv.DictReader(handle))
+    assert list(found[0]) == ["image", "y", "x", "class", "score"] if found else True
+    with open(tmp_path / "pts" / "counts.csv") as handle:  # each image's count per class, zeros included
+        counts = list(csv.DictReader(handle))
+    assert [list(row) for row in counts] == [["image", "blob", "cell"]] * 3
+    assert {(row["image"], name): int(row[name]) for row in counts for name in ("blob", "cell")} == {
+        (image, name): sum(r["image"] == image and r["class"] == name for r in found)
+        for image in ("im0", "im1", "im2") for name in ("blob", "cell")}
+    totals = [sum(r["class"] == name for r in found) for name in ("blob", "cell")]
+    assert f"counted {totals[0]} blob, {totals[1]} cell in 3 image(s)" in capsys.readouterr().err
 
     table = tmp_path / "classes.csv"
     with open(table, "w", newline="") as handle:

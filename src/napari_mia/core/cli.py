@@ -490,6 +490,8 @@ def predict_command(args) -> int:
             writer.writerows(rows)
         print(f"napari-mia: {len(rows)} row(s) for {len(paths)} image(s) written to {out / table[0]}",
               file=sys.stderr)
+        if config.kind.points:
+            _write_counts(out / "counts.csv", [path.stem for path in paths], rows, config.classes)
     else:
         print(f"napari-mia: {len(paths)} label image(s) written to {out}", file=sys.stderr)
     if config.object_diameter is not None and scale_rows:
@@ -497,6 +499,21 @@ def predict_command(args) -> int:
     if args.uncertainty:
         _write_uncertainty_csv(out / "uncertainty.csv", uncertainty_rows)
     return 0
+
+
+def _write_counts(path: Path, images: list[str], rows: list[tuple], classes: list[str]) -> None:
+    """Each image's count per class (a row for every image, found nothing or not), and their sum in words."""
+    import csv
+
+    counts = {image: dict.fromkeys(classes, 0) for image in images}
+    for image, _, _, class_name, _ in rows:
+        counts[image][class_name] += 1
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("image", *classes))
+        writer.writerows((image, *found.values()) for image, found in counts.items())
+    totals = ", ".join(f"{sum(found[name] for found in counts.values())} {name}" for name in classes)
+    print(f"napari-mia: counted {totals} in {len(images)} image(s); per image in {path}", file=sys.stderr)
 
 
 def _write_scales(path: Path, rows: list[tuple[str, float]], diameter: float) -> None:
