@@ -88,6 +88,9 @@ def test_a_refresh_changes_only_the_cells_that_changed(make_napari_viewer, qtbot
     """Each save of a few brush strokes refreshes the table: rebuilding it froze the window."""
     for number in (1, 2, 3):
         tifffile.imwrite(tmp_path / f"field{number}.tif", instance_blobs((64, 64), seed=number)[0])
+    (tmp_path / "predictions").mkdir()  # field2 was predicted by the command line
+    predicted = instance_blobs((64, 64), n=4, seed=5)[1]
+    tifffile.imwrite(tmp_path / "predictions" / "field2.tif", predicted)
     viewer = make_napari_viewer()
     widget = _dock(viewer)
     _open(qtbot, widget, tmp_path)
@@ -103,11 +106,17 @@ def test_a_refresh_changes_only_the_cells_that_changed(make_napari_viewer, qtbot
     assert [[table.item(row, column) for column in range(table.columnCount())] for row in range(3)
             if row != 0] == items[1:]  # the other rows' cells are the same items, not a new table
     assert panel.table.data[0, 0] == "field1" and "(64 × 64 px)" in table.item(0, 0).toolTip()
+    painted = np.count_nonzero(viewer.layers["field1 labels"].data)
+    assert panel.table.data[1, 1:objects + 1] == ["train", "predicted", ""]  # counted once it is read
+    panel.next_button.clicked()
+    qtbot.waitUntil(lambda: panel.current.name == "field2", timeout=30_000)
+    wait_until_idle(qtbot, widget)
+    assert panel.table.data[1, objects] == f"({len(np.unique(predicted[predicted > 0]))}?)"
 
     widget.application.value = "semantic"  # the same label files: pixels are what a semantic table counts
     assert panel.table.column_headers[objects] == "Labelled"
     assert "pixels" in table.horizontalHeaderItem(objects).toolTip()
-    assert panel.table.data[0, objects] == np.count_nonzero(viewer.layers["field1 labels"].data) > 2
+    assert panel.table.data[0, objects] == painted > 2
 
 
 def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napari_viewer, qtbot, tmp_path,

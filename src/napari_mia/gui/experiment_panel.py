@@ -24,7 +24,7 @@ from qtpy.QtWidgets import QHeaderView, QSizePolicy, QStyledItemDelegate
 
 from ..core.config import APPLICATIONS
 from ..core.events import ImagePredicted
-from ..core.experiment import ANNOTATED, ORDERS, ROLES, Entry, Experiment, predict_entry
+from ..core.experiment import ANNOTATED, ORDERS, ROLES, Entry, Experiment, count_objects, predict_entry
 from . import layers
 from .background import TURN_MS, create_background_worker
 from .config_panel import toggle_section
@@ -296,12 +296,12 @@ class ExperimentPanel(Container):
     def refresh(self) -> None:
         """Redraw the table and the buttons from the experiment (cheap: no file is read)."""
         experiment = self.experiment
-        has = experiment is not None
+        has, column = experiment is not None, self._annotation_column()
         rows = [] if not has else [
-            [e.name, e.role, _status(e), self._annotation_cell(e),
+            [e.name, e.role, _status(e), self._annotation_cell(e, column),
              "" if e.uncertainty is None else f"{e.uncertainty:.2f}", "" if e.scale is None else f"{e.scale:.2f}"]
             for e in experiment]
-        self._set_rows(_table_value(rows, self._annotation_column()))
+        self._set_rows(_table_value(rows, column))
         current = None if self.current is None else experiment.entries.index(self.current)
         if current is not None:
             self.table.native.selectRow(current)
@@ -392,6 +392,10 @@ class ExperimentPanel(Container):
         confidences = None
         if prediction is not None and uncertainty is not None and uncertainty.shape == prediction.shape:
             confidences = object_confidence(prediction, uncertainty)
+        if labels is not None:  # label files written elsewhere have no count yet
+            entry.count_labels(labels)
+        elif prediction is not None and entry.predicted is None:  # nor have predictions the command line wrote
+            entry.predicted = count_objects(prediction)
         return entry, image, channel_axis, labels, prediction, uncertainty, confidences
 
     def _show_read_entry(self, result) -> None:
@@ -486,8 +490,6 @@ class ExperimentPanel(Container):
         self.current = entry
         self.dock.session.shown(entry)
         self._shapes[entry.name] = " × ".join(map(str, labels.shape))
-        if entry.status in ("labelled", "accepted"):  # label files written elsewhere have no count yet
-            entry.count_labels(labels)
         return layers.show_step(added)
 
     def _show_prediction(self, entry: Entry, prediction: np.ndarray, uncertainty, confidences, shown: dict):
@@ -691,10 +693,9 @@ class ExperimentPanel(Container):
         object_ids = annotations == "labels" and APPLICATIONS[self.dock.application.value].object_ids
         return OBJECTS_COLUMN if object_ids else _ANNOTATION_COLUMN[annotations]
 
-    def _annotation_cell(self, entry: Entry):
-        """The table's annotation column: labelled pixels or objects, points, or the image's class; for an
+    def _annotation_cell(self, entry: Entry, column: str):
+        """The table's annotation ``column``: labelled pixels or objects, points, or the image's class; for an
         image not annotated yet, the model's count of objects or points (or its class) in brackets."""
-        column = self._annotation_column()
         annotated = entry.status in ANNOTATED
         if column in (OBJECTS_COLUMN, _ANNOTATION_COLUMN["points"]) and not annotated and entry.predicted is not None:
             return f"({entry.predicted}?)"
