@@ -214,12 +214,14 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     widget.stop_button.clicked()
     stop_clicked.set()
     wait_until_idle(qtbot, widget)
-    assert "stopped: 3 of 6 images predicted" in widget.status.value
     table = widget.experiment_panel.table
     assert table.column_headers == ("Image", "Role", "Status", "Objects", "Unsure", "Scale")
     assert table.shape == (6, 6)
     assert [row[2] for row in table.data.to_list()] == ["predicted"] * 3 + ["unlabelled"] * 3
     assert sorted(p.name for p in (folder / "predictions").iterdir()) == ["blob1.tif", "blob2.tif", "blob3.tif"]
+    found = [len(np.unique(ids[ids > 0])) for ids in map(tifffile.imread, sorted((folder / "predictions").iterdir()))]
+    assert f"stopped: 3 of 6 images predicted, {sum(found)} objects found" in widget.status.value
+    assert [row[3] for row in table.data.to_list()][:3] == [f"({count}?)" for count in found]
     assert [e.status for e in Experiment.open(folder)] == ["predicted"] * 3 + ["unlabelled"] * 3
     assert not list(folder.rglob(".*"))  # no half-written file
 

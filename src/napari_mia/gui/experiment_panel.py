@@ -954,7 +954,7 @@ class ExperimentPanel(Container):
             predict_all, dock.model, dock.model_config, self.experiment, entries,
             next(dock.model.parameters()).device,
             _connect={"yielded": self._on_image_predicted, "errored": self._on_error,
-                      "finished": lambda: self._on_predict_all_finished(len(entries))}, _start_thread=False)
+                      "finished": lambda: self._on_predict_all_finished(entries)}, _start_thread=False)
         if dock.start_prediction_job(worker, f"Predicting {len(entries)} images…"):
             self.refresh()
 
@@ -968,10 +968,14 @@ class ExperimentPanel(Container):
             self._set_uncertainty(event.uncertainty, prediction_layer)
         self.refresh()
 
-    def _on_predict_all_finished(self, total: int) -> None:
+    def _on_predict_all_finished(self, entries: list[Entry]) -> None:
         self.dock.on_prediction_finished()
-        stopped = "stopped: " if self._predicted < total else ""
-        self.summary.value = (f"Predict all {stopped}{self._predicted} of {total} images predicted "
+        stopped = "stopped: " if self._predicted < len(entries) else ""
+        found, column = "", self._annotation_column()
+        if column in (OBJECTS_COLUMN, _ANNOTATION_COLUMN["points"]):
+            counts = [e.predicted for e in entries[:self._predicted] if e.predicted is not None]
+            found = f", {sum(counts)} {column.lower()} found"
+        self.summary.value = (f"Predict all {stopped}{self._predicted} of {len(entries)} images predicted{found} "
                               f"(saved in {self.experiment.folder / 'predictions'}).")
         self.dock.status.value = self.summary.value
         self.refresh()
