@@ -78,6 +78,42 @@ def test_saved_labels_are_counted_in_pixels_and_objects_and_the_counts_come_back
     assert Experiment.open(folder)["im2"].predicted == 2
 
 
+def test_the_count_table_holds_every_image_with_whose_count_it_is(tmp_path):
+    """Yours where you annotated or accepted, else the model's (corrections included); label files that
+    were never counted (written by hand) are read."""
+    import csv
+
+    folder, truth = _folder(tmp_path, names=("im1", "im2", "im3", "im4"), shapes=((64, 64),) * 4)
+    (folder / "labels").mkdir()
+    tifffile.imwrite(folder / "labels" / "im4.tif", truth["im4"])  # by hand: no count in the state file
+    experiment = Experiment.open(folder)
+    experiment.save_labels(experiment["im1"], truth["im1"])
+    corrected = np.where(truth["im2"] == 1, 0, truth["im2"])
+    experiment.save_predicted(experiment["im2"], truth["im2"])
+    experiment.save_predicted(experiment["im2"], corrected, corrected=True)
+    header, rows = Experiment.open(folder).count_table()
+    assert header == ["image", "status", "counted_by", "objects"]
+    assert rows == [["im1", "labelled", "you", 3], ["im2", "corrected", "model", 2],
+                    ["im3", "unlabelled", "", ""], ["im4", "labelled", "you", 3]]
+    assert experiment.write_count_table(folder / "counts.csv") == 3
+    with open(folder / "counts.csv", newline="") as handle:
+        assert list(csv.reader(handle)) == [header, *([str(cell) for cell in row] for row in rows)]
+
+
+def test_the_count_table_of_points_counts_each_class(tmp_path):
+    folder, _ = _folder(tmp_path)
+    experiment = Experiment.open(folder, annotations="points")
+    experiment.save_annotation(experiment["im1"], (np.array([[5.0, 5.0], [9.0, 9.0], [20.0, 20.0]]),
+                                                   ["RBC", "RBC", "WBC"], np.ones(3)))
+    experiment.save_predicted(experiment["im2"], (np.array([[7.0, 7.0]]), ["Platelets"], np.array([0.8])))
+    header, rows = experiment.count_table()
+    assert header == ["image", "status", "counted_by", "points", "Platelets", "RBC", "WBC"]
+    assert rows == [["im1", "labelled", "you", 3, 0, 2, 1], ["im2", "predicted", "model", 1, 1, 0, 0],
+                    ["im10", "unlabelled", "", "", "", "", ""]]
+    with pytest.raises(ValueError, match="class, not a count"):
+        Experiment.open(folder, annotations="classes").count_table()
+
+
 def test_a_label_file_without_a_state_file_still_counts(tmp_path):
     """Labels written by hand (or by a session that crashed before its state file) teach."""
     folder, truth = _folder(tmp_path)

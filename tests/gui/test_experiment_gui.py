@@ -1,6 +1,7 @@
 """The loop over a folder of images, as a user works it: open, paint, train, next, correct, accept, retrain,
 close, reopen another day."""
 
+import csv
 import shutil
 import threading
 
@@ -117,6 +118,7 @@ def test_a_refresh_changes_only_the_cells_that_changed(make_napari_viewer, qtbot
     assert panel.table.column_headers[objects] == "Labelled"
     assert "pixels" in table.horizontalHeaderItem(objects).toolTip()
     assert panel.table.data[0, objects] == painted > 2
+    assert panel.export_counts_button.native.isHidden()  # pixels are no count to export
 
 
 def test_a_folder_is_labelled_trained_corrected_accepted_and_reopened(make_napari_viewer, qtbot, tmp_path,
@@ -222,6 +224,15 @@ def test_predict_all_stopped_half_way_says_how_many_were_done(make_napari_viewer
     found = [len(np.unique(ids[ids > 0])) for ids in map(tifffile.imread, sorted((folder / "predictions").iterdir()))]
     assert f"stopped: 3 of 6 images predicted, {sum(found)} objects found" in widget.status.value
     assert [row[3] for row in table.data.to_list()][:3] == [f"({count}?)" for count in found]
+    panel = widget.experiment_panel
+    assert not panel.export_counts_button.native.isHidden() and panel.export_counts_button.enabled
+    panel.export_counts(tmp_path / "counts.csv")  # the folder's counts, as a microscopist takes them away
+    qtbot.waitUntil(lambda: (tmp_path / "counts.csv").is_file(), timeout=10_000)
+    with open(tmp_path / "counts.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["image", "status", "counted_by", "objects"]
+    assert rows[1:] == [[f"blob{n}", "predicted", "model", str(count)] for n, count in enumerate(found, 1)] + [
+        [f"blob{n}", "unlabelled", "", ""] for n in (4, 5, 6)]
     assert [e.status for e in Experiment.open(folder)] == ["predicted"] * 3 + ["unlabelled"] * 3
     assert not list(folder.rglob(".*"))  # no half-written file
 

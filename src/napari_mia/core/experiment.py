@@ -22,7 +22,9 @@ the same experiment as in-memory entries (:meth:`Experiment.add_array`).
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import threading
 from collections import Counter
@@ -105,6 +107,11 @@ class Entry:
     def count_labels(self, labels: np.ndarray) -> None:
         """The table's counts of ``labels``: labelled pixels, and distinct ids (objects, where ids are objects)."""
         self.annotated, self.objects = int(np.count_nonzero(labels)), count_objects(labels)
+
+    @property
+    def table_status(self) -> str:
+        """Its status as the dock's table shows it: a prediction the user edited is "corrected"."""
+        return "corrected" if self.status == "predicted" and self.corrected else self.status
 
     @property
     def teaches(self) -> bool:
@@ -431,6 +438,47 @@ class Experiment:
         if entry.status == "unlabelled":
             entry.status = "predicted"
         self.save_state()
+
+    def count_table(self) -> tuple[list[str], list[list]]:
+        """Every image's count of objects (label images of object ids) or points, per class for points:
+        ``(header, rows)``, each row the image, its status, whose count it is (``you``: annotated or accepted;
+        ``model``: its prediction, your corrections included; empty: neither yet) and the counts. Files not
+        yet counted are read."""
+        if self.annotations == "classes":
+            raise ValueError("a classification experiment gives each image a class, not a count")
+        counted = [(entry, *self._counted(entry)) for entry in self.entries]
+        classes = sorted({name for _, _, found in counted if found is not None for name in found})
+        header = ["image", "status", "counted_by", "points" if self.table is not None else "objects"]
+        if self.table is not None:
+            header += classes
+        rows = []
+        for entry, whose, found in counted:
+            row = [entry.name, entry.table_status, whose, "" if found is None else sum(found.values())]
+            if self.table is not None:
+                row += ["" if found is None else found.get(name, 0) for name in classes]
+            rows.append(row)
+        return header, rows
+
+    def _counted(self, entry: Entry) -> tuple[str, dict[str, int] | None]:
+        """Whose count ``entry`` has, and its count per class name (objects of label images: one "class")."""
+        whose = "you" if entry.status in ANNOTATED else "model" if self._has_prediction(entry) else ""
+        if not whose:
+            return whose, None
+        if self.table is not None:
+            value = (self.table if whose == "you" else self.predicted_table).read(entry.name)
+            return whose, dict(Counter(value[1]))
+        known = entry.objects if whose == "you" else entry.predicted
+        if known is None:
+            known = count_objects(self.read_labels(entry) if whose == "you" else self.read_prediction(entry))
+        return whose, {"objects": known}
+
+    def write_count_table(self, path: str | Path) -> int:
+        """:meth:`count_table` as a CSV file (written atomically); returns how many images it counts."""
+        header, rows = self.count_table()
+        text = io.StringIO()
+        csv.writer(text).writerows([header, *rows])
+        write_atomically(Path(path), lambda file: file.write_text(text.getvalue()))
+        return sum(row[2] != "" for row in rows)
 
     def class_names(self) -> list[str]:
         """The class names the annotations use (points' classes, images' classes), sorted."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Table
 from napari.layers import Image, Labels, Points
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QSignalBlocker, Qt, QTimer
 from qtpy.QtWidgets import QHeaderView, QSizePolicy, QStyledItemDelegate
 
@@ -110,6 +110,9 @@ class ExperimentPanel(Container):
                                       f"(key: {ACCEPT_KEY})")
         self.predict_all_button = PushButton(text="Predict all", enabled=False)
         self.predict_all_button.tooltip = "Predict every image not yet labelled, saved in predictions/"
+        self.export_counts_button = PushButton(text="Export counts…", enabled=False, visible=False)
+        self.export_counts_button.tooltip = ("Every image's count of objects or points (per class), yours where you "
+                                             "annotated or accepted it, else the model's, into a CSV table")
         self.role = ComboBox(label="Role", choices=ROLES, value="train", enabled=False)
         self.class_choice = ComboBox(label="Class", choices=lambda _: ["", *self.dock.class_names()], visible=False)
         self.class_choice.tooltip = ("Classification: this image's class (saved in classes.csv). Points: the class of "
@@ -147,7 +150,8 @@ class ExperimentPanel(Container):
             self.table,
             Container(widgets=[self.previous_button, self.next_button, self.accept_button], layout="horizontal",
                       labels=False),
-            Container(widgets=[self.class_choice, self.predict_all_button], layout="horizontal"),
+            Container(widgets=[self.class_choice, self.predict_all_button, self.export_counts_button],
+                      layout="horizontal"),
             self.summary,
             self.folder_options_button,
             self.folder_options,
@@ -160,6 +164,7 @@ class ExperimentPanel(Container):
         self.next_button.changed.connect(lambda: self.step(1))
         self.accept_button.changed.connect(self.accept)
         self.predict_all_button.changed.connect(self.predict_all)
+        self.export_counts_button.changed.connect(self._ask_counts)
         self.role.changed.connect(self._on_role)
         self.order.changed.connect(self._on_order)
         self.class_choice.changed.connect(self._on_class_chosen)
@@ -298,7 +303,7 @@ class ExperimentPanel(Container):
         experiment = self.experiment
         has, column = experiment is not None, self._annotation_column()
         rows = [] if not has else [
-            [e.name, e.role, _status(e), self._annotation_cell(e, column),
+            [e.name, e.role, e.table_status, self._annotation_cell(e, column),
              "" if e.uncertainty is None else f"{e.uncertainty:.2f}", "" if e.scale is None else f"{e.scale:.2f}"]
             for e in experiment]
         self._set_rows(_table_value(rows, column))
@@ -311,6 +316,8 @@ class ExperimentPanel(Container):
         self.next_button.enabled = has and idle and current is not None and current < len(experiment) - 1
         self.accept_button.enabled = has and idle and self.current is not None
         self.predict_all_button.enabled = has and idle and self.dock.model is not None
+        self.export_counts_button.visible = column in (OBJECTS_COLUMN, _ANNOTATION_COLUMN["points"])
+        self.export_counts_button.enabled = has and idle
         self.role.enabled = self.current is not None
         self.unsure_button.enabled = has and self._uncertainty is not None
         self._show_runs(idle)
@@ -958,6 +965,25 @@ class ExperimentPanel(Container):
         if dock.start_prediction_job(worker, f"Predicting {len(entries)} images…"):
             self.refresh()
 
+    # ---- counts --------------------------------------------------------------------------------------
+    def _ask_counts(self, *_) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        if self.experiment is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(None, "Export counts", str(self.experiment.folder / "counts.csv"),
+                                              "CSV (*.csv)")
+        if path:
+            self.export_counts(path)
+
+    def export_counts(self, path: str | Path):
+        """Write every image's count in a worker (label files not counted yet are read); returns the worker."""
+        self.save_now()
+        worker = create_background_worker(self.experiment.write_count_table, path, _connect={
+            "returned": lambda counted: show_info(f"Counts of {counted} images written to {path}"),
+            "errored": self._on_error})
+        return worker
+
     def _on_image_predicted(self, event: ImagePredicted) -> None:
         self._predicted = event.done
         self.dock.progress.max, self.dock.progress.value = event.total, event.done
@@ -1055,10 +1081,6 @@ def _point_features(classes, scores):
 
     return pd.DataFrame({"class": pd.Series(list(classes), dtype=object),
                          "score": pd.Series(np.asarray(scores, np.float64))})
-
-
-def _status(entry: Entry) -> str:
-    return "corrected" if entry.status == "predicted" and entry.corrected else entry.status
 
 
 def _table_value(rows: list[list], annotation_column: str = "Labelled") -> dict:
