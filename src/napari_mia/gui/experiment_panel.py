@@ -976,13 +976,12 @@ class ExperimentPanel(Container):
         if path:
             self.export_counts(path)
 
-    def export_counts(self, path: str | Path):
-        """Write every image's count in a worker (label files not counted yet are read); returns the worker."""
+    def export_counts(self, path: str | Path) -> None:
+        """Write every image's count in a worker (label files not counted yet are read)."""
         self.save_now()
-        worker = create_background_worker(self.experiment.write_count_table, path, _connect={
+        create_background_worker(self.experiment.write_count_table, path, _connect={
             "returned": lambda counted: show_info(f"Counts of {counted} images written to {path}"),
             "errored": self._on_error})
-        return worker
 
     def _on_image_predicted(self, event: ImagePredicted) -> None:
         self._predicted = event.done
