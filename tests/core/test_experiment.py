@@ -78,6 +78,16 @@ def test_saved_labels_are_counted_in_pixels_and_objects_and_the_counts_come_back
     assert Experiment.open(folder)["im2"].predicted == 2
 
 
+@pytest.mark.parametrize("labels", [
+    np.zeros((3, 3), np.uint8), np.array([[0, 5, 5], [7, 0, 1]], np.uint16), np.array([[True, False]]),
+    np.array([[0, 2**40, 3]], np.uint64), np.array([[-1, 2, 2, 3]], np.int32), np.array([[0.0, 2.0, 2.0]]),
+    np.zeros((0, 4), np.int32)], ids=["empty", "ids", "bool", "ids-beyond-size", "negative", "float", "no-pixel"])
+def test_objects_are_the_distinct_ids_above_0(labels):
+    from napari_mia.core.experiment import count_objects
+
+    assert count_objects(labels) == len(np.unique(labels[labels > 0]))
+
+
 def test_the_count_table_holds_every_image_with_whose_count_it_is(tmp_path):
     """Yours where you annotated or accepted, else the model's (corrections included); label files that
     were never counted (written by hand) are read."""
