@@ -40,6 +40,7 @@ _LAYER_SUFFIXES = {"labels": (LABELS_SUFFIX, PREDICTION_SUFFIX), "points": (POIN
                    "classes": (None, None)}
 _ANNOTATION_COLUMN = {"labels": "Labelled", "points": "Points", "classes": "Class"}
 OBJECTS_COLUMN = "Objects"  # instead of Labelled where the label images hold an id per object
+_COUNT_COLUMNS = (OBJECTS_COLUMN, _ANNOTATION_COLUMN["points"])  # columns that count objects or points
 _FIRST_STEP = {"labels": "Paint a few objects on this image", "points": "Click a few objects on this image",
                "classes": "Give a few images their Class"}
 _WATCHED = "napari_mia_edits_saved"  # a prediction layer whose edits the panel saves
@@ -316,7 +317,7 @@ class ExperimentPanel(Container):
         self.next_button.enabled = has and idle and current is not None and current < len(experiment) - 1
         self.accept_button.enabled = has and idle and self.current is not None
         self.predict_all_button.enabled = has and idle and self.dock.model is not None
-        self.export_counts_button.visible = column in (OBJECTS_COLUMN, _ANNOTATION_COLUMN["points"])
+        self.export_counts_button.visible = column in _COUNT_COLUMNS
         self.export_counts_button.enabled = has and idle
         self.role.enabled = self.current is not None
         self.unsure_button.enabled = has and self._uncertainty is not None
@@ -704,7 +705,7 @@ class ExperimentPanel(Container):
         """The table's annotation ``column``: labelled pixels or objects, points, or the image's class; for an
         image not annotated yet, the model's count of objects or points (or its class) in brackets."""
         annotated = entry.status in ANNOTATED
-        if column in (OBJECTS_COLUMN, _ANNOTATION_COLUMN["points"]) and not annotated and entry.predicted is not None:
+        if column in _COUNT_COLUMNS and not annotated and entry.predicted is not None:
             return f"({entry.predicted}?)"
         if column == OBJECTS_COLUMN:
             return "" if entry.objects is None or not annotated else entry.objects
@@ -997,7 +998,7 @@ class ExperimentPanel(Container):
         self.dock.on_prediction_finished()
         stopped = "stopped: " if self._predicted < len(entries) else ""
         found, column = "", self._annotation_column()
-        if column in (OBJECTS_COLUMN, _ANNOTATION_COLUMN["points"]):
+        if column in _COUNT_COLUMNS:
             counts = [e.predicted for e in entries[:self._predicted] if e.predicted is not None]
             found = f", {sum(counts)} {column.lower()} found"
         self.summary.value = (f"Predict all {stopped}{self._predicted} of {len(entries)} images predicted{found} "
