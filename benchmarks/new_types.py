@@ -116,11 +116,17 @@ def trained_once(model: Path, options: list[str]) -> float:
     return float(minutes.read_text())
 
 
-def predicted_ap(model: Path, test: Path, out: Path) -> float:
-    if not out.is_dir():
-        subprocess.run([*CLI, "predict", "--model", str(model), "--images", str(test / "images"), "--out", str(out)],
+def predicted_once(model: Path, images: Path, out: Path, *options: str, written: str = "") -> Path:
+    """``out``, where ``napari-mia predict`` wrote the model's predictions of ``images`` (once: a folder already
+    there, or holding the file ``written``, is kept)."""
+    if not (out / written).exists():
+        subprocess.run([*CLI, "predict", "--model", str(model), "--images", str(images), "--out", str(out), *options],
                        check=True, capture_output=True)
-    return score(out, test / "labels")["ap50_per_image"]
+    return out
+
+
+def predicted_ap(model: Path, test: Path, out: Path) -> float:
+    return score(predicted_once(model, test / "images", out), test / "labels")["ap50_per_image"]
 
 
 def forest_ap(train_stems: list[str], test: Path, out: Path, minutes: float) -> float:
@@ -202,10 +208,7 @@ def train_points(stems: list[str], folder: Path, model: Path, minutes: float, op
 
 def counted(model: Path, test: Path, out: Path) -> tuple[float, float]:
     """(F1, count ratio predicted / true) of the model's points on the test images."""
-    if not (out / "points.csv").exists():
-        subprocess.run([*CLI, "predict", "--model", str(model), "--images", str(test / "images"), "--out", str(out)],
-                       check=True, capture_output=True)
-    with open(out / "points.csv") as handle:
+    with open(predicted_once(model, test / "images", out, written="points.csv") / "points.csv") as handle:
         rows = list(csv.DictReader(handle))
     return point_scores({path.stem: np.array([(float(r["y"]), float(r["x"])) for r in rows if r["image"] == path.stem])
                          for path in sorted((test / "images").iterdir())})
@@ -271,10 +274,8 @@ def self_trained_ap(labelled: list[str], unlabelled: list[str], share: float, te
     the ``share`` of ``unlabelled`` it is surest of."""
     k = len(labelled)
     k_model, predicted = work / f"k{k}-from-model.safetensors", work / f"pseudo-k{k}"
-    if not predicted.is_dir():
-        images = link_folder(unlabelled, work / "unlabelled", labels=None) / "images"
-        subprocess.run([*CLI, "predict", "--model", str(k_model), "--images", str(images), "--out", str(predicted),
-                        "--uncertainty"], check=True, capture_output=True)
+    images = link_folder(unlabelled, work / "unlabelled", labels=None) / "images"
+    predicted_once(k_model, images, predicted, "--uncertainty")
     with open(predicted / "uncertainty.csv") as handle:
         surest_first = [row["image"] for row in csv.DictReader(handle)][::-1]
     taken = surest_first[: round(share * len(surest_first))]
@@ -322,10 +323,7 @@ def membranes_new_type(work: Path, args) -> None:
             minutes = trained_once(work / f"{slug}.safetensors", [
                 "--application", "semantic", "--images", str(folder / "images"), "--labels", str(folder / "labels"),
                 "--max-minutes", str(args.minutes), *options])
-            out = work / f"predicted-{slug}"
-            if not out.is_dir():
-                subprocess.run([*CLI, "predict", "--model", str(work / f"{slug}.safetensors"), "--images",
-                                str(test / "images"), "--out", str(out)], check=True, capture_output=True)
+            out = predicted_once(work / f"{slug}.safetensors", test / "images", work / f"predicted-{slug}")
             iou = ious([tifffile.imread(out / f"{stem}.tif") == 1 for stem in tests], truths)[1]
             results.setdefault(name, {})[k] = iou
             print(f"  k={k} {name}: membrane IoU {iou:.4f} ({minutes:.1f} min with loading)", flush=True)
