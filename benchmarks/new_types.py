@@ -312,7 +312,8 @@ def membranes_new_type(work: Path, args) -> None:
     slices = sorted(path.stem for path in (EM / "images").glob("*.png"))
     tests, pool = slices[EM_TEST], list(np.random.default_rng(28).permutation(slices[: EM_TEST.start]))
     test = em_folder(tests, work / "em-test")
-    truths = [em_slice(stem)[1] for stem in tests]
+    test_slices = [em_slice(stem) for stem in tests]
+    truths = [truth for _, truth in test_slices]
     print(f"new type: ISBI 2012 EM membranes, {len(slices)} slices ({len(tests)} to test on, the stack's last)",
           flush=True)
     results: dict[str, dict[int, float]] = {}
@@ -328,7 +329,7 @@ def membranes_new_type(work: Path, args) -> None:
             results.setdefault(name, {})[k] = iou
             print(f"  k={k} {name}: membrane IoU {iou:.4f} ({minutes:.1f} min with loading)", flush=True)
         classify = pixel_forest([em_slice(stem) for stem in pool[:k]], args.minutes)
-        iou = ious([classify(em_slice(stem)[0]).astype(bool) for stem in tests], truths)[1]
+        iou = ious([classify(image).astype(bool) for image, _ in test_slices], truths)[1]
         results.setdefault("random forest", {})[k] = iou
         print(f"  k={k} random forest: membrane IoU {iou:.4f}", flush=True)
     k = max(args.ks)

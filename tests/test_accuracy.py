@@ -43,8 +43,8 @@ def test_dsb2018_instances_with_the_plain_command(tmp_path):
 
 def test_a_new_type_from_5_labelled_images(tmp_path):
     """Target (#28): AP@0.5 >= 0.75 from 5 images of a held-out type, 0.10 above a random forest on them.
-    Reached: 0.507 from the model of the other type (three seeds, 2026-12-06), 0.15 above the forest; the
-    bounds guard against regressions."""
+    Reached: 0.507 from the model of the other type (three seeds, 2026-12-06), 0.135-0.147 above the
+    forest; the bounds guard against regressions."""
     out = benchmark("new_types.py", "--ks", "5", data="dsb2018_nuclei", tmp_path=tmp_path)
     assert number_after("ap50_colour_k5_from_model", out) >= 0.47, out
     assert number_after("ap50_colour_k5_from_model_minus_forest", out) >= 0.10, out
